@@ -1,0 +1,39 @@
+# The README's commands. Each sets up .venv on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-test
+
+.PHONY: test lint demo run bench sim clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check --fix .
+	$(BIN)/python -m ruff format .
+
+demo: $(STAMP)
+	$(BIN)/vibes demo
+
+run: $(STAMP)
+	$(BIN)/vibes bot $(if $(SIM),--sim,)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+sim: $(STAMP)
+	$(BIN)/vibes sim
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .ruff_cache

@@ -1,0 +1,616 @@
+"""Load gpus.yaml and settings.yaml once into frozen dataclasses; every error names the file and key."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from orchestrator.errors import ConfigError
+from orchestrator.models import Family, TaskKind, Tier
+
+T = TypeVar("T")
+
+DEFAULT_CHECKPOINTS: dict[Family, str] = {
+    Family.SD15: "v1-5-pruned-emaonly.safetensors",
+    Family.SDXL: "sd_xl_base_1.0.safetensors",
+    Family.PONY: "sd_xl_base_1.0.safetensors",
+    Family.ILLUSTRIOUS: "sd_xl_base_1.0.safetensors",
+    Family.FLUX: "flux1-dev-fp8.safetensors",
+}
+DEFAULT_UPSCALE_MODEL = "4x-UltraSharp.pth"
+
+
+@dataclass(frozen=True, slots=True)
+class SimFaults:
+    """Faults a simulated node injects (counts are of prompts this node has started)."""
+
+    #: stop answering at all (HTTP and WebSocket) when this prompt starts
+    die_after: int | None = None
+    #: the Nth prompt never finishes
+    hang_after: int | None = None
+    #: the Nth prompt ends with execution_error
+    error_after: int | None = None
+    #: drop the WebSocket while the Nth prompt runs
+    drop_ws_after: int | None = None
+    #: extra delay on every GET /view
+    slow_view_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SimNodeConfig:
+    """How the simulator serves a node: speeds at the family's native size, load times, models, faults."""
+
+    #: seconds per sampler step at the family's native size (sd15 512², others 1024²); scaled by pixels
+    seconds_per_step: Mapping[Family, float] = field(default_factory=dict)
+    upscale_seconds: float = 2.0
+    checkpoint_load_seconds: float = 5.0
+    checkpoints: tuple[str, ...] = ()
+    loras: tuple[str, ...] = ()
+    upscale_models: tuple[str, ...] = ()
+    previews: bool = True
+    faults: SimFaults = field(default_factory=SimFaults)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """One ComfyUI server of the farm (the seed's gpus.yaml schema)."""
+
+    id: str
+    name: str
+    tier: Tier
+    host: str
+    port: int
+    capabilities: tuple[str, ...]
+    vram_gb: float = 0.0
+    max_resolution: int = 1024
+    max_batch: int = 1
+    sim: SimNodeConfig | None = None
+
+    @property
+    def base_url(self) -> str:
+        """http://host:port of the node."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def can_run(self, capability: str) -> bool:
+        """True when the node lists this capability (a family name or 'upscale')."""
+        return capability in self.capabilities
+
+
+@dataclass(frozen=True, slots=True)
+class StageRecipe:
+    """One Draft Grid stage: how many images and how they are rendered."""
+
+    name: str
+    count: int
+    family: Family
+    width: int
+    height: int
+    steps: int
+    task: TaskKind
+    denoise: float = 1.0
+    cfg: float = 7.0
+    sampler: str = "euler"
+    scheduler: str = "normal"
+
+
+DEFAULT_STAGES: tuple[StageRecipe, ...] = (
+    StageRecipe("drafts", 20, Family.SD15, 512, 512, 10, TaskKind.DRAFT),
+    StageRecipe("refined", 8, Family.SDXL, 1024, 1024, 25, TaskKind.STANDARD, denoise=0.6),
+    StageRecipe("polished", 3, Family.SDXL, 1024, 1024, 35, TaskKind.QUALITY, denoise=0.45),
+    StageRecipe("final", 1, Family.SDXL, 1024, 1024, 50, TaskKind.PREMIUM, denoise=0.35),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    """Where images and the database live."""
+
+    data_dir: Path = Path("data")
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "vibes.db"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSettings:
+    """Health checks of the nodes."""
+
+    interval_s: float = 10.0
+    timeout_s: float = 5.0
+    failures_to_down: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSettings:
+    """Retries, timeouts and per-node depth."""
+
+    max_attempts: int = 3
+    #: prompts a node holds at once (one running + queued ones to hide transfer time)
+    node_depth: int = 2
+    #: a job that shows no sign of life (no WS message) for this long is taken away from its node
+    stall_timeout_s: float = 120.0
+    #: hard limit per job by task; None means default_timeout_s
+    job_timeout_s: Mapping[TaskKind, float | None] = field(default_factory=dict)
+    default_timeout_s: float = 900.0
+    http_timeout_s: float = 30.0
+
+    def timeout_for(self, task: TaskKind) -> float:
+        value = self.job_timeout_s.get(task)
+        return self.default_timeout_s if value is None else value
+
+
+@dataclass(frozen=True, slots=True)
+class SimSettings:
+    """The simulated farm."""
+
+    time_scale: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class FunnelSettings:
+    """Session flows."""
+
+    stages: tuple[StageRecipe, ...] = DEFAULT_STAGES
+    final_upscale: bool = True
+    prune_unselected: bool = False
+    concept_options: int = 5
+    explorer_count: int = 6
+
+
+@dataclass(frozen=True, slots=True)
+class LlmSettings:
+    """The Ollama feedback pipeline."""
+
+    enabled: bool = True
+    #: None: the ollama client's own default (OLLAMA_HOST or localhost:11434)
+    host: str | None = None
+    interpreter_model: str = "hermes3:8b"
+    engineer_model: str = "phi4:14b"
+    vision_model: str = "minicpm-v"
+    timeout_s: float = 30.0
+    vision_max_images: int = 3
+    vision_max_side: int = 512
+
+
+@dataclass(frozen=True, slots=True)
+class DiscordSettings:
+    """Discord front-end options."""
+
+    progress_interval_s: float = 1.5
+    thread_auto_archive_minutes: int = 1440
+    #: stop editing messages older than this (Discord error 30046 after an hour)
+    max_edit_age_s: float = 3300.0
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """Per-user caps and input bounds."""
+
+    max_active_sessions_per_user: int = 3
+    max_queued_images_per_user: int = 60
+    max_count: int = 40
+    max_prompt_chars: int = 1500
+    max_side: int = 2048
+    max_steps: int = 150
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """settings.yaml: everything but the nodes."""
+
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    checkpoints: Mapping[Family, str] = field(default_factory=lambda: dict(DEFAULT_CHECKPOINTS))
+    upscale_model: str = DEFAULT_UPSCALE_MODEL
+    health: HealthSettings = field(default_factory=HealthSettings)
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    sim: SimSettings = field(default_factory=SimSettings)
+    funnel: FunnelSettings = field(default_factory=FunnelSettings)
+    llm: LlmSettings = field(default_factory=LlmSettings)
+    discord: DiscordSettings = field(default_factory=DiscordSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+
+    def checkpoint_for(self, family: Family) -> str:
+        return self.checkpoints.get(family, DEFAULT_CHECKPOINTS[family])
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration: the farm and the settings."""
+
+    nodes: tuple[NodeConfig, ...]
+    settings: Settings = field(default_factory=Settings)
+    directory: Path = Path("config")
+
+    def node(self, node_id: str) -> NodeConfig:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(node_id)
+
+    def with_nodes(self, nodes: tuple[NodeConfig, ...]) -> Config:
+        """A copy with other nodes (tests and `--sim` rebind ports)."""
+        return replace(self, nodes=nodes)
+
+    def with_settings(self, **changes: Any) -> Config:
+        """A copy with some settings sections replaced."""
+        return replace(self, settings=replace(self.settings, **changes))
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _At:
+    """A position in a YAML document, for error messages that name the file and key."""
+
+    def __init__(self, file: str, key: str, value: Any) -> None:
+        self.file, self.key, self.value = file, key, value
+
+    def fail(self, problem: str) -> ConfigError:
+        return ConfigError(self.file, self.key, problem)
+
+    def child(self, name: str | int) -> _At:
+        if isinstance(name, int):
+            key = f"{self.key}[{name}]"
+        else:
+            key = f"{self.key}.{name}" if self.key else name
+        value = self.value.get(name) if isinstance(self.value, dict) and isinstance(name, str) else None
+        if isinstance(name, int) and isinstance(self.value, list):
+            value = self.value[name]
+        return _At(self.file, key, value)
+
+    def mapping(self) -> dict[str, Any]:
+        if self.value is None:
+            return {}
+        if not isinstance(self.value, dict):
+            raise self.fail("expected a mapping")
+        return self.value
+
+    def items(self) -> list[_At]:
+        if not isinstance(self.value, list):
+            raise self.fail("expected a list")
+        return [self.child(i) for i in range(len(self.value))]
+
+    def get(self, name: str, conv: Callable[[_At], T], default: T) -> T:
+        c = self.child(name)
+        return default if c.value is None else conv(c)
+
+    def need(self, name: str, conv: Callable[[_At], T]) -> T:
+        c = self.child(name)
+        if c.value is None:
+            raise c.fail("required")
+        return conv(c)
+
+    def only(self, allowed: set[str]) -> None:
+        for k in self.mapping():
+            if k not in allowed:
+                raise self.child(str(k)).fail(f"unknown key; expected one of {', '.join(sorted(allowed))}")
+
+
+def _str(at: _At) -> str:
+    if isinstance(at.value, bool) or not isinstance(at.value, (str, int, float)):
+        raise at.fail("expected a string")
+    return str(at.value)
+
+
+def _int(at: _At) -> int:
+    if isinstance(at.value, bool) or not isinstance(at.value, int):
+        raise at.fail(f"expected an integer, got {at.value!r}")
+    return at.value
+
+
+def _pos_int(at: _At) -> int:
+    v = _int(at)
+    if v < 1:
+        raise at.fail(f"expected a positive integer, got {v}")
+    return v
+
+
+def _opt_int(at: _At) -> int | None:
+    return _pos_int(at)
+
+
+def _num(at: _At) -> float:
+    if isinstance(at.value, bool) or not isinstance(at.value, (int, float)):
+        raise at.fail(f"expected a number, got {at.value!r}")
+    if at.value < 0:
+        raise at.fail(f"expected a number >= 0, got {at.value}")
+    return float(at.value)
+
+
+def _bool(at: _At) -> bool:
+    if not isinstance(at.value, bool):
+        raise at.fail(f"expected true or false, got {at.value!r}")
+    return at.value
+
+
+def _enum(kind: type[T]) -> Callable[[_At], T]:
+    def conv(at: _At) -> T:
+        try:
+            return kind(at.value)  # type: ignore[call-arg]
+        except ValueError:
+            allowed = ", ".join(str(m.value) for m in kind)  # type: ignore[attr-defined]
+            raise at.fail(f"expected one of {allowed}") from None
+
+    return conv
+
+
+def _str_list(at: _At) -> tuple[str, ...]:
+    return tuple(_str(i) for i in at.items())
+
+
+def _family_map(conv: Callable[[_At], T]) -> Callable[[_At], dict[Family, T]]:
+    def parse(at: _At) -> dict[Family, T]:
+        out: dict[Family, T] = {}
+        for k in at.mapping():
+            out[_enum(Family)(_At(at.file, f"{at.key}.{k}", k))] = conv(at.child(str(k)))
+        return out
+
+    return parse
+
+
+def _faults(at: _At) -> SimFaults:
+    at.only({"die_after", "hang_after", "error_after", "drop_ws_after", "slow_view_seconds"})
+    return SimFaults(
+        die_after=at.get("die_after", _opt_int, None),
+        hang_after=at.get("hang_after", _opt_int, None),
+        error_after=at.get("error_after", _opt_int, None),
+        drop_ws_after=at.get("drop_ws_after", _opt_int, None),
+        slow_view_seconds=at.get("slow_view_seconds", _num, 0.0),
+    )
+
+
+def _sim_node(at: _At) -> SimNodeConfig:
+    at.only(
+        {
+            "seconds_per_step",
+            "upscale_seconds",
+            "checkpoint_load_seconds",
+            "checkpoints",
+            "loras",
+            "upscale_models",
+            "previews",
+            "faults",
+        }
+    )
+    return SimNodeConfig(
+        seconds_per_step=at.get("seconds_per_step", _family_map(_num), {}),
+        upscale_seconds=at.get("upscale_seconds", _num, 2.0),
+        checkpoint_load_seconds=at.get("checkpoint_load_seconds", _num, 5.0),
+        checkpoints=at.get("checkpoints", _str_list, ()),
+        loras=at.get("loras", _str_list, ()),
+        upscale_models=at.get("upscale_models", _str_list, ()),
+        previews=at.get("previews", _bool, True),
+        faults=at.get("faults", _faults, SimFaults()),
+    )
+
+
+def _port(at: _At) -> int:
+    v = _int(at)
+    if not 0 <= v <= 65535:
+        raise at.fail(f"expected a port 0-65535, got {v}")
+    return v
+
+
+def _node(at: _At) -> NodeConfig:
+    at.mapping()
+    return NodeConfig(
+        id=at.need("id", _str),
+        name=at.get("name", _str, ""),
+        tier=at.need("tier", _enum(Tier)),
+        host=at.need("host", _str),
+        port=at.get("port", _port, 8188),
+        capabilities=at.need("capabilities", _str_list),
+        vram_gb=at.get("vram_gb", _num, 0.0),
+        max_resolution=at.get("max_resolution", _pos_int, 1024),
+        max_batch=at.get("max_batch", _pos_int, 1),
+        sim=at.get("sim", _sim_node, None),
+    )
+
+
+def parse_nodes(doc: Any, file: str = "gpus.yaml") -> tuple[NodeConfig, ...]:
+    """Parse the gpus.yaml document (already loaded from YAML)."""
+    root = _At(file, "", doc)
+    if not isinstance(doc, dict):
+        raise ConfigError(file, "", "expected a mapping with a 'nodes' list")
+    nodes_at = root.child("nodes")
+    if nodes_at.value is None:
+        raise nodes_at.fail("required")
+    nodes = tuple(_node(n) for n in nodes_at.items())
+    if not nodes:
+        raise nodes_at.fail("expected at least one node")
+    seen: set[str] = set()
+    for i, n in enumerate(nodes):
+        if n.id in seen:
+            raise nodes_at.child(i).child("id").fail(f"duplicate node id {n.id!r}")
+        seen.add(n.id)
+    return nodes
+
+
+def _stage(at: _At) -> StageRecipe:
+    at.only({"name", "count", "family", "width", "height", "steps", "task", "denoise", "cfg", "sampler", "scheduler"})
+    denoise = at.get("denoise", _num, 1.0)
+    if denoise > 1.0:
+        raise at.child("denoise").fail(f"expected 0..1, got {denoise}")
+    return StageRecipe(
+        name=at.need("name", _str),
+        count=at.need("count", _pos_int),
+        family=at.need("family", _enum(Family)),
+        width=at.need("width", _pos_int),
+        height=at.need("height", _pos_int),
+        steps=at.need("steps", _pos_int),
+        task=at.need("task", _enum(TaskKind)),
+        denoise=denoise,
+        cfg=at.get("cfg", _num, 7.0),
+        sampler=at.get("sampler", _str, "euler"),
+        scheduler=at.get("scheduler", _str, "normal"),
+    )
+
+
+def _task_timeouts(at: _At) -> dict[TaskKind, float | None]:
+    out: dict[TaskKind, float | None] = {}
+    for k in at.mapping():
+        out[_enum(TaskKind)(_At(at.file, f"{at.key}.{k}", k))] = _num(at.child(str(k)))
+    return out
+
+
+def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str] | None = None) -> Settings:
+    """Parse settings.yaml (already loaded); unknown keys are errors, missing ones take defaults."""
+    env = os.environ if env is None else env
+    root = _At(file, "", doc if doc is not None else {})
+    root.mapping()
+    root.only(
+        {"storage", "checkpoints", "upscale_model", "health", "scheduler", "sim", "funnel", "llm", "discord", "limits"}
+    )
+    d = Settings()
+
+    st = root.child("storage")
+    st.only({"data_dir"})
+    data_dir = Path(env.get("VIBES_DATA") or st.get("data_dir", _str, str(d.storage.data_dir)))
+
+    h = root.child("health")
+    h.only({"interval_s", "timeout_s", "failures_to_down"})
+    sc = root.child("scheduler")
+    sc.only({"max_attempts", "node_depth", "stall_timeout_s", "job_timeout_s", "default_timeout_s", "http_timeout_s"})
+    sim = root.child("sim")
+    sim.only({"time_scale"})
+    fu = root.child("funnel")
+    fu.only({"stages", "final_upscale", "prune_unselected", "concept_options", "explorer_count"})
+    llm = root.child("llm")
+    llm.only(
+        {
+            "enabled",
+            "host",
+            "interpreter_model",
+            "engineer_model",
+            "vision_model",
+            "timeout_s",
+            "vision_max_images",
+            "vision_max_side",
+        }
+    )
+    dc = root.child("discord")
+    dc.only({"progress_interval_s", "thread_auto_archive_minutes", "max_edit_age_s"})
+    lim = root.child("limits")
+    lim.only(
+        {
+            "max_active_sessions_per_user",
+            "max_queued_images_per_user",
+            "max_count",
+            "max_prompt_chars",
+            "max_side",
+            "max_steps",
+        }
+    )
+
+    checkpoints = dict(DEFAULT_CHECKPOINTS)
+    checkpoints.update(root.get("checkpoints", _family_map(_str), {}))
+    stages = fu.get("stages", lambda a: tuple(_stage(s) for s in a.items()), d.funnel.stages)
+    if not stages:
+        raise fu.child("stages").fail("expected at least one stage")
+    archive = dc.get("thread_auto_archive_minutes", _int, d.discord.thread_auto_archive_minutes)
+    if archive not in (60, 1440, 4320, 10080):
+        raise dc.child("thread_auto_archive_minutes").fail("expected one of 60, 1440, 4320, 10080")
+    time_scale = sim.get("time_scale", _num, d.sim.time_scale)
+    if time_scale <= 0:
+        raise sim.child("time_scale").fail("expected a number > 0")
+
+    return Settings(
+        storage=StorageSettings(data_dir=data_dir),
+        checkpoints=checkpoints,
+        upscale_model=root.get("upscale_model", _str, d.upscale_model),
+        health=HealthSettings(
+            interval_s=h.get("interval_s", _num, d.health.interval_s),
+            timeout_s=h.get("timeout_s", _num, d.health.timeout_s),
+            failures_to_down=h.get("failures_to_down", _pos_int, d.health.failures_to_down),
+        ),
+        scheduler=SchedulerSettings(
+            max_attempts=sc.get("max_attempts", _pos_int, d.scheduler.max_attempts),
+            node_depth=sc.get("node_depth", _pos_int, d.scheduler.node_depth),
+            stall_timeout_s=sc.get("stall_timeout_s", _num, d.scheduler.stall_timeout_s),
+            job_timeout_s=sc.get("job_timeout_s", _task_timeouts, {}),
+            default_timeout_s=sc.get("default_timeout_s", _num, d.scheduler.default_timeout_s),
+            http_timeout_s=sc.get("http_timeout_s", _num, d.scheduler.http_timeout_s),
+        ),
+        sim=SimSettings(time_scale=time_scale),
+        funnel=FunnelSettings(
+            stages=stages,
+            final_upscale=fu.get("final_upscale", _bool, d.funnel.final_upscale),
+            prune_unselected=fu.get("prune_unselected", _bool, d.funnel.prune_unselected),
+            concept_options=fu.get("concept_options", _pos_int, d.funnel.concept_options),
+            explorer_count=fu.get("explorer_count", _pos_int, d.funnel.explorer_count),
+        ),
+        llm=LlmSettings(
+            enabled=llm.get("enabled", _bool, d.llm.enabled),
+            host=llm.get("host", _str, None),
+            interpreter_model=llm.get("interpreter_model", _str, d.llm.interpreter_model),
+            engineer_model=llm.get("engineer_model", _str, d.llm.engineer_model),
+            vision_model=llm.get("vision_model", _str, d.llm.vision_model),
+            timeout_s=llm.get("timeout_s", _num, d.llm.timeout_s),
+            vision_max_images=llm.get("vision_max_images", _pos_int, d.llm.vision_max_images),
+            vision_max_side=llm.get("vision_max_side", _pos_int, d.llm.vision_max_side),
+        ),
+        discord=DiscordSettings(
+            progress_interval_s=dc.get("progress_interval_s", _num, d.discord.progress_interval_s),
+            thread_auto_archive_minutes=archive,
+            max_edit_age_s=dc.get("max_edit_age_s", _num, d.discord.max_edit_age_s),
+        ),
+        limits=LimitSettings(
+            max_active_sessions_per_user=lim.get(
+                "max_active_sessions_per_user", _pos_int, d.limits.max_active_sessions_per_user
+            ),
+            max_queued_images_per_user=lim.get(
+                "max_queued_images_per_user", _pos_int, d.limits.max_queued_images_per_user
+            ),
+            max_count=lim.get("max_count", _pos_int, d.limits.max_count),
+            max_prompt_chars=lim.get("max_prompt_chars", _pos_int, d.limits.max_prompt_chars),
+            max_side=lim.get("max_side", _pos_int, d.limits.max_side),
+            max_steps=lim.get("max_steps", _pos_int, d.limits.max_steps),
+        ),
+    )
+
+
+def _load_yaml(path: Path, shown: str) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(shown, "", f"cannot read: {e.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(shown, where, f"invalid YAML: {getattr(e, 'problem', e)}") from None
+
+
+def config_dir(explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """--config DIR, else $VIBES_CONFIG, else ./config."""
+    env = os.environ if env is None else env
+    return Path(explicit or env.get("VIBES_CONFIG") or "config")
+
+
+def load_config(directory: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Load gpus.yaml (required) and settings.yaml (optional) from the config directory."""
+    d = config_dir(directory, env)
+    gpus = d / "gpus.yaml"
+    shown = str(gpus)
+    if not gpus.exists():
+        raise ConfigError(shown, "", "not found (copy config/gpus.example.yaml or pass --config DIR)")
+    nodes = parse_nodes(_load_yaml(gpus, shown), shown)
+    settings_path = d / "settings.yaml"
+    settings = (
+        parse_settings(_load_yaml(settings_path, str(settings_path)), str(settings_path), env)
+        if settings_path.exists()
+        else parse_settings({}, str(settings_path), env)
+    )
+    return Config(nodes=nodes, settings=settings, directory=d)
