@@ -260,10 +260,7 @@ class _At:
         return ConfigError(self.file, self.key, problem)
 
     def child(self, name: str | int) -> _At:
-        if isinstance(name, int):
-            key = f"{self.key}[{name}]"
-        else:
-            key = f"{self.key}.{name}" if self.key else name
+        key = f"{self.key}[{name}]" if isinstance(name, int) else f"{self.key}.{name}" if self.key else name
         value = self.value.get(name) if isinstance(self.value, dict) and isinstance(name, str) else None
         if isinstance(name, int) and isinstance(self.value, list):
             value = self.value[name]

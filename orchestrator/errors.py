@@ -1,4 +1,5 @@
-"""Every error the orchestrator raises on purpose.
+"""
+Every error the orchestrator raises on purpose.
 
 ImGenError                       root; `user_message` is safe to show a user
 ├── ConfigError                  a config file is missing a key or has a bad value (names file and key)

@@ -1,4 +1,5 @@
-"""Typed events from the orchestrator to its front ends, and the bus that carries them.
+"""
+Typed events from the orchestrator to its front ends, and the bus that carries them.
 
 Each subscriber has its own queue. Publishing never awaits: a slow subscriber gets its
 progress-type events coalesced (only the newest per key is kept) and, past its bound, the

@@ -42,18 +42,39 @@ def test_settings_example_equals_defaults():
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        ({"nodes": [{"id": "a", "tier": "gold", "host": "h", "capabilities": []}]},
-         "config/gpus.yaml: nodes[0].tier: expected one of premium, quality, standard, draft"),
+        (
+            {"nodes": [{"id": "a", "tier": "gold", "host": "h", "capabilities": []}]},
+            "config/gpus.yaml: nodes[0].tier: expected one of premium, quality, standard, draft",
+        ),
         ({"nodes": [{"id": "a", "tier": "draft", "capabilities": []}]}, "config/gpus.yaml: nodes[0].host: required"),
-        ({"nodes": [{"id": "a", "tier": "draft", "host": "h", "capabilities": [], "port": "x"}]},
-         "config/gpus.yaml: nodes[0].port: expected an integer"),
+        (
+            {"nodes": [{"id": "a", "tier": "draft", "host": "h", "capabilities": [], "port": "x"}]},
+            "config/gpus.yaml: nodes[0].port: expected an integer",
+        ),
         ({"nodes": []}, "config/gpus.yaml: nodes: expected at least one node"),
-        ({"nodes": [{"id": "a", "tier": "draft", "host": "h", "capabilities": ["sd15"]},
-                    {"id": "a", "tier": "draft", "host": "h", "capabilities": ["sd15"]}]},
-         "config/gpus.yaml: nodes[1].id: duplicate node id 'a'"),
-        ({"nodes": [{"id": "a", "tier": "draft", "host": "h", "capabilities": ["sd15"],
-                     "sim": {"seconds_per_step": {"sd99": 1}}}]},
-         "config/gpus.yaml: nodes[0].sim.seconds_per_step.sd99: expected one of sd15"),
+        (
+            {
+                "nodes": [
+                    {"id": "a", "tier": "draft", "host": "h", "capabilities": ["sd15"]},
+                    {"id": "a", "tier": "draft", "host": "h", "capabilities": ["sd15"]},
+                ]
+            },
+            "config/gpus.yaml: nodes[1].id: duplicate node id 'a'",
+        ),
+        (
+            {
+                "nodes": [
+                    {
+                        "id": "a",
+                        "tier": "draft",
+                        "host": "h",
+                        "capabilities": ["sd15"],
+                        "sim": {"seconds_per_step": {"sd99": 1}},
+                    }
+                ]
+            },
+            "config/gpus.yaml: nodes[0].sim.seconds_per_step.sd99: expected one of sd15",
+        ),
         ([1, 2], "config/gpus.yaml: expected a mapping"),
     ],
 )
@@ -67,7 +88,10 @@ def test_gpus_errors_name_file_and_key(doc, message):
     ("doc", "message"),
     [
         ({"health": {"interval_s": "often"}}, "settings.yaml: health.interval_s: expected a number"),
-        ({"funnel": {"stages": [{"name": "x", "count": 0}]}}, "settings.yaml: funnel.stages[0].count: expected a positive"),
+        (
+            {"funnel": {"stages": [{"name": "x", "count": 0}]}},
+            "settings.yaml: funnel.stages[0].count: expected a positive",
+        ),
         ({"discord": {"thread_auto_archive_minutes": 5}}, "settings.yaml: discord.thread_auto_archive_minutes"),
         ({"colour": "blue"}, "settings.yaml: colour: unknown key"),
         ({"sim": {"time_scale": 0}}, "settings.yaml: sim.time_scale: expected a number > 0"),
@@ -86,7 +110,7 @@ def test_vibes_data_env_overrides_data_dir(tmp_path):
 
 
 def test_missing_gpus_yaml_is_a_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match="gpus.yaml: not found"):
+    with pytest.raises(ConfigError, match=r"gpus\.yaml: not found"):
         load_config(tmp_path, env={})
 
 

@@ -1,0 +1,105 @@
+"""Orchestrator overhead: CPU per image, event-loop lag while big images stream in, memory per queued job."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from orchestrator.config import Config, NodeConfig, StorageSettings
+from orchestrator.models import Family, GenerationParams, JobSpec, TaskKind, Tier
+from orchestrator.service import GenerateRequest, Orchestrator
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Overhead:
+    images: int
+    cpu_ms_per_image: float
+    wall_s: float
+
+
+async def cpu_per_image(config: Config, count: int = 60) -> Overhead:
+    """Zero-latency nodes (time scale ~0), 512² PNGs: CPU of submit -> file + thumbnail + DB row + event."""
+    async with Orchestrator(config) as orch:
+        # Warm up connections, caches and the thread pool so the measurement is the steady state.
+        await orch.wait_batch(await orch.generate(GenerateRequest(prompt="warm up", count=8, seed=1)))
+        c0, t0 = time.process_time(), time.perf_counter()
+        result = await orch.wait_batch(await orch.generate(GenerateRequest(prompt="cpu", count=count, seed=10)))
+        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    assert len(result.images) == count, result.failed
+    return Overhead(count, cpu * 1000 / count, wall)
+
+
+@dataclass
+class Lag:
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    samples: int
+    images: int
+
+
+async def loop_lag(config: Config, count: int = 12) -> Lag:
+    """Event-loop lag (how late a 5 ms timer fires) while 1024² SDXL images stream in."""
+    lags: list[float] = []
+    stop = asyncio.Event()
+
+    async def probe() -> None:
+        while not stop.is_set():
+            t = time.perf_counter()
+            await asyncio.sleep(0.005)
+            lags.append(max(0.0, time.perf_counter() - t - 0.005) * 1000)
+
+    async with Orchestrator(config) as orch:
+        task = asyncio.create_task(probe())
+        req = GenerateRequest(prompt="lag", family=Family.SDXL, count=count, seed=5, steps=6, task=TaskKind.STANDARD)
+        result = await orch.wait_batch(await orch.generate(req))
+        stop.set()
+        await task
+    qs = statistics.quantiles(lags, n=100)
+    return Lag(qs[49], qs[98], max(lags), len(lags), len(result.images))
+
+
+@dataclass
+class Memory:
+    jobs: int
+    rss_before_mb: float
+    rss_after_mb: float
+
+    @property
+    def per_job_kb(self) -> float:
+        return (self.rss_after_mb - self.rss_before_mb) * 1024 / self.jobs
+
+
+async def queued_memory(data_dir: Path, jobs: int = 1000) -> Memory:
+    """RSS with 1,000 jobs queued (the only node is down, so they all wait)."""
+    from bench.farm import free_port
+
+    node = NodeConfig(
+        id="nowhere",
+        name="down",
+        tier=Tier.PREMIUM,
+        host="127.0.0.1",
+        port=free_port(),
+        capabilities=("sd15",),
+    )
+    base = Config(nodes=(node,))
+    cfg = base.with_settings(storage=StorageSettings(data_dir=data_dir))
+    async with Orchestrator(cfg) as orch:
+        before = rss_mb()
+        p = GenerationParams(prompt="a queued lighthouse " * 8, checkpoint="v1-5-pruned-emaonly.safetensors")
+        specs = [JobSpec(params=replace(p, seed=i), task=TaskKind.DRAFT, index=i) for i in range(jobs)]
+        await orch.submit(specs)
+        after = rss_mb()
+        assert len(orch.sched.queued) == jobs
+        await orch.cancel_batch(next(iter(orch.sched.batches)))
+    return Memory(jobs, before, after)

@@ -1,0 +1,85 @@
+"""`vibes doctor`: validate the config, reach every node and Ollama, compare the models they hold with the config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from orchestrator.cli.common import add_config_arg, load
+from orchestrator.comfy.client import ComfyClient
+from orchestrator.comfy.simulator import SimFarm
+from orchestrator.config import Config, NodeConfig
+from orchestrator.errors import ComfyError
+from orchestrator.llm.pipeline import FeedbackPipeline
+from orchestrator.models import Family
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("doctor", help="check config, nodes, models and Ollama", description=__doc__)
+    add_config_arg(p)
+    p.add_argument("--sim", action="store_true", help="serve the config's simulated nodes in this process first")
+    p.set_defaults(run=run)
+
+
+def wanted_models(node: NodeConfig, config: Config) -> tuple[list[str], list[str]]:
+    """The checkpoints and upscale models the settings ask this node for."""
+    s = config.settings
+    ckpts = sorted({s.checkpoint_for(f) for f in Family if node.can_run(f.value)})
+    ups = [s.upscale_model] if node.can_run("upscale") else []
+    return ckpts, ups
+
+
+async def check_node(node: NodeConfig, config: Config) -> list[str]:
+    """Problems with one node (empty when fine)."""
+    problems: list[str] = []
+    client = ComfyClient(node.base_url, http_timeout=config.settings.health.timeout_s, name=node.id)
+    try:
+        stats = await client.system_stats()
+        models = await client.models()
+    except ComfyError as e:
+        return [f"not reachable at {node.base_url} ({e})"]
+    finally:
+        await client.close()
+    version = stats.comfyui_version or "unknown version"
+    print(f"  {node.id}: ComfyUI {version}, {len(models.checkpoints)} checkpoints, {len(models.loras)} LoRAs")
+    ckpts, ups = wanted_models(node, config)
+    problems += [f"missing checkpoint {c}" for c in ckpts if c not in models.checkpoints]
+    problems += [f"missing upscale model {u}" for u in ups if u not in models.upscale_models]
+    return problems
+
+
+async def _doctor(args: argparse.Namespace) -> int:
+    config = load(args)
+    print(f"config: {config.directory} ({len(config.nodes)} nodes) OK")
+    farm = None
+    if args.sim:
+        farm = SimFarm(config, ephemeral_ports=True)
+        config = await farm.start()
+    bad = 0
+    try:
+        print("nodes:")
+        for node in config.nodes:
+            problems = await check_node(node, config)
+            for p in problems:
+                print(f"  {node.id}: PROBLEM: {p}")
+            bad += bool(problems)
+    finally:
+        if farm is not None:
+            await farm.stop()
+    print("ollama:")
+    health = await FeedbackPipeline(config.settings.llm).health()
+    if not config.settings.llm.enabled:
+        print("  disabled in settings (feedback uses the rule-based path)")
+    elif not health.reachable:
+        print(f"  not reachable ({health.error}); feedback will use the rule-based path")
+    else:
+        print(f"  Ollama {health.version} answers")
+        for m in health.missing_models:
+            print(f"  PROBLEM: model {m} is not installed (ollama pull {m})")
+        bad += bool(health.missing_models)
+    print("all good" if not bad else f"{bad} problem(s) found")
+    return 0 if not bad else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(_doctor(args))

@@ -1,0 +1,164 @@
+"""The farm's nodes: one ComfyUI client each, health checks, and live stats (speed, load, failures)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from orchestrator.comfy.client import ComfyClient
+from orchestrator.comfy.protocol import ObjectInfo
+from orchestrator.config import HealthSettings, NodeConfig
+from orchestrator.errors import ComfyError
+from orchestrator.events import EventBus, NodeHealthChanged
+from orchestrator.models import Family, NodeModels, NodeStats
+
+log = logging.getLogger(__name__)
+
+#: weight of a new measurement in the moving averages of speed
+EMA_ALPHA = 0.3
+
+
+@dataclass(slots=True)
+class Node:
+    """A configured node with its client and live stats."""
+
+    config: NodeConfig
+    client: ComfyClient
+    stats: NodeStats
+    object_info: ObjectInfo | None = None
+    load_seconds: float | None = None
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+
+class Registry:
+    """Owns the node clients and the health-check loop."""
+
+    def __init__(
+        self,
+        nodes: tuple[NodeConfig, ...],
+        settings: HealthSettings,
+        bus: EventBus,
+        *,
+        install_id: str = "",
+        http_timeout: float = 30.0,
+        client_factory: Callable[[NodeConfig, str], ComfyClient] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._bus = bus
+        self._task: asyncio.Task[None] | None = None
+        self._probes: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Event()
+        install = install_id or uuid.uuid4().hex
+
+        def default_factory(cfg: NodeConfig, client_id: str) -> ComfyClient:
+            return ComfyClient(cfg.base_url, client_id=client_id, http_timeout=http_timeout, name=cfg.id)
+
+        factory = client_factory or default_factory
+        self.nodes: dict[str, Node] = {}
+        for cfg in nodes:
+            # A stable client id per install and node lets a restarted process re-attach to its prompts.
+            client_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"vibes:{install}:{cfg.id}"))
+            self.nodes[cfg.id] = Node(cfg, factory(cfg, client_id), NodeStats(node_id=cfg.id))
+        self.listeners: list[Callable[[str, bool], None]] = []
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes.values())
+
+    def get(self, node_id: str) -> Node:
+        return self.nodes[node_id]
+
+    async def start(self) -> None:
+        await asyncio.gather(*(n.client.start() for n in self.nodes.values()))
+        await asyncio.gather(*(self.check(n) for n in self.nodes.values()))
+        self._task = asyncio.create_task(self._loop(), name="registry-health")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._task, *self._probes) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._task = None
+        await asyncio.gather(*(n.client.close() for n in self.nodes.values()), return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.interval_s)
+            await asyncio.gather(*(self.check(n) for n in self.nodes.values()))
+
+    async def check(self, node: Node) -> bool:
+        """Probe one node now; update health and, when it (re)appears, its models."""
+        t0 = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._settings.timeout_s):
+                await node.client.system_stats()
+                if node.object_info is None or not node.stats.healthy:
+                    node.object_info = await node.client.object_info()
+                    node.stats.models = node.object_info.models()
+        except (ComfyError, TimeoutError, OSError) as e:
+            self._failure(node, str(e) or type(e).__name__)
+            return False
+        node.stats.last_response_ms = (time.perf_counter() - t0) * 1000
+        node.stats.consecutive_failures = 0
+        self._set_health(node, True, "answering")
+        return True
+
+    def report_failure(self, node_id: str, reason: str) -> None:
+        """The scheduler saw the node fail; probe again at once so a dead node is noticed in seconds."""
+        node = self.nodes[node_id]
+        node.stats.recent_failures += 1
+        node.stats.last_error = reason
+        self._failure(node, reason)
+        if node.stats.healthy:
+            task = asyncio.create_task(self.check(node), name=f"probe-{node_id}")
+            self._probes.add(task)
+            task.add_done_callback(self._probes.discard)
+
+    def _failure(self, node: Node, reason: str) -> None:
+        node.stats.consecutive_failures += 1
+        node.stats.last_error = reason
+        if node.stats.consecutive_failures >= self._settings.failures_to_down:
+            self._set_health(node, False, reason)
+
+    def _set_health(self, node: Node, healthy: bool, reason: str) -> None:
+        if node.stats.healthy == healthy:
+            return
+        node.stats.healthy = healthy
+        (log.info if healthy else log.warning)("node=%s %s (%s)", node.id, "up" if healthy else "down", reason)
+        self._bus.publish(NodeHealthChanged(node.id, healthy, reason))
+        for listener in self.listeners:
+            listener(node.id, healthy)
+
+    def record_speed(self, node_id: str, family: Family, seconds_per_step_native: float) -> None:
+        """Fold a measured seconds-per-step (normalised to the family's native size) into the node's stats."""
+        stats = self.nodes[node_id].stats
+        key = family.speed_family.value
+        old = stats.seconds_per_step.get(key)
+        value = seconds_per_step_native if old is None else old + EMA_ALPHA * (seconds_per_step_native - old)
+        stats.seconds_per_step[key] = value
+
+    def record_upscale(self, node_id: str, seconds: float) -> None:
+        stats = self.nodes[node_id].stats
+        old = stats.seconds_per_step.get("upscale")
+        stats.seconds_per_step["upscale"] = seconds if old is None else old + EMA_ALPHA * (seconds - old)
+
+    def record_load(self, node_id: str, seconds: float) -> None:
+        node = self.nodes[node_id]
+        node.load_seconds = (
+            seconds if node.load_seconds is None else node.load_seconds + EMA_ALPHA * (seconds - node.load_seconds)
+        )
+
+    def models(self, node_id: str) -> NodeModels:
+        return self.nodes[node_id].stats.models
+
+    def healthy_nodes(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.stats.healthy]

@@ -1,0 +1,76 @@
+"""Helpers for tests that run the orchestrator against the simulated farm on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+from orchestrator.config import Config, HealthSettings, SchedulerSettings, StorageSettings, load_config
+from orchestrator.events import Event, EventBus, JobFinished, JobRetried, JobStarted, Subscription
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: simulated seconds are multiplied by this in tests: a 10-step sd15 draft takes ~5-15 ms
+TIME_SCALE = 0.01
+
+
+def farm_config(tmp_path: Path, **scheduler: object) -> Config:
+    """The shipped simulated farm with a temp data dir, fast health checks and short stall timeouts."""
+    cfg = load_config(ROOT / "config", env={})
+    sched = replace(SchedulerSettings(stall_timeout_s=2.0, http_timeout_s=5.0), **scheduler)
+    return cfg.with_settings(
+        storage=StorageSettings(data_dir=tmp_path / "data"),
+        health=HealthSettings(interval_s=0.2, timeout_s=1.0, failures_to_down=2),
+        scheduler=sched,
+    )
+
+
+class Recorder:
+    """Collects every event of a bus in the background and lets a test wait for conditions."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.events: list[Event] = []
+        self._sub: Subscription = bus.subscribe(maxsize=100_000)
+        self._cond = asyncio.Condition()
+        self._task = asyncio.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        async for ev in self._sub:
+            async with self._cond:
+                self.events.append(ev)
+                self._cond.notify_all()
+
+    async def wait_for(self, predicate, timeout: float = 30.0) -> None:
+        async def check() -> None:
+            async with self._cond:
+                await self._cond.wait_for(lambda: predicate(self))
+
+        await asyncio.wait_for(check(), timeout)
+
+    def of(self, kind: type) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def finished_per_job(self) -> Counter:
+        return Counter(e.job_id for e in self.of(JobFinished))
+
+    def per_node(self) -> Counter:
+        return Counter(e.image.node_id for e in self.of(JobFinished))
+
+    def started_on(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = defaultdict(set)
+        for e in self.of(JobStarted):
+            out[e.node_id].add(e.job_id)
+        return out
+
+    def retried_from(self) -> Counter:
+        return Counter(e.from_node for e in self.of(JobRetried))
+
+    async def close(self) -> None:
+        self._sub.close()
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
