@@ -89,6 +89,10 @@ def transition(job: Job, to: JobStatus, **fields: object) -> Job:
     return job.with_(status=to, **fields)
 
 
+class InputMissing(ImGenError):
+    """The local input image of an img2img or upscale job cannot be read; no node can help."""
+
+
 class Stalled(ComfyError):
     """A node said nothing about a job for longer than the stall timeout."""
 
@@ -339,6 +343,8 @@ class Scheduler:
                     await self._retry_or_fail(run.job, node.id, e.user_message)
                 else:
                     await self._fail(run.job, e.user_message)
+            except InputMissing as e:
+                await self._fail(run.job, e.user_message)
             except WorkflowError as e:
                 await self._retry_or_fail(run.job, node.id, e.user_message, blame_node=False)
             except (NodeUnavailable, OSError) as e:
@@ -367,7 +373,10 @@ class Scheduler:
         run.job = job
         input_name = None
         if p.init_image:
-            data = await self.store.read(Path(p.init_image))
+            try:
+                data = await self.store.read(Path(p.init_image))
+            except StoreError as e:
+                raise InputMissing(f"the input image of this job cannot be read ({e.user_message})") from e
             input_name = await client.upload_image(data, f"vibes_{job.id}.png")
         graph = self.workflows.build(p, input_image=input_name)
         if node.object_info is not None:

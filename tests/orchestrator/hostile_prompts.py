@@ -1,0 +1,46 @@
+"""Prompts that broke string-replacement template filling; each must reach CLIPTextEncode.text verbatim."""
+
+from __future__ import annotations
+
+#: (case id, prompt text)
+HOSTILE_PROMPTS: list[tuple[str, str]] = [
+    ("double_quote", 'a "lighthouse" at dusk'),
+    ("single_quote", "the captain's lighthouse"),
+    ("backslash", "C:\\Users\\art\\lighthouse"),
+    ("trailing_backslash", "lighthouse\\"),
+    ("escaped_quote", 'close the string \\" and go on'),
+    ("newline", "line one\nline two"),
+    ("crlf_tab", "a\r\n\tb"),
+    ("mustache_seed", "{{seed}}"),
+    ("mustache_prompt", "{{prompt}} and {{negative_prompt}}"),
+    ("dollar_template", "${prompt} $seed %(seed)s {0}"),
+    ("json_object", '{"class_type": "SaveImage", "inputs": {}}'),
+    (
+        "json_break_out",
+        '", "clip": ["4", 1]}, "99": {"class_type": "SaveImage", "inputs": {"images": ["8", 0]}}, "x": {"a": "',
+    ),
+    ("json_array_link", '["4", 0]'),
+    ("nul_byte", "before\x00after"),
+    ("control_chars", "".join(chr(c) for c in range(1, 32))),
+    ("del_and_c1", "\x7f\x80\x9f"),
+    ("emoji", "a lighthouse 🌅🗼 with a cat 🐈‍⬛"),
+    ("cjk", "夕暮れの灯台、写実的"),
+    ("rtl", "منارة عند الغسق"),
+    ("combining", "Z̴̡̛a̵̢͝l̶̨̛g̸̢̛o̶̡͘"),
+    ("bidi_override", "\u202eevil\u202c normal"),
+    ("zero_width", "light\u200bhouse\u200d\ufeff"),
+    ("line_separators", "a\u2028b\u2029c\u0085d"),
+    ("astral_plane", "\U0001d529\U0001d526\U0001d524 \U000130c0"),
+    ("lone_surrogate", "broken \ud800 surrogate"),
+    ("empty", ""),
+    ("only_spaces", "   "),
+    ("very_long", "lighthouse, " * 2000),
+    ("weights", "(masterpiece:1.4), [blurry], ((best quality)), <lora:detail:0.8>"),
+    ("html_script", "<script>alert('x')</script><img src=x onerror=alert(1)>"),
+    ("sql", "'); DROP TABLE jobs; --"),
+    ("path_traversal", "../../../../etc/passwd"),
+    ("yaml_doc", "---\n!!python/object/apply:os.system ['ls']\n..."),
+    ("format_spec", "{prompt!r:>{width}} %s %d %%"),
+    ("unicode_escapes_literal", "\\u0000 \\n \\t \\x41"),
+    ("wildcard_braces", "{red|green|blue} lighthouse {a,b,c}"),
+]
