@@ -242,6 +242,8 @@ class NodeStats:
     #: measured seconds per step by (speed family, megapixel bucket)
     seconds_per_step: dict[str, float] = field(default_factory=dict)
     last_response_ms: float | None = None
+    #: how much faster (<1) or slower (>1) the farm measures than the tier priors; scales unmeasured estimates
+    prior_scale: float = 1.0
     recent_failures: int = 0
     consecutive_failures: int = 0
     completed: int = 0

@@ -16,6 +16,7 @@ from orchestrator.config import HealthSettings, NodeConfig
 from orchestrator.errors import ComfyError
 from orchestrator.events import EventBus, NodeHealthChanged
 from orchestrator.models import Family, NodeModels, NodeStats
+from orchestrator.router import DEFAULT_LOAD_SECONDS, prior_seconds_per_step
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,21 @@ class Registry:
         old = stats.seconds_per_step.get(key)
         value = seconds_per_step_native if old is None else old + EMA_ALPHA * (seconds_per_step_native - old)
         stats.seconds_per_step[key] = value
+        self._calibrate()
+
+    def _calibrate(self) -> None:
+        # A farm that is uniformly faster or slower than the tier priors (or a time-scaled simulator) would
+        # otherwise make unmeasured nodes look far better or worse than they are, and starve or flood them.
+        ratios = sorted(
+            v / prior_seconds_per_step(n.config, Family(k))
+            for n in self.nodes.values()
+            for k, v in n.stats.seconds_per_step.items()
+            if k in {f.value for f in Family}
+        )
+        if ratios:
+            scale = ratios[len(ratios) // 2]
+            for n in self.nodes.values():
+                n.stats.prior_scale = scale
 
     def record_upscale(self, node_id: str, seconds: float) -> None:
         stats = self.nodes[node_id].stats
@@ -156,6 +172,16 @@ class Registry:
         node.load_seconds = (
             seconds if node.load_seconds is None else node.load_seconds + EMA_ALPHA * (seconds - node.load_seconds)
         )
+
+    def load_estimate(self, node_id: str) -> float:
+        """Seconds a checkpoint swap takes on a node: measured, else the farm's median, else a default."""
+        own = self.nodes[node_id].load_seconds
+        if own is not None:
+            return own
+        measured = sorted(n.load_seconds for n in self.nodes.values() if n.load_seconds is not None)
+        if measured:
+            return measured[len(measured) // 2]
+        return DEFAULT_LOAD_SECONDS * self.nodes[node_id].stats.prior_scale
 
     def models(self, node_id: str) -> NodeModels:
         return self.nodes[node_id].stats.models

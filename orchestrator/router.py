@@ -88,14 +88,19 @@ def seconds_per_step(node: NodeConfig, stats: NodeStats, family: Family) -> floa
     measured = stats.seconds_per_step.get(fam.value)
     if measured is not None:
         return measured
-    return TIER_PRIOR[node.tier].get(fam, TIER_PRIOR[node.tier][Family.SDXL] * 2)
+    return prior_seconds_per_step(node, fam) * stats.prior_scale
+
+
+def prior_seconds_per_step(node: NodeConfig, family: Family) -> float:
+    """The tier's guess for a family's seconds per step at native size."""
+    return TIER_PRIOR[node.tier].get(family.speed_family, TIER_PRIOR[node.tier][Family.SDXL] * 2)
 
 
 def run_seconds(node: NodeConfig, stats: NodeStats, job: Job) -> float:
     """Estimated execution time of a job on a node, without any checkpoint load."""
     p = job.params
     if p.mode is Mode.UPSCALE:
-        return stats.seconds_per_step.get("upscale", DEFAULT_UPSCALE_SECONDS)
+        return stats.seconds_per_step.get("upscale", DEFAULT_UPSCALE_SECONDS * stats.prior_scale)
     # ComfyUI's KSampler runs `steps` steps whatever the denoise (it stretches the schedule instead).
     native = p.family.native_size**2
     return seconds_per_step(node, stats, p.family) * p.steps * (p.pixels / native)

@@ -299,7 +299,7 @@ class Scheduler:
                     next_checkpoint=next_ckpt,
                     in_flight=len(runs),
                     depth=self.settings.node_depth,
-                    load_seconds=node.load_seconds if node.load_seconds is not None else router.DEFAULT_LOAD_SECONDS,
+                    load_seconds=self.registry.load_estimate(node.id),
                 )
             )
         return views
@@ -322,7 +322,7 @@ class Scheduler:
         next_ckpt = next(reversed(prev.values())).job.params.model_name if prev else node.stats.loaded_checkpoint
         load = 0.0
         if job.params.model_name and next_ckpt != job.params.model_name:
-            load = node.load_seconds if node.load_seconds is not None else router.DEFAULT_LOAD_SECONDS
+            load = self.registry.load_estimate(node.id)
         run = _Run(job=job, estimate=load + router.run_seconds(node.config, node.stats, job))
         prev[job.id] = run
         node.stats.in_flight = len(prev)

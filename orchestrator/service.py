@@ -8,6 +8,7 @@ import random
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 
 from orchestrator.comfy.simulator import SimFarm
@@ -15,10 +16,12 @@ from orchestrator.config import Config
 from orchestrator.db import Database
 from orchestrator.errors import ConfigError, InputError
 from orchestrator.events import EventBus
+from orchestrator.llm.pipeline import FeedbackPipeline
 from orchestrator.models import Family, GenerationParams, JobSpec, LoraSpec, NodeModels, TaskKind
 from orchestrator.registry import Registry
 from orchestrator.router import seconds_per_step
 from orchestrator.scheduler import BatchResult, Scheduler
+from orchestrator.sessions.service import SessionService
 from orchestrator.store import ImageStore
 from orchestrator.workflows import WorkflowEngine
 
@@ -101,6 +104,8 @@ class Orchestrator:
         self.workflows = WorkflowEngine.load()
         self.registry: Registry | None = None
         self.scheduler: Scheduler | None = None
+        self.sessions: SessionService | None = None
+        self.pipeline = FeedbackPipeline(self.settings.llm, image_loader=self._llm_image)
         self._started = False
 
     async def __aenter__(self) -> Orchestrator:
@@ -146,11 +151,23 @@ class Orchestrator:
             self.registry, self.db, self.store, self.workflows, self.bus, self.settings.scheduler
         )
         await self.scheduler.start()
+        self.sessions = SessionService(
+            db=self.db,
+            scheduler=self.scheduler,
+            store=self.store,
+            bus=self.bus,
+            settings=self.settings,
+            pipeline=self.pipeline,
+        )
+        await self.sessions.start()
         self._started = True
         log.info("orchestrator started: %d nodes", len(config.nodes))
 
     async def stop(self) -> None:
         """Stop every task; unfinished jobs stay in the DB for the next start."""
+        if self.sessions is not None:
+            await self.sessions.stop()
+            self.sessions = None
         if self.scheduler is not None:
             await self.scheduler.stop()
         if self.registry is not None:
@@ -160,6 +177,10 @@ class Orchestrator:
             await self.farm.stop()
             self.farm = None
         self._started = False
+
+    async def _llm_image(self, path: Path, max_side: int) -> bytes:
+        # Downscaled JPEG for the vision model, made off the event loop by the store.
+        return await self.store.jpeg(path, max_side=max_side, quality=85)
 
     @property
     def sched(self) -> Scheduler:

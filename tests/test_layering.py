@@ -24,7 +24,8 @@ def test_orchestrator_never_imports_discord_or_bot():
     offenders = [
         str(p.relative_to(ROOT))
         for p in (ROOT / "orchestrator").rglob("*.py")
-        if imports(p) & {"discord", "bot"}
+        # `vibes bot` is the one CLI entry that starts the Discord front end (a lazy import inside run()).
+        if imports(p) & {"discord", "bot"} and p != ROOT / "orchestrator" / "cli" / "bot_cmd.py"
     ]
     assert offenders == []
 

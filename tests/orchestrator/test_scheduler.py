@@ -48,7 +48,8 @@ def assert_exactly_once(rec: Recorder, result, count: int) -> None:
 async def test_twenty_drafts_spread_by_node_speed(farm):
     _, cfg = farm
     async with Orchestrator(cfg) as orch:
-        rec, result = await run_batch(orch, 20)
+        # 40 steps keeps sampling time well above per-image overheads at the tests' time scale.
+        rec, result = await run_batch(orch, 20, steps=40)
     assert_exactly_once(rec, result, 20)
     per_node = rec.per_node()
     assert set(per_node) == {"gpu-premium", "gpu-quality", "gpu-standard", "gpu-draft"}

@@ -1,0 +1,382 @@
+"""Prompt text: tokens and (tag:1.2) weights, stem-aware matching, family-aware assembly, the rules engineer, diffs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from orchestrator.llm.changes import Changes, PromptDiff
+from orchestrator.models import Family
+
+#: weights stack in 0.2 steps and stay within what SD checkpoints tolerate without artefacts
+WEIGHT_STEP = 0.2
+MAX_WEIGHT = 1.5
+MIN_WEIGHT = 0.5
+#: removed phrases longer than this are scene clauses, not concepts: they do not belong in a negative prompt
+NEGATIVE_MAX_WORDS = 4
+
+_WEIGHTED = re.compile(r"^\((.+):\s*([0-9]*\.?[0-9]+)\)$")
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_FILLER = {"a", "an", "the", "some", "of", "with", "and", "any", "very", "really"}
+_FLUX_DOWN = "subtle "
+_LEAD_WORDS = {"a", "an", "the", "on", "in", "at", "with", "by", "near", "under", "over", "and", "of", "along"}
+_FLUX_UP = "pronounced "
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """One comma-separated piece of a prompt and its attention weight (1.0 = plain)."""
+
+    text: str
+    weight: float = 1.0
+
+    def render(self, family: Family) -> str:
+        """The token as the family writes it: (tag:1.2) for tag families, plain text for Flux."""
+        if not family.uses_tags or abs(self.weight - 1.0) < 1e-6:
+            return self.text
+        return f"({self.text}:{self.weight:.1f})"
+
+
+def _split_top_level(text: str, seps: str) -> list[str]:
+    # commas inside (a, b:1.2) groups must not split the group
+    parts: list[str] = []
+    depth = 0
+    cur: list[str] = []
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth = max(0, depth - 1)
+        if ch in seps and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def parse_token(raw: str) -> Token:
+    """'(tag:1.2)' -> Token('tag', 1.2); '((tag))' -> 1.21; '[tag]' -> 0.9; plain text -> 1.0."""
+    text = raw.strip()
+    m = _WEIGHTED.match(text)
+    if m:
+        return Token(m.group(1).strip(), round(float(m.group(2)), 2))
+    weight = 1.0
+    while len(text) > 2 and text[0] == "(" and text[-1] == ")":
+        text, weight = text[1:-1].strip(), weight * 1.1
+    while len(text) > 2 and text[0] == "[" and text[-1] == "]":
+        text, weight = text[1:-1].strip(), weight / 1.1
+    return Token(text, round(weight, 2))
+
+
+def tokenize(prompt: str) -> list[Token]:
+    """Split a prompt into weighted tokens (commas; also sentence ends, so Flux prose splits into clauses)."""
+    tokens = []
+    for part in _split_top_level(prompt, ",;\n"):
+        for sentence in re.split(r"(?<=[a-z0-9)\]])\.\s+|\.$", part):
+            if sentence.strip():
+                tokens.append(parse_token(sentence.strip().rstrip(".")))
+    return [t for t in tokens if t.text]
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words of a text."""
+    return _WORD.findall(text.lower())
+
+
+def stem(word: str) -> str:
+    """A crude stem so 'blur', 'blurry', 'blurred' and 'blurriness' meet (people/person too)."""
+    w = word.lower()
+    if w in ("people", "persons", "person", "humans", "human"):
+        return "person"
+    for suffix in ("iness", "ness", "ing", "ies", "ied", "ily", "ly", "ed", "es", "y", "s"):
+        if len(w) - len(suffix) >= 3 and w.endswith(suffix):
+            w = w[: -len(suffix)]
+            break
+    # blurr -> blur, sunn -> sun: undouble a final consonant left by the suffix
+    if len(w) >= 4 and w[-1] == w[-2] and w[-1] not in "aeiousl":
+        w = w[:-1]
+    return w
+
+
+def stems(text: str) -> list[str]:
+    """Stems of the content words of a text (articles and fillers dropped)."""
+    return [stem(w) for w in words(text) if w not in _FILLER]
+
+
+def normalize(text: str) -> str:
+    """Lower case, weights and fillers stripped, single spaces: the identity used for matching and diffs."""
+    return " ".join(w for w in words(parse_token(text).text) if w not in _FILLER)
+
+
+def matches(token_text: str, phrase: str) -> bool:
+    """True when the phrase's content words all occur (by stem) in order-free form in the token."""
+    want = stems(phrase)
+    if not want:
+        return False
+    have = stems(token_text)
+    return all(w in have for w in want)
+
+
+def contains_verbatim(prompt: str, phrase: str) -> bool:
+    """Case-insensitive verbatim containment (a kept phrase must survive exactly)."""
+    return phrase.strip().lower() in prompt.lower()
+
+
+_CONNECTORS = {"with", "and", "featuring", "plus"}
+
+
+def _strip_phrase(text: str, phrase: str) -> str:
+    """Cut a phrase's words out of a longer scene clause, taking its 'with ...' clause along."""
+    want = set(stems(phrase))
+    ws = text.split()
+    hits = [i for i, w in enumerate(ws) if stem(re.sub(r"[^a-zA-Z0-9']", "", w)) in want]
+    if not hits:
+        return text
+    first, last = hits[0], hits[-1]
+    # a "with people around" clause goes whole: from its connector up to the next connector
+    conn = next((j for j in range(first - 1, max(-1, first - 4), -1) if ws[j].lower() in _CONNECTORS), None)
+    if conn is not None:
+        nxt = next((j for j in range(last + 1, len(ws)) if ws[j].lower() in _CONNECTORS), len(ws))
+        out_words = ws[:conn] + ws[nxt:]
+    else:
+        out_words = [w for i, w in enumerate(ws) if i not in hits]
+        if first > 0 and ws[first - 1].lower() in ("a", "an", "the", "some"):
+            out_words.remove(ws[first - 1])
+        if first == 0 or (ws[0].lower() in ("a", "an", "the", "some") and first == 1):
+            # what is left of "people walking on the beach" is "beach", not "walking on the beach"
+            while out_words and (out_words[0].lower() in _LEAD_WORDS or out_words[0].lower().endswith("ing")):
+                out_words.pop(0)
+    out = " ".join(out_words)
+    return re.sub(r"\s*\b(with|and|of|in|featuring)\s*$", "", out).strip()
+
+
+def _clean_phrase(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip().strip(",.;")).strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Engineered:
+    """The rules engineer's output: new prompt and negative plus the steps it took (its rationale)."""
+
+    prompt: str
+    negative_prompt: str
+    steps: tuple[str, ...]
+
+    @property
+    def rationale(self) -> str:
+        """The steps as one sentence list."""
+        return "; ".join(self.steps) + "." if self.steps else "No change was asked for."
+
+
+def assemble(tokens: Sequence[Token], family: Family, added: Iterable[Token] = ()) -> str:
+    """Tokens -> prompt text: comma-separated tags, or Flux prose with new items in one 'with ...' clause."""
+    added = list(added)
+    if family.uses_tags:
+        return ", ".join(t.render(family) for t in [*tokens, *added])
+    base = ", ".join(t.text for t in tokens)
+    if added:
+        items = [re.sub(r"^(with|and)\s+", "", t.text) for t in added]
+        clause = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+        base = f"{base}, with {clause}" if base else clause
+    base = base.strip()
+    return (base[0].upper() + base[1:] + ("" if base.endswith(".") else ".")) if base else ""
+
+
+def _find(tokens: Sequence[Token], phrase: str) -> int | None:
+    target = normalize(phrase)
+    for i, t in enumerate(tokens):
+        if normalize(t.text) == target:
+            return i
+    for i, t in enumerate(tokens):
+        if matches(t.text, phrase):
+            return i
+    return None
+
+
+def _replace_in(text: str, old: str, new: str) -> str | None:
+    # whole-phrase replacement first (absorbing the article before it), then a one-word head by stem
+    new = new.strip()
+    new_has_article = re.match(r"^(a|an|the)\s", new, re.IGNORECASE) is not None
+    old_core = re.sub(r"^(a|an|the)\s+", "", old.strip(), flags=re.IGNORECASE)
+    pat = re.compile(rf"\b(?:(a|an|the)\s+)?{re.escape(old_core)}\b", re.IGNORECASE)
+    m = pat.search(text)
+    if m:
+        if not m.group(1) and new_has_article and m.start() == 0 and m.end() == len(text):
+            new = re.sub(r"^(a|an|the)\s+", "", new, flags=re.IGNORECASE)
+        elif m.group(1) and not new_has_article:
+            new = f"{m.group(1)} {new}"
+        return text[: m.start()] + new + text[m.end() :]
+    old_words = words(old_core)
+    if len(old_words) == 1:
+        target = stem(old_words[0])
+        parts = text.split()
+        for i, w in enumerate(parts):
+            if stem(re.sub(r"[^a-zA-Z0-9']", "", w)) == target:
+                if new_has_article and i > 0 and parts[i - 1].lower() in ("a", "an", "the"):
+                    i -= 1
+                    del parts[i]
+                parts[i] = new
+                return " ".join(parts)
+    return None
+
+
+def _flux_plain(t: Token) -> Token:
+    return Token(t.text, 1.0)
+
+
+def apply_changes(
+    prompt: str,
+    negative: str,
+    changes: Changes,
+    family: Family,
+    *,
+    borrowed: Sequence[str] = (),
+    extra_negative: Sequence[str] = (),
+) -> Engineered:
+    """The rules engineer: apply Changes to a prompt, family-aware, keeping 'keep' and dropping 'remove'."""
+    tokens = tokenize(prompt)
+    if not family.uses_tags:
+        tokens = [_flux_plain(t) for t in tokens]
+    neg = tokenize(negative)
+    added: list[Token] = []
+    steps: list[str] = []
+    kept = [k for k in changes.keep if k.strip()]
+
+    def protected(text: str) -> bool:
+        return any(contains_verbatim(text, k) for k in kept)
+
+    # 1. modify: replace in place so the subject keeps its position (SD weighs early tokens more)
+    for old, new in changes.modify.items():
+        i = _find(tokens, old)
+        replaced = _replace_in(tokens[i].text, old, new) if i is not None else None
+        if i is not None and replaced is not None:
+            tokens[i] = replace(tokens[i], text=replaced)
+        else:
+            added.append(Token(new))
+        steps.append(f"changed {old!r} to {new!r}")
+
+    # 2. remove: drop short tokens, cut the words out of long scene clauses; concepts go to the negative
+    for phrase in changes.remove:
+        hit = False
+        for i in range(len(tokens) - 1, -1, -1):
+            t = tokens[i]
+            if not matches(t.text, phrase) or protected(t.text):
+                continue
+            hit = True
+            if len(words(t.text)) <= len(words(phrase)) + 2 or (i > 0 and len(words(t.text)) <= 3):
+                del tokens[i]
+            else:
+                rest = _strip_phrase(t.text, phrase)
+                if rest:
+                    tokens[i] = replace(t, text=rest)
+                else:
+                    del tokens[i]
+        if len(words(phrase)) <= NEGATIVE_MAX_WORDS and _find(neg, phrase) is None:
+            neg.append(Token(_negative_form(phrase)))
+        steps.append(f"removed {phrase!r}" if hit else f"kept {phrase!r} out")
+
+    # 3. add (with borrowed tokens from a picked image); an added concept leaves the negative prompt
+    for phrase in [*changes.add, *borrowed]:
+        phrase = _clean_phrase(phrase)
+        if not phrase or _find(tokens, phrase) is not None or _find(added, phrase) is not None:
+            continue
+        added.append(Token(phrase))
+        for j in range(len(neg) - 1, -1, -1):
+            if matches(neg[j].text, phrase) or matches(phrase, neg[j].text):
+                del neg[j]
+        steps.append(f"added {phrase!r}")
+
+    # 4. keep: a kept phrase of the old prompt must survive verbatim (one the prompt never had is a visual
+    # property the user likes, not a token to invent)
+    for k in kept:
+        if contains_verbatim(prompt, k) and not any(contains_verbatim(t.text, k) for t in [*tokens, *added]):
+            added.append(Token(_clean_phrase(k)))
+            steps.append(f"kept {k!r}")
+
+    # 5. emphasis
+    for direction, phrases in ((1, changes.emphasis_up), (-1, changes.emphasis_down)):
+        for phrase in phrases:
+            steps.append(_emphasise(tokens, added, phrase, direction, family))
+
+    # 6. negatives asked for directly or suggested by the vision comparison
+    for phrase in [*changes.negative_add, *extra_negative]:
+        phrase = _clean_phrase(phrase)
+        if phrase and _find(neg, phrase) is None and _find([*tokens, *added], phrase) is None:
+            neg.append(Token(phrase))
+            steps.append(f"negative {phrase!r}")
+
+    if not family.uses_tags:
+        neg = [_flux_plain(t) for t in neg]
+    new_prompt = assemble(tokens, family, added)
+    new_negative = ", ".join(t.render(family) for t in neg)
+    return Engineered(new_prompt, new_negative, tuple(dict.fromkeys(steps)))
+
+
+_NEGATIVE_FORMS = {"blur": "blurry", "noise": "noisy", "grain": "grainy", "watermark": "watermark", "text": "text"}
+
+
+def _negative_form(phrase: str) -> str:
+    # SD negatives are conventionally adjectives for artefacts ("blurry", "noisy")
+    w = words(phrase)
+    if len(w) == 1 and w[0] in _NEGATIVE_FORMS:
+        return _NEGATIVE_FORMS[w[0]]
+    return re.sub(r"^(the|a|an|any|all)\s+", "", _clean_phrase(phrase), flags=re.IGNORECASE)
+
+
+def _emphasise(tokens: list[Token], added: list[Token], phrase: str, direction: int, family: Family) -> str:
+    pool, i = tokens, _find(tokens, phrase)
+    if i is None:
+        pool, i = added, _find(added, phrase)
+    if i is None:
+        if direction < 0:
+            return f"{phrase!r} was not in the prompt"
+        pool, i = added, len(added)
+        added.append(Token(_clean_phrase(phrase)))
+    t = pool[i]
+    if family.uses_tags:
+        step = WEIGHT_STEP * direction
+        weight = round(min(MAX_WEIGHT, max(MIN_WEIGHT, t.weight + step)), 2)
+        pool[i] = Token(t.text, weight)
+        return f"{'strengthened' if direction > 0 else 'weakened'} {t.text!r} to {weight:.1f}"
+    # Flux has no weight syntax: emphasis is wording and position (earlier = stronger)
+    text = re.sub(rf"^({_FLUX_UP}|{_FLUX_DOWN})", "", t.text)
+    del pool[i]
+    if direction > 0:
+        tokens.insert(min(1, len(tokens)), Token(_FLUX_UP + text))
+        return f"put {text!r} up front"
+    added.append(Token(_FLUX_DOWN + text))
+    return f"toned down {text!r}"
+
+
+def diff(old_prompt: str, new_prompt: str, old_negative: str = "", new_negative: str = "") -> PromptDiff:
+    """Token-level diff of prompts; a weight change shows as the new weighted token added and the old removed."""
+
+    def keyed(text: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for t in tokenize(text):
+            shown = t.render(Family.SDXL)
+            key = f"{normalize(t.text)}@{t.weight:.2f}"
+            out.setdefault(key, re.sub(r"^(with|and)\s+", "", shown))
+        return out
+
+    a, b = keyed(old_prompt), keyed(new_prompt)
+    na, nb = keyed(old_negative), keyed(new_negative)
+    return PromptDiff(
+        added=tuple(v for k, v in b.items() if k not in a),
+        removed=tuple(v for k, v in a.items() if k not in b),
+        negative_added=tuple(v for k, v in nb.items() if k not in na),
+        negative_removed=tuple(v for k, v in na.items() if k not in nb),
+    )
+
+
+def borrow_tokens(own_prompt: str, other_prompt: str, limit: int = 4) -> tuple[str, ...]:
+    """Tokens of another image's prompt that this prompt lacks (what 'like #3' can borrow)."""
+    own = {normalize(t.text) for t in tokenize(own_prompt)}
+    out: list[str] = []
+    for t in tokenize(other_prompt):
+        if normalize(t.text) and normalize(t.text) not in own and t.text not in out:
+            out.append(t.text)
+    return tuple(out[:limit])

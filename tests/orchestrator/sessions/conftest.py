@@ -1,0 +1,107 @@
+"""Fixtures for session tests: a small funnel on the simulated farm, and a way to run the service on it."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from dataclasses import replace
+
+import pytest
+
+from orchestrator.comfy.simulator import SimFarm
+from orchestrator.config import Config, FunnelSettings, LimitSettings, LlmSettings, StageRecipe
+from orchestrator.events import StageDone, StageStarted
+from orchestrator.models import Family, TaskKind
+from orchestrator.service import Orchestrator
+from orchestrator.sessions.service import SessionService
+from tests.orchestrator.farm import TIME_SCALE, Recorder, farm_config
+
+SMALL_STAGES = (
+    StageRecipe("drafts", 6, Family.SD15, 512, 512, 4, TaskKind.DRAFT),
+    StageRecipe("refined", 3, Family.SDXL, 1024, 1024, 4, TaskKind.STANDARD, denoise=0.6),
+    StageRecipe("polished", 2, Family.SDXL, 1024, 1024, 4, TaskKind.QUALITY, denoise=0.45),
+    StageRecipe("final", 1, Family.SDXL, 1024, 1024, 4, TaskKind.PREMIUM, denoise=0.35),
+)
+
+
+def small_config(tmp_path, **funnel) -> Config:
+    """The shipped farm with a temp data dir, a 6 -> 3 -> 2 -> 1 funnel and the rule-based LLM path."""
+    cfg = farm_config(tmp_path)
+    fs = replace(FunnelSettings(stages=SMALL_STAGES, concept_options=3, explorer_count=4), **funnel)
+    return cfg.with_settings(funnel=fs, llm=LlmSettings(enabled=False), limits=LimitSettings())
+
+
+@pytest.fixture
+def config(tmp_path) -> Config:
+    return small_config(tmp_path)
+
+
+@asynccontextmanager
+async def serve(config: Config, time_scale: float = TIME_SCALE):
+    """Serve the config's simulated nodes; yields the config bound to their ports."""
+    sim = SimFarm(config, time_scale=time_scale, ephemeral_ports=True)
+    bound = await sim.start()
+    try:
+        yield bound
+    finally:
+        await sim.stop()
+
+
+@pytest.fixture
+async def farm(config):
+    """The simulated farm, outliving any orchestrator so restarts can be tested; yields the bound config."""
+    async with serve(config) as bound:
+        yield bound
+
+
+class Harness:
+    """A running orchestrator, its session service and a recorder of every event."""
+
+    def __init__(self, orch: Orchestrator, svc: SessionService, rec: Recorder) -> None:
+        self.orch, self.svc, self.rec = orch, svc, rec
+
+    async def stage_done(self, stage_id: str, timeout: float = 30.0) -> StageDone:
+        def seen(r: Recorder) -> bool:
+            return any(isinstance(e, StageDone) and e.stage_id == stage_id for e in r.events)
+
+        await self.rec.wait_for(seen, timeout)
+        return next(e for e in self.rec.of(StageDone) if e.stage_id == stage_id)
+
+    async def current_done(self, session_id: str):
+        """Wait for the current stage to be delivered; returns its view."""
+        view = await self.svc.current_stage(session_id)
+        await self.stage_done(view.id)
+        return await self.svc.stage(view.id)
+
+    async def started(self, session_id: str, name: str) -> StageStarted:
+        """Wait until a stage of that name starts in the session (e.g. an upscale the service starts itself)."""
+
+        def match(e) -> bool:
+            return isinstance(e, StageStarted) and e.session_id == session_id and e.name == name
+
+        await self.rec.wait_for(lambda r: any(match(e) for e in r.events))
+        return next(e for e in self.rec.events if match(e))
+
+
+@asynccontextmanager
+async def running(config: Config):
+    """An Orchestrator on `config` with a SessionService (the Orchestrator's own when it wires one)."""
+    orch = Orchestrator(config)
+    rec = Recorder(orch.bus)  # before start(), so events of a resumed session are seen too
+    await orch.start()
+    own = None
+    svc = getattr(orch, "sessions", None)
+    if svc is None:
+        own = svc = SessionService(
+            db=orch.db, scheduler=orch.sched, store=orch.store, bus=orch.bus, settings=orch.settings
+        )
+        await own.start()
+    try:
+        yield Harness(orch, svc, rec)
+    finally:
+        if own is not None:
+            await own.stop()
+        await orch.stop()
+        await rec.close()
+        # Keep what was published while stopping, so a test can count events across a restart.
+        while (ev := rec._sub.get_nowait()) is not None:
+            rec.events.append(ev)
