@@ -27,7 +27,7 @@ class Overhead:
     wall_s: float
 
 
-async def cpu_per_image(config: Config, count: int = 60) -> Overhead:
+async def cpu_per_image(config: Config, count: int = 40) -> Overhead:
     """Zero-latency nodes (time scale ~0), 512² PNGs: CPU of submit -> file + thumbnail + DB row + event."""
     async with Orchestrator(config) as orch:
         # Warm up connections, caches and the thread pool so the measurement is the steady state.

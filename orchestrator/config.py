@@ -511,7 +511,8 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
     )
 
     checkpoints = dict(DEFAULT_CHECKPOINTS)
-    checkpoints.update(root.get("checkpoints", _family_map(_str), {}))
+    empty: dict[Family, str] = {}
+    checkpoints.update(root.get("checkpoints", _family_map(_str), empty))
     stages = fu.get("stages", lambda a: tuple(_stage(s) for s in a.items()), d.funnel.stages)
     if not stages:
         raise fu.child("stages").fail("expected at least one stage")

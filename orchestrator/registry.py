@@ -55,7 +55,7 @@ class Registry:
         self._settings = settings
         self._bus = bus
         self._task: asyncio.Task[None] | None = None
-        self._probes: set[asyncio.Task[None]] = set()
+        self._probes: set[asyncio.Task[bool]] = set()
         self._changed = asyncio.Event()
         install = install_id or uuid.uuid4().hex
 
@@ -82,7 +82,7 @@ class Registry:
         self._task = asyncio.create_task(self._loop(), name="registry-health")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._probes) if t is not None]
+        tasks: list[asyncio.Task[None] | asyncio.Task[bool]] = [t for t in (self._task, *self._probes) if t is not None]
         for t in tasks:
             t.cancel()
         for t in tasks:

@@ -434,7 +434,8 @@ class Scheduler:
                     job = transition(job, JobStatus.RUNNING)
                     run.job = job
                     node.stats.loaded_checkpoint = job.params.model_name or node.stats.loaded_checkpoint
-                    await self.db.update_job(job)
+                    # Not persisted: recovery treats submitted and running alike (it asks the node), and the
+                    # start time is written with the result. One commit less per image.
                     self.bus.publish(
                         JobStarted(job.id, job.batch_id, node.id, job.attempt, job.spec.session_id, job.spec.stage_id)
                     )
@@ -465,7 +466,7 @@ class Scheduler:
         finally:
             watch.close()
         self._learn_speed(node, job, t_start, first, last, prev_ckpt)
-        if not images:
+        if not images and job.prompt_id is not None:
             entry = await node.client.history(job.prompt_id)
             images = list(entry.images) if entry else []
         if not images:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import random
 import secrets
@@ -11,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from orchestrator.comfy.simulator import SimFarm
+from orchestrator.comfy.simulator import SimFarm, is_loopback
 from orchestrator.config import Config
 from orchestrator.db import Database
 from orchestrator.errors import ConfigError, InputError
@@ -69,16 +68,6 @@ class NodeStatus:
     last_response_ms: float | None
     completed: int
     models: NodeModels = field(default_factory=NodeModels)
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Orchestrator:

@@ -412,7 +412,8 @@ def _node_error_details(node_errors: Any) -> tuple[NodeErrorDetail, ...]:
         for err in entry.get("errors") or ():
             if not isinstance(err, dict):
                 continue
-            extra = err.get("extra_info") if isinstance(err.get("extra_info"), dict) else {}
+            raw_extra = err.get("extra_info")
+            extra: dict[str, Any] = raw_extra if isinstance(raw_extra, dict) else {}
             out.append(
                 NodeErrorDetail(
                     node_id=str(node_id),
@@ -560,7 +561,8 @@ def parse_system_stats(body: Any) -> SystemStats:
     """GET /system_stats."""
     if not isinstance(body, dict):
         raise _malformed("system_stats", body)
-    system = body.get("system") if isinstance(body.get("system"), dict) else {}
+    raw_system = body.get("system")
+    system: dict[str, Any] = raw_system if isinstance(raw_system, dict) else {}
     devices: list[DeviceInfo] = []
     for d in body.get("devices") or ():
         if isinstance(d, dict):

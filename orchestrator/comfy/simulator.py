@@ -579,7 +579,7 @@ class ComfySimulator:
     def _drop(self, sid: str | None) -> None:
         sock = self._sockets.pop(sid, None) if sid else None
         if sock is not None and sock.transport is not None:
-            sock.transport.abort()
+            sock.transport.abort()  # type: ignore[attr-defined]  # asyncio transports have abort()
 
     # --- state helpers
 

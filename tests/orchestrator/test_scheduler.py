@@ -6,8 +6,8 @@ Each fault test asserts what was delivered, how many times, and by which node.
 from __future__ import annotations
 
 import pytest
-from orchestrator.comfy.simulator import SimFarm
 
+from orchestrator.comfy.simulator import SimFarm
 from orchestrator.errors import NoCapableNode
 from orchestrator.events import BatchDone, JobFinished, JobRetried, NodeHealthChanged
 from orchestrator.models import Family, JobStatus, TaskKind

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from orchestrator.comfy.client import ComfyClient
-from orchestrator.comfy.protocol import ExecutionError, ExecutionSuccess, Executed
+from orchestrator.comfy.protocol import Executed, ExecutionError, ExecutionSuccess
 from orchestrator.comfy.simulator import ComfySimulator
 from orchestrator.config import DEFAULT_CHECKPOINTS, DEFAULT_UPSCALE_MODEL
 from orchestrator.models import Family, GenerationParams, LoraSpec, Mode
