@@ -11,15 +11,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.comfy.client import ComfyClient
-from orchestrator.store import ImageStore
-from orchestrator.workflows import WorkflowEngine
-
 from bench.farm import sim_farm
 from bench.overhead import cpu_per_image, loop_lag, queued_memory
 from bench.stages import STAGES, StageRun, lower_bounds, run_even_split, run_ours
+from orchestrator.comfy.client import ComfyClient
 from orchestrator.config import StorageSettings
 from orchestrator.service import Orchestrator
+from orchestrator.store import ImageStore
+from orchestrator.workflows import WorkflowEngine
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,0 +1,150 @@
+"""/draft, /concept, /explore: validate -> SessionService.create -> a header reply with the session's thread."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import render
+from bot.errors import PUBLIC_DEFER
+from bot.limits import AUTOCOMPLETE_CHOICES, CHOICE_NAME, truncate
+from orchestrator.errors import InputError, InvalidState
+from orchestrator.models import Family
+from orchestrator.sessions.models import Flow, Session
+
+if TYPE_CHECKING:
+    from bot.client import ImGenBot
+
+ASPECTS = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")
+#: an attached image is read into the store; refuse anything bigger before downloading it
+MAX_INPUT_IMAGE_BYTES = 20 * 1024 * 1024
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
+
+
+def parse_family(value: str | None) -> Family | None:
+    """A family name from a command option, or InputError listing the accepted ones."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return Family(value.strip().lower())
+    except ValueError:
+        accepted = ", ".join(f.value for f in Family)
+        raise InputError("family", user_message=f"Unknown family `{value}`; use one of: {accepted}.") from None
+
+
+class CreateCog(commands.Cog):
+    """Commands that start a session."""
+
+    def __init__(self, bot: ImGenBot) -> None:
+        self.bot = bot
+
+    async def _start(self, interaction: discord.Interaction, make: Flow, **kwargs: object) -> None:
+        channel = interaction.channel
+        if not isinstance(channel, discord.TextChannel):
+            raise InvalidState("channel", user_message="Start sessions in a server text channel, not in a thread.")
+        # Defer within Discord's 3 s: creating a session plans and queues a whole stage.
+        if not interaction.response.is_done():
+            await interaction.response.defer(thinking=True)
+            interaction.extras[PUBLIC_DEFER] = True
+        session: Session = await self.bot.sessions.create(make, str(interaction.user.id), **kwargs)  # type: ignore[arg-type]
+        header = await interaction.followup.send(embed=render.header_embed(session), wait=True)
+        interaction.extras.pop(PUBLIC_DEFER, None)
+        await self.bot.relay.open_session(session, channel, header)
+
+    @app_commands.command(name="draft", description="Draft Grid: 20 fast drafts, vote, refine, polish, final image.")
+    @app_commands.describe(
+        prompt="What to draw. Flags work too: --ar 16:9, --seed 42, --no text, --steps 12, --count 8",
+        negative="What to keep out of the image",
+        family="Model family (autocompletes from the GPUs)",
+        count="How many drafts",
+        aspect="Aspect ratio, e.g. 16:9",
+        private="Only you and people you invite can vote",
+    )
+    @app_commands.guild_only()
+    async def draft(
+        self,
+        interaction: discord.Interaction,
+        prompt: str,
+        negative: str | None = None,
+        family: str | None = None,
+        count: int | None = None,
+        aspect: str | None = None,
+        private: bool = False,
+    ) -> None:
+        await self._start(
+            interaction,
+            Flow.DRAFT_GRID,
+            prompt=prompt,
+            negative=negative,
+            family=parse_family(family),
+            count=count,
+            aspect=aspect,
+            private=private,
+        )
+
+    @app_commands.command(name="concept", description="Concept Builder: settle subject, style, lighting… one by one.")
+    @app_commands.describe(subject="The subject to build a concept around", private="Only you and invited people vote")
+    @app_commands.guild_only()
+    async def concept(self, interaction: discord.Interaction, subject: str, private: bool = False) -> None:
+        await self._start(interaction, Flow.CONCEPT, prompt=subject, private=private)
+
+    @app_commands.command(
+        name="explore", description="Explorer: variations around a prompt or an image, round by round."
+    )
+    @app_commands.describe(
+        prompt="A prompt to explore (or leave empty and attach an image)",
+        image="An image to explore from",
+        private="Only you and people you invite can pick",
+    )
+    @app_commands.guild_only()
+    async def explore(
+        self,
+        interaction: discord.Interaction,
+        prompt: str | None = None,
+        image: discord.Attachment | None = None,
+        private: bool = False,
+    ) -> None:
+        if not prompt and image is None:
+            raise InputError("explore", user_message="Give a prompt or attach an image.")
+        image_path: Path | None = None
+        if image is not None:
+            if (image.content_type or "").split(";")[0] not in IMAGE_TYPES:
+                raise InputError("image", user_message="Attach a PNG, JPEG or WebP image.")
+            if image.size > MAX_INPUT_IMAGE_BYTES:
+                raise InputError("image", user_message="That image is too large (20 MB at most).")
+            await interaction.response.defer(thinking=True)
+            interaction.extras[PUBLIC_DEFER] = True
+            data = await image.read()
+            stored = await self.bot.orch.store.save(None, f"upload-{uuid.uuid4().hex}", data)
+            image_path = stored.path
+        await self._start(interaction, Flow.EXPLORER, prompt=prompt or "", private=private, image_path=image_path)
+
+    @draft.autocomplete("family")
+    async def family_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        """Families some healthy GPU can run, with the checkpoint each uses."""
+        nodes = [n for n in self.bot.orch.farm_status() if n.healthy]
+        choices = []
+        for fam in Family:
+            gpus = sum(1 for n in nodes if fam.value in n.capabilities)
+            if not gpus or not fam.value.startswith(current.lower().strip()):
+                continue
+            checkpoint = self.bot.orch.settings.checkpoint_for(fam)
+            name = truncate(f"{fam.value} · {checkpoint} · {gpus} GPU{'s' if gpus != 1 else ''}", CHOICE_NAME)
+            choices.append(app_commands.Choice(name=name, value=fam.value))
+        return choices[:AUTOCOMPLETE_CHOICES]
+
+    @draft.autocomplete("aspect")
+    async def aspect_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        """Common aspect ratios."""
+        return [app_commands.Choice(name=a, value=a) for a in ASPECTS if a.startswith(current.strip())][
+            :AUTOCOMPLETE_CHOICES
+        ]

@@ -1,0 +1,73 @@
+"""/session status | end | invite | open | close — inside a session thread."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import render
+from bot.relay import THREAD
+from orchestrator.errors import InputError
+from orchestrator.sessions.models import Visibility
+
+if TYPE_CHECKING:
+    from bot.client import ImGenBot
+
+
+class SessionCog(commands.Cog):
+    """Managing the session of the current thread."""
+
+    session = app_commands.Group(name="session", description="Manage the session of this thread.", guild_only=True)
+
+    def __init__(self, bot: ImGenBot) -> None:
+        self.bot = bot
+
+    async def _here(self, interaction: discord.Interaction) -> str:
+        channel = interaction.channel
+        sid = None
+        if isinstance(channel, discord.Thread):
+            sid = await self.bot.orch.db.session_for_ref(THREAD, str(channel.id))
+        if sid is None:
+            raise InputError("no session", user_message="Use this inside a session's thread.")
+        return sid
+
+    @session.command(name="status", description="Where this session is, who takes part, and the votes so far.")
+    async def status(self, interaction: discord.Interaction) -> None:
+        sid = await self._here(interaction)
+        svc = self.bot.sessions
+        session = await svc.get(sid)
+        stage = await svc.current_stage(sid)
+        await interaction.response.send_message(embed=render.status_embed(session, stage), ephemeral=True)
+
+    @session.command(name="end", description="End this session.")
+    async def end(self, interaction: discord.Interaction) -> None:
+        sid = await self._here(interaction)
+        await self.bot.sessions.end(sid, str(interaction.user.id))
+        # The relay posts the public "Session ended" line from the SessionEnded event.
+        await interaction.response.send_message("Ending the session.", ephemeral=True)
+
+    @session.command(name="invite", description="Let someone vote in this private session.")
+    @app_commands.describe(member="Who to invite")
+    async def invite(self, interaction: discord.Interaction, member: discord.Member) -> None:
+        sid = await self._here(interaction)
+        await self.bot.sessions.invite(sid, str(interaction.user.id), str(member.id))
+        await interaction.response.send_message(
+            f"{interaction.user.mention} invited {member.mention}: they can vote and give feedback here."
+        )
+
+    @session.command(name="open", description="Anyone may vote and continue.")
+    async def open(self, interaction: discord.Interaction) -> None:
+        sid = await self._here(interaction)
+        await self.bot.sessions.set_visibility(sid, str(interaction.user.id), Visibility.OPEN)
+        await interaction.response.send_message("This session is now open: anyone here may vote and continue.")
+
+    @session.command(name="close", description="Only you and invited members may vote.")
+    async def close(self, interaction: discord.Interaction) -> None:
+        sid = await self._here(interaction)
+        await self.bot.sessions.set_visibility(sid, str(interaction.user.id), Visibility.PRIVATE)
+        await interaction.response.send_message(
+            "This session is now private: only the owner and invited members may vote."
+        )

@@ -1,0 +1,96 @@
+"""The only code that turns errors into Discord replies: short, specific, ephemeral; reference ids if unexpected."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import discord
+from discord import app_commands
+
+from bot.limits import truncate
+from orchestrator.errors import ImGenError
+
+log = logging.getLogger(__name__)
+
+#: what users read for anything we did not expect; the reference id finds the log line
+UNEXPECTED = "Something went wrong on our side. Reference: `{ref}` (tell the bot's admin)."
+
+
+@dataclass(frozen=True, slots=True)
+class UserReply:
+    """What a user is told about an error."""
+
+    text: str
+    reference: str | None = None
+
+
+def _unwrap(error: BaseException) -> BaseException:
+    while isinstance(error, app_commands.CommandInvokeError | app_commands.TransformerError):
+        inner = error.__cause__ if isinstance(error, app_commands.TransformerError) else error.original
+        if inner is None:
+            break
+        error = inner
+    return error
+
+
+def translate(error: BaseException) -> UserReply:
+    """Map an error to the sentence a user sees; unexpected errors are logged with a fresh reference id."""
+    error = _unwrap(error)
+    if isinstance(error, ImGenError):
+        return UserReply(truncate(error.user_message, 1800))
+    if isinstance(error, app_commands.CommandOnCooldown):
+        return UserReply(f"Slow down a little: try again in {error.retry_after:.0f} s.")
+    if isinstance(error, app_commands.NoPrivateMessage):
+        return UserReply("This command works in a server channel, not in direct messages.")
+    if isinstance(error, app_commands.MissingPermissions | app_commands.BotMissingPermissions):
+        missing = ", ".join(p.replace("_", " ") for p in error.missing_permissions)
+        return UserReply(f"Missing permission: {missing}.")
+    if isinstance(error, app_commands.CheckFailure):
+        return UserReply("You cannot use this command here.")
+    ref = secrets.token_hex(4)
+    # Full context goes to the log only: exception texts can carry host names, paths and tracebacks.
+    log.error("unexpected error ref=%s: %r", ref, error, exc_info=(type(error), error, error.__traceback__))
+    return UserReply(UNEXPECTED.format(ref=ref), reference=ref)
+
+
+#: set in Interaction.extras by commands whose deferred "thinking" reply is public
+PUBLIC_DEFER = "imgen_public_defer"
+
+
+async def send_ephemeral(interaction: discord.Interaction, text: str) -> None:
+    """An ephemeral reply, whether or not the interaction was already answered."""
+    try:
+        if interaction.extras.pop(PUBLIC_DEFER, False):
+            # A public "thinking…" would turn the error public: remove it, then answer privately.
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.delete_original_response()
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+    except discord.HTTPException as e:
+        # The token may have expired (15 min) or the interaction been answered elsewhere.
+        log.warning("could not send an ephemeral reply: %s", e.status)
+    except Exception as e:  # shutting down (HTTP session closed): nothing left to tell anyone
+        log.warning("could not send an ephemeral reply: %r", e)
+
+
+async def reply_error(interaction: discord.Interaction, error: BaseException) -> UserReply:
+    """Tell the user about `error` in an ephemeral reply; returns what was said."""
+    reply = translate(error)
+    await send_ephemeral(interaction, reply.text)
+    return reply
+
+
+@asynccontextmanager
+async def guard(interaction: discord.Interaction) -> AsyncIterator[None]:
+    """Run a component or modal callback; any error becomes an ephemeral reply instead of a discord.py ERROR log."""
+    try:
+        yield
+    except Exception as e:  # the one place every callback's errors end up
+        await reply_error(interaction, e)
