@@ -148,10 +148,15 @@ async def _sheet(orch: Orchestrator, session_id: str, view: StageView) -> str | 
 
 async def _auto_pick(svc: SessionService, session_id: str, view: StageView, next_count: int) -> None:
     """The fixed rule: keep the first half as many images as the next stage has, the best one twice."""
-    keep = [im.image.id for im in view.images][: max(1, math.ceil(next_count / 2))]
+    chosen = view.images[: max(1, math.ceil(next_count / 2))]
+    keep = [im.image.id for im in chosen]
     for image_id in keep:
         await svc.vote(session_id, image_id, VOTERS[0], 1)
     await svc.vote(session_id, keep[0], VOTERS[1], 1)
+    print(
+        f"          kept {', '.join(f'#{im.number}' for im in chosen)} (#{chosen[0].number} with two votes)",
+        file=sys.stderr,
+    )
 
 
 async def _ask(svc: SessionService, session_id: str, view: StageView) -> None:
