@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,20 @@ log = logging.getLogger(__name__)
 
 #: what users read for anything we did not expect; the reference id finds the log line
 UNEXPECTED = "Something went wrong on our side. Reference: `{ref}` (tell the bot's admin)."
+
+
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.I)
+_HOST_PORT = re.compile(r"\b(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-f:]+\]|[a-z0-9-]+(?:\.[a-z0-9-]+)+)(?::\d{2,5})\b", re.I)
+_IP = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
+_PATH = re.compile(r"(?:(?<=\s)|^)(?:/[\w.-]+){2,}/?|[A-Z]:\\[^\s]+")
+
+
+def scrub(text: str, limit: int = 160) -> str:
+    """A reason from a node or library, safe to show: no URLs, host names with ports, IPs or file paths."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    for pattern in (_URL, _HOST_PORT, _IP, _PATH):
+        first = pattern.sub("…", first)
+    return truncate(first, limit)
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ from orchestrator.sessions.models import Flow, Session, SessionState, StageStatu
 
 if TYPE_CHECKING:
     from bot.client import ImGenBot
+    from orchestrator.store import ImageStore
 
 log = logging.getLogger(__name__)
 
@@ -153,14 +154,19 @@ class Relay:
     # ------------------------------------------------------------------ threads
 
     async def open_session(
-        self, session: Session, channel: discord.TextChannel, header: discord.Message | None = None
+        self,
+        session: Session,
+        channel: discord.TextChannel,
+        header: discord.Message | None = None,
+        *,
+        title: str | None = None,
     ) -> discord.Thread:
         """Post the header (unless given) in `channel`, start the session's thread from it, bind and sync."""
         if header is None:
             header = await channel.send(embed=render.header_embed(session))
         minutes = thread_archive_minutes(self.bot.orch.settings.discord.thread_auto_archive_minutes)
         thread = await channel.create_thread(
-            name=thread_name(session.prompt or render.flow_label(session.flow)),
+            name=thread_name(title or session.prompt or render.flow_label(session.flow)),
             message=header,
             auto_archive_duration=minutes,  # type: ignore[arg-type]
         )
@@ -423,7 +429,7 @@ class Relay:
             ref_key = final_ref(stage.id, im.number)
             if await db.get_ref(live.session_id, ref_key) is not None:
                 continue
-            file = await self._full_file(im.number, im.image.path or im.image.thumbnail, limit)
+            file = await full_file(self.bot.orch.store, im.number, im.image.path or im.image.thumbnail, limit)
             msg = await thread.send(
                 content=render.final_content(stage, im),
                 file=file,
@@ -437,22 +443,22 @@ class Relay:
                 await db.set_ref(live.session_id, ref_key, str(msg.id))
         log.info("session=%s stage=%s final posted", live.session_id, stage.id)
 
-    async def _full_file(self, number: int, path: str, limit: int) -> discord.File:
-        store = self.bot.orch.store
-        data = await store.read(Path(path))
-        name = render.image_filename(number, "png")
-        if len(data) > limit:
-            # Full size within the upload limit: a high-quality JPEG of the same pixels.
-            data = await store.jpeg(Path(path), max_side=16384, quality=92, max_bytes=limit)
-            name = render.image_filename(number, "jpg")
-        return discord.File(io.BytesIO(data), filename=name)
-
     async def _post_ended(self, live: _Live, thread: discord.Thread, reason: str) -> None:
         db = self.bot.orch.db
         if await db.get_ref(live.session_id, ENDED) is not None:
             return
         msg = await thread.send(content=render.ended_text(reason))
         await db.set_ref(live.session_id, ENDED, str(msg.id))
+
+
+async def full_file(store: ImageStore, number: int, path: str, limit: int) -> discord.File:
+    """The full-size PNG as an attachment, or a high-quality JPEG of the same pixels when the PNG is over `limit`."""
+    data = await store.read(Path(path))
+    name = render.image_filename(number, "png")
+    if len(data) > limit:
+        data = await store.jpeg(Path(path), max_side=16384, quality=92, max_bytes=limit)
+        name = render.image_filename(number, "jpg")
+    return discord.File(io.BytesIO(data), filename=name)
 
 
 def _is_final(session: Session, stage: StageView, last_recipe: str) -> bool:

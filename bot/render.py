@@ -67,6 +67,8 @@ def progress_content(view: ProgressView) -> str:
     line = f"`{progress_bar(view.done, view.total)}` {view.done}/{view.total}"
     if view.failed:
         line += f" · {view.failed} failed"
+        if view.last_error:
+            line += f" (last: {view.last_error})"
     lines = [head, line]
     if view.nodes:
         parts = []

@@ -6,6 +6,7 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from bot.errors import scrub
 from orchestrator.events import (
     Event,
     JobFailed,
@@ -42,6 +43,7 @@ class ProgressView:
     eta_s: float | None
     notes: tuple[str, ...]
     finished: bool
+    last_error: str | None = None
 
 
 @dataclass(slots=True)
@@ -71,6 +73,8 @@ class StageProgress:
     finished: bool = False
     #: failures known from the DB when resuming (their events were missed)
     failed_floor: int = 0
+    #: why the latest image failed (ComfyUI's words, scrubbed of hosts and paths)
+    last_error: str | None = None
 
     def seed(self, images: Iterable[ImageRecord], failed: int = 0) -> None:
         """Start from what is already delivered (a resumed stage)."""
@@ -98,7 +102,7 @@ class StageProgress:
                     return False
                 moved = self.moved_from.pop(job_id, None)
                 if moved is not None and moved[0] != node:
-                    reason = f" ({moved[1]})" if moved[1] else ""
+                    reason = f" ({scrub(moved[1], 80)})" if moved[1] else ""
                     self.notes.append(f"an image moved from {moved[0]} to {node}{reason}")
                 self.running[job_id] = _Running(node)
                 return True
@@ -114,11 +118,12 @@ class StageProgress:
                 return True
             case JobFinished(image=img):
                 return self._finish(img)
-            case JobFailed(job_id=job_id):
+            case JobFailed(job_id=job_id, error=error, cancelled=cancelled):
                 self.running.pop(job_id, None)
-                if job_id in self.failed_jobs:
-                    return False
+                if job_id in self.failed_jobs or cancelled:
+                    return not cancelled
                 self.failed_jobs.add(job_id)
+                self.last_error = scrub(error, 120) if error else None
                 return True
         return False
 
@@ -156,4 +161,5 @@ class StageProgress:
             eta_s=None if self.finished else self.eta(),
             notes=tuple(self.notes),
             finished=self.finished,
+            last_error=self.last_error,
         )

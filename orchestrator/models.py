@@ -244,6 +244,8 @@ class NodeStats:
     last_response_ms: float | None = None
     #: how much faster (<1) or slower (>1) the farm measures than the tier priors; scales unmeasured estimates
     prior_scale: float = 1.0
+    #: the same, per family, from the nodes that measured that family (more accurate than the overall one)
+    family_prior_scale: dict[str, float] = field(default_factory=dict)
     recent_failures: int = 0
     consecutive_failures: int = 0
     completed: int = 0

@@ -151,16 +151,20 @@ class Registry:
     def _calibrate(self) -> None:
         # A farm that is uniformly faster or slower than the tier priors (or a time-scaled simulator) would
         # otherwise make unmeasured nodes look far better or worse than they are, and starve or flood them.
-        ratios = sorted(
-            v / prior_seconds_per_step(n.config, Family(k))
-            for n in self.nodes.values()
-            for k, v in n.stats.seconds_per_step.items()
-            if k in {f.value for f in Family}
-        )
-        if ratios:
-            scale = ratios[len(ratios) // 2]
-            for n in self.nodes.values():
-                n.stats.prior_scale = scale
+        families = {f.value for f in Family}
+        by_family: dict[str, list[float]] = {}
+        for n in self.nodes.values():
+            for k, v in n.stats.seconds_per_step.items():
+                if k in families:
+                    by_family.setdefault(k, []).append(v / prior_seconds_per_step(n.config, Family(k)))
+        ratios = sorted(r for rs in by_family.values() for r in rs)
+        if not ratios:
+            return
+        overall = ratios[len(ratios) // 2]
+        per_family = {k: sorted(rs)[len(rs) // 2] for k, rs in by_family.items()}
+        for n in self.nodes.values():
+            n.stats.prior_scale = overall
+            n.stats.family_prior_scale = per_family
 
     def record_upscale(self, node_id: str, seconds: float) -> None:
         stats = self.nodes[node_id].stats

@@ -88,7 +88,7 @@ def seconds_per_step(node: NodeConfig, stats: NodeStats, family: Family) -> floa
     measured = stats.seconds_per_step.get(fam.value)
     if measured is not None:
         return measured
-    return prior_seconds_per_step(node, fam) * stats.prior_scale
+    return prior_seconds_per_step(node, fam) * stats.family_prior_scale.get(fam.value, stats.prior_scale)
 
 
 def prior_seconds_per_step(node: NodeConfig, family: Family) -> float:

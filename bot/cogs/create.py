@@ -24,6 +24,8 @@ ASPECTS = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")
 #: an attached image is read into the store; refuse anything bigger before downloading it
 MAX_INPUT_IMAGE_BYTES = 20 * 1024 * 1024
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
+#: the prompt of an Explorer started from an image alone
+NEUTRAL_PROMPT = "detailed, high quality"
 
 
 def parse_family(value: str | None) -> Family | None:
@@ -43,7 +45,9 @@ class CreateCog(commands.Cog):
     def __init__(self, bot: ImGenBot) -> None:
         self.bot = bot
 
-    async def _start(self, interaction: discord.Interaction, make: Flow, **kwargs: object) -> None:
+    async def _start(
+        self, interaction: discord.Interaction, make: Flow, *, title: str | None = None, **kwargs: object
+    ) -> None:
         channel = interaction.channel
         if not isinstance(channel, discord.TextChannel):
             raise InvalidState("channel", user_message="Start sessions in a server text channel, not in a thread.")
@@ -54,7 +58,7 @@ class CreateCog(commands.Cog):
         session: Session = await self.bot.sessions.create(make, str(interaction.user.id), **kwargs)  # type: ignore[arg-type]
         header = await interaction.followup.send(embed=render.header_embed(session), wait=True)
         interaction.extras.pop(PUBLIC_DEFER, None)
-        await self.bot.relay.open_session(session, channel, header)
+        await self.bot.relay.open_session(session, channel, header, title=title)
 
     @app_commands.command(name="draft", description="Draft Grid: 20 fast drafts, vote, refine, polish, final image.")
     @app_commands.describe(
@@ -122,7 +126,14 @@ class CreateCog(commands.Cog):
             data = await image.read()
             stored = await self.bot.orch.store.save(None, f"upload-{uuid.uuid4().hex}", data)
             image_path = stored.path
-        await self._start(interaction, Flow.EXPLORER, prompt=prompt or "", private=private, image_path=image_path)
+        title = None
+        if not prompt and image is not None:
+            # Image only: its alt text, else a neutral prompt, so img2img keeps what the picture shows.
+            prompt = (image.description or "").strip() or NEUTRAL_PROMPT
+            title = f"Explorer · {image.filename}"
+        await self._start(
+            interaction, Flow.EXPLORER, title=title, prompt=prompt or "", private=private, image_path=image_path
+        )
 
     @draft.autocomplete("family")
     async def family_autocomplete(

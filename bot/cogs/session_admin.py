@@ -9,7 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.relay import THREAD
+from bot.relay import THREAD, full_file
 from orchestrator.errors import InputError
 from orchestrator.sessions.models import Visibility
 
@@ -41,6 +41,21 @@ class SessionCog(commands.Cog):
         session = await svc.get(sid)
         stage = await svc.current_stage(sid)
         await interaction.response.send_message(embed=render.status_embed(session, stage), ephemeral=True)
+
+    @session.command(name="png", description="The full-size PNG of an image of the current stage, just for you.")
+    @app_commands.describe(number="The image's number in the gallery")
+    async def png(self, interaction: discord.Interaction, number: int) -> None:
+        sid = await self._here(interaction)
+        stage = await self.bot.sessions.current_stage(sid)
+        image = stage.image(number)
+        if image is None:
+            numbers = ", ".join(str(im.number) for im in stage.images) or "none yet"
+            raise InputError("number", user_message=f"No image #{number} in this stage (delivered: {numbers}).")
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        path = image.image.path or image.image.thumbnail
+        file = await full_file(self.bot.orch.store, number, path, interaction.filesize_limit)
+        note = "" if image.image.path else " (the full-size file was pruned; this is the thumbnail)"
+        await interaction.followup.send(f"#{number} of {stage.name}{note}", file=file, ephemeral=True)
 
     @session.command(name="end", description="End this session.")
     async def end(self, interaction: discord.Interaction) -> None:

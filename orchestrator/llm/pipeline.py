@@ -147,7 +147,7 @@ class FeedbackPipeline:
         try:
             return await self._refine_ollama(req)
         except LlmError as e:
-            log.warning("feedback pipeline fell back to rules: %s", e)
+            log.info("feedback pipeline fell back to rules: %s", e)
             return self.refine_rules(req, fallback_reason=str(e))
         except Exception:
             log.exception("unexpected error in the Ollama feedback pipeline")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from orchestrator.config import SimFaults
 from tests.bot.helpers import (
     bot_messages,
     custom_id,
@@ -152,3 +155,42 @@ async def test_regenerate_then_end(fake_discord, tmp_path):
         await (await fake.click(alice, second, custom_id(second, "End"))).response()
         await fake.wait_for(lambda: any(m.content.startswith("Session ended") for m in bot_messages(fake, thread.id)))
         assert await bot.sessions.active_sessions() == []
+
+
+async def test_failover_shows_in_the_progress_message(fake_discord, tmp_path):
+    """A node dying mid-stage: its image moves to another GPU, the progress says so, all 20 still arrive."""
+    fake = fake_discord
+    config = make_config(tmp_path)
+    nodes = tuple(
+        replace(n, sim=replace(n.sim, faults=SimFaults(error_after=2))) if n.id == "gpu-premium" else n
+        for n in config.nodes
+    )
+    config = config.with_nodes(nodes)
+    async with running_bot(fake, config):
+        await (await fake.run_slash(fake.users[0], "draft", {"prompt": "failover"})).response()
+        thread = await wait_thread(fake)
+        await wait_galleries(fake, thread.id, "drafts", 2, timeout=60)
+        progress = progress_messages(fake, thread.id, "drafts")[0]
+        await fake.wait_for(lambda: "20/20" in progress.content, timeout=20)
+        seen = [progress.content] + [p.get("content", "") for _, p in progress.edits]
+        assert any("moved from gpu-premium to" in text for text in seen), seen
+        assert all("127.0.0.1" not in text for text in seen)
+
+
+async def test_full_png_on_request(fake_discord, tmp_path):
+    """/session png N sends the full-size PNG of a gallery image, ephemerally; a bad number says what exists."""
+    fake = fake_discord
+    alice = fake.users[0]
+    async with running_bot(fake, make_config(tmp_path, drafts=3)):
+        await (await fake.run_slash(alice, "draft", {"prompt": "full size please"})).response()
+        thread = await wait_thread(fake)
+        await wait_galleries(fake, thread.id, "drafts", 1)
+        h = await fake.run_slash(alice, "session png", {"number": 2}, channel_id=thread.id)
+        await h.response()
+        await fake.wait_for(lambda: any(m.attachments for m in h.messages))
+        msg = next(m for m in h.messages if m.attachments)
+        assert msg.ephemeral and msg.attachments[0].filename == "02.png"
+        assert msg.attachments[0].content[:4] == b"\x89PNG"
+        bad = await fake.run_slash(alice, "session png", {"number": 9}, channel_id=thread.id)
+        cb = await bad.response()
+        assert cb.ephemeral and "delivered: 1, 2, 3" in cb.data["content"]

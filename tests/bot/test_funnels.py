@@ -142,3 +142,24 @@ async def test_explorer_from_an_attached_image_to_an_upscale(fake_discord, tmp_p
         assert up.content.startswith("**Upscaled**") and up.attachments
         sid = (await bot.sessions.active_sessions())[0].id
         assert (await bot.sessions.get(sid)).flow.value == "explorer"
+
+
+async def test_explore_needs_a_prompt_or_an_image(fake_discord, tmp_path):
+    """/explore with neither is refused; with only an image it starts from the image."""
+    fake = fake_discord
+    alice = fake.users[0]
+    buf = io.BytesIO()
+    Image.new("RGB", (256, 256), (20, 120, 40)).save(buf, format="PNG")
+    async with running_bot(fake, make_config(tmp_path)):
+        nothing = await fake.run_slash(alice, "explore", {})
+        cb = await nothing.response()
+        assert cb.ephemeral and "prompt or attach an image" in cb.data["content"]
+        h = await fake.run_slash(
+            alice, "explore", {}, attachments={"image": FakeFile("leaf.png", buf.getvalue(), "image/png")}
+        )
+        await h.response()
+        await fake.wait_for(lambda: fake.threads or [m for m in h.messages if m.ephemeral], timeout=20)
+        assert not [m.content for m in h.messages if m.ephemeral]
+        thread = await wait_thread(fake)
+        await wait_galleries(fake, thread.id, "round 1", 1)
+        assert thread.name == "Explorer · leaf.png"

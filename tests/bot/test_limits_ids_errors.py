@@ -130,3 +130,14 @@ def test_unexpected_errors_get_a_reference_and_no_details(caplog):
     assert "203.0.113" not in reply.text and "Traceback" not in reply.text
     assert reply.text == UNEXPECTED.format(ref=reply.reference)
     assert any(reply.reference in r.getMessage() for r in caplog.records)
+
+
+def test_scrub_removes_hosts_urls_and_paths():
+    from bot.errors import scrub
+
+    text = scrub(
+        "connect to http://203.0.113.20:8188/prompt failed; gpu-box.lan:8188 at /home/me/ComfyUI/models x\nTraceback"
+    )
+    assert "203.0.113" not in text and "gpu-box.lan" not in text and "/home/me" not in text and "Traceback" not in text
+    assert scrub("gpu-a went down") == "gpu-a went down"
+    assert scrub("198.51.100.5 refused") == "… refused"
