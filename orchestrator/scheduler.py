@@ -51,7 +51,7 @@ from orchestrator.events import (
     JobRetried,
     JobStarted,
 )
-from orchestrator.models import ImageRecord, Job, JobSpec, JobStatus, Mode
+from orchestrator.models import GenerationParams, ImageRecord, Job, JobSpec, JobStatus, Mode
 from orchestrator.registry import Node, Registry
 from orchestrator.store import ImageStore
 from orchestrator.workflows import WorkflowEngine
@@ -191,13 +191,30 @@ class Scheduler:
     def check_capable(self, spec: JobSpec) -> None:
         """Raise NoCapableNode when no configured node could ever run this spec."""
         probe = Job(id="probe", batch_id="probe", spec=spec)
-        if not any(router.could_ever_run(n.config, probe) for n in self.registry):
-            p = spec.params
+        p = spec.params
+        nodes = [n for n in self.registry if router.could_ever_run(n.config, probe)]
+        if not nodes:
             what = "upscale" if p.mode is Mode.UPSCALE else f"{p.family.value} at {p.width}x{p.height}"
-            raise NoCapableNode(
-                f"no node can run {what}",
-                user_message=f"No GPU in the farm can run {what}.",
-            )
+            raise NoCapableNode(f"no node can run {what}", user_message=f"No GPU in the farm can run {what}.")
+        # A node that has not reported its models yet (down since start) might still hold them.
+        if any(not n.stats.models.checkpoints for n in nodes):
+            return
+        for kind, name, held in self._required_files(p, nodes):
+            if name and not any(name in h for h in held):
+                have = sorted({f for h in held for f in h})
+                listed = ", ".join(have[:8]) + (" ..." if len(have) > 8 else "")
+                raise NoCapableNode(
+                    f"{kind} {name} is on no node",
+                    user_message=f"No GPU has the {kind} `{name}`" + (f" (the farm has: {listed})." if listed else "."),
+                )
+
+    @staticmethod
+    def _required_files(p: GenerationParams, nodes: list[Node]) -> list[tuple[str, str, list[tuple[str, ...]]]]:
+        if p.mode is Mode.UPSCALE:
+            return [("upscale model", p.upscale_model or "", [n.stats.models.upscale_models for n in nodes])]
+        out = [("checkpoint", p.checkpoint, [n.stats.models.checkpoints for n in nodes])]
+        out += [("LoRA", lo.name, [n.stats.models.loras for n in nodes]) for lo in p.loras]
+        return out
 
     async def submit(self, specs: Sequence[JobSpec], *, batch_id: str | None = None) -> tuple[str, list[Job]]:
         """Queue a batch; returns its id and jobs (already persisted)."""

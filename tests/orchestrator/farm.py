@@ -68,9 +68,6 @@ class Recorder:
         return Counter(e.from_node for e in self.of(JobRetried))
 
     async def close(self) -> None:
+        """Stop listening after taking in every event already published."""
         self._sub.close()
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
+        await asyncio.wait_for(self._task, 10)

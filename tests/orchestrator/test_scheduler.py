@@ -10,7 +10,7 @@ import pytest
 from orchestrator.comfy.simulator import SimFarm
 from orchestrator.errors import NoCapableNode
 from orchestrator.events import BatchDone, JobFinished, JobRetried, NodeHealthChanged
-from orchestrator.models import Family, JobStatus, TaskKind
+from orchestrator.models import Family, JobStatus, LoraSpec, TaskKind
 from orchestrator.scheduler import IllegalTransition, transition
 from orchestrator.service import GenerateRequest, Orchestrator
 from tests.orchestrator.farm import TIME_SCALE, Recorder, farm_config
@@ -141,8 +141,8 @@ async def test_restart_mid_stage_delivers_everything_exactly_once(farm):
     rec = Recorder(orch.bus)
     batch = await orch.generate(GenerateRequest(prompt="restart me", count=12, seed=100))
     await rec.wait_for(lambda r: len(r.of(JobFinished)) >= 3)
-    await rec.close()
     await orch.stop()
+    await rec.close()
     first = rec.finished_per_job()
 
     orch2 = Orchestrator(cfg)
@@ -191,3 +191,14 @@ def test_illegal_transitions_are_rejected():
         transition(done, JobStatus.QUEUED)
     with pytest.raises(IllegalTransition):
         transition(j, JobStatus.RUNNING)
+
+
+async def test_checkpoint_or_lora_missing_on_every_node_is_refused_naming_the_file(farm):
+    _, cfg = farm
+    async with Orchestrator(cfg) as orch:
+        with pytest.raises(NoCapableNode) as e:
+            await orch.generate(GenerateRequest(prompt="x", checkpoint="nowhere.safetensors"))
+        assert "nowhere.safetensors" in e.value.user_message
+        assert "v1-5-pruned-emaonly.safetensors" in e.value.user_message
+        with pytest.raises(NoCapableNode, match="LoRA missing_lora"):
+            await orch.generate(GenerateRequest(prompt="x", loras=(LoraSpec("missing_lora"),)))
