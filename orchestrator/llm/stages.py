@@ -305,6 +305,20 @@ class StageCall:
     host: str
     timeout_s: float
 
+    async def ask(
+        self, model: str, messages: Sequence[Mapping[str, Any]], schema: Mapping[str, Any], parse: Callable[[Any], T]
+    ) -> T:
+        """One structured call to `model` through this client (see ask_json)."""
+        return await ask_json(
+            self.client,
+            host=self.host,
+            model=model,
+            messages=messages,
+            schema=schema,
+            parse=parse,
+            timeout_s=self.timeout_s,
+        )
+
 
 class FeedbackInterpreter:
     """Stage 1: feedback text (+ what was picked, + the intent so far) -> Changes."""
@@ -331,16 +345,7 @@ class FeedbackInterpreter:
             f"Earlier feedback in this session:\n{_intent_lines(intent)}\n\nUser feedback: {feedback}"
         )
         messages = [{"role": "system", "content": INTERPRETER_SYSTEM}, {"role": "user", "content": user}]
-        c = self.call
-        return await ask_json(
-            c.client,
-            host=c.host,
-            model=self.model,
-            messages=messages,
-            schema=INTERPRETER_SCHEMA,
-            parse=parse_changes,
-            timeout_s=c.timeout_s,
-        )
+        return await self.call.ask(self.model, messages, INTERPRETER_SCHEMA, parse_changes)
 
 
 class VisionAnalyzer:
@@ -359,16 +364,7 @@ class VisionAnalyzer:
                 "images": [base64.b64encode(image_jpeg).decode()],
             }
         ]
-        c = self.call
-        return await ask_json(
-            c.client,
-            host=c.host,
-            model=self.model,
-            messages=messages,
-            schema=DESCRIBE_SCHEMA,
-            parse=parse_description,
-            timeout_s=c.timeout_s,
-        )
+        return await self.call.ask(self.model, messages, DESCRIBE_SCHEMA, parse_description)
 
     async def compare(self, selected: Sequence[bytes], rejected: Sequence[bytes]) -> VisionComparison:
         """Selected vs rejected JPEGs (already downscaled) -> traits of each side."""
@@ -380,16 +376,7 @@ class VisionAnalyzer:
                 "images": images,
             }
         ]
-        c = self.call
-        return await ask_json(
-            c.client,
-            host=c.host,
-            model=self.model,
-            messages=messages,
-            schema=COMPARE_SCHEMA,
-            parse=parse_comparison,
-            timeout_s=c.timeout_s,
-        )
+        return await self.call.ask(self.model, messages, COMPARE_SCHEMA, parse_comparison)
 
 
 class PromptEngineer:
@@ -423,16 +410,7 @@ class PromptEngineer:
             parts.append(f"Key differences: {vision.key_differences}")
         system = ENGINEER_SYSTEM.format(style=_ENGINEER_STYLE[family.uses_tags])
         messages = [{"role": "system", "content": system}, {"role": "user", "content": "\n".join(parts)}]
-        c = self.call
-        return await ask_json(
-            c.client,
-            host=c.host,
-            model=self.model,
-            messages=messages,
-            schema=ENGINEER_SCHEMA,
-            parse=parse_engineer,
-            timeout_s=c.timeout_s,
-        )
+        return await self.call.ask(self.model, messages, ENGINEER_SCHEMA, parse_engineer)
 
 
 async def suggest_options(
@@ -445,12 +423,4 @@ async def suggest_options(
         f"Suggest {n} distinct, vivid alternatives for the {field} of the image, each a short Stable Diffusion "
         "phrase that fits the locked fields. Answer ONLY with JSON matching the schema."
     )
-    return await ask_json(
-        call.client,
-        host=call.host,
-        model=model,
-        messages=[{"role": "user", "content": user}],
-        schema=options_schema(n),
-        parse=lambda d: parse_options(d, n),
-        timeout_s=call.timeout_s,
-    )
+    return await call.ask(model, [{"role": "user", "content": user}], options_schema(n), lambda d: parse_options(d, n))
