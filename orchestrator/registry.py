@@ -102,6 +102,8 @@ class Registry:
         try:
             async with asyncio.timeout(self._settings.timeout_s):
                 await node.client.system_stats()
+                queue = await node.client.queue()
+                node.stats.queue_length = len(queue.running) + len(queue.pending)
                 if node.object_info is None or not node.stats.healthy:
                     node.object_info = await node.client.object_info()
                     node.stats.models = node.object_info.models()
