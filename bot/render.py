@@ -93,18 +93,43 @@ def progress_content(view: ProgressView) -> str:
 # --------------------------------------------------------------------------- session header / status
 
 
+#: settings shown in their own words (the rules have their own line)
+_OWN_TEXT = ("loras", "quorum", "deadline_s")
+
+
 def _settings_text(session: Session) -> str:
     settings = getattr(session, "settings", None)
     parts: list[str] = []
     if settings is not None and dataclasses.is_dataclass(settings):
         for f in dataclasses.fields(settings):
             value = getattr(settings, f.name)
-            if value is None or value == () or value == "" or value is False:
+            if f.name in _OWN_TEXT or value is None or value == () or value == "" or value is False:
                 continue
             if isinstance(value, Enum):
                 value = value.value
             parts.append(f"{f.name.replace('_', ' ')}: {value}")
+        loras = getattr(settings, "loras", ())
+        if loras:
+            parts.append("LoRA: " + ", ".join(lora_text(lo.name, lo.strength_model) for lo in loras))
     return ", ".join(parts) or "defaults"
+
+
+def lora_text(name: str, weight: float) -> str:
+    """`name` at full weight, else `name:0.8`."""
+    return name if weight == 1.0 else f"{name}:{weight:g}"
+
+
+def rules_text(session: Session) -> str:
+    """The session's voting rules in words: quorum, deadline, or Continue by hand."""
+    settings = getattr(session, "settings", None)
+    quorum = getattr(settings, "quorum", None)
+    deadline_s = getattr(settings, "deadline_s", None)
+    parts = []
+    if quorum:
+        parts.append(f"continues by itself once {quorum} {'person has' if quorum == 1 else 'people have'} voted")
+    if deadline_s:
+        parts.append(f"continues by itself {duration(deadline_s)} after each stage is ready")
+    return "; or ".join(parts) if parts else "none: someone presses Continue"
 
 
 def header_embed(session: Session) -> discord.Embed:
@@ -118,6 +143,9 @@ def header_embed(session: Session) -> discord.Embed:
     if session.negative_prompt:
         e.add_field(name="Negative", value=session.negative_prompt, inline=False)
     e.add_field(name="Settings", value=_settings_text(session), inline=False)
+    settings = getattr(session, "settings", None)
+    if getattr(settings, "quorum", None) or getattr(settings, "deadline_s", None):
+        e.add_field(name="Rules", value=rules_text(session), inline=False)
     e.set_footer(text=f"session {session.id}")
     return limits.clamp_embed(e)
 
@@ -129,6 +157,8 @@ def status_embed(session: Session, stage: StageView | None) -> discord.Embed:
     e.add_field(name="State", value=str(getattr(session.state, "value", session.state)))
     e.add_field(name="Visibility", value=str(getattr(session.visibility, "value", session.visibility)))
     e.add_field(name="Owner", value=mention(session.owner_id))
+    e.add_field(name="Settings", value=_settings_text(session), inline=False)
+    e.add_field(name="Rules", value=rules_text(session), inline=False)
     if stage is not None:
         status = str(getattr(stage.status, "value", stage.status))
         e.add_field(

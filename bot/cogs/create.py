@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,7 @@ from bot import render
 from bot.errors import PUBLIC_DEFER
 from bot.limits import AUTOCOMPLETE_CHOICES, CHOICE_NAME, truncate
 from orchestrator.errors import InputError, InvalidState
-from orchestrator.models import Family
+from orchestrator.models import Family, LoraSpec
 from orchestrator.sessions.models import Flow, Session
 
 if TYPE_CHECKING:
@@ -24,8 +25,8 @@ ASPECTS = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")
 #: an attached image is read into the store; refuse anything bigger before downloading it
 MAX_INPUT_IMAGE_BYTES = 20 * 1024 * 1024
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
-#: the prompt of an Explorer started from an image alone
-NEUTRAL_PROMPT = "detailed, high quality"
+#: Discord refuses choice values over 100 characters
+CHOICE_VALUE = 100
 
 
 def parse_family(value: str | None) -> Family | None:
@@ -37,6 +38,45 @@ def parse_family(value: str | None) -> Family | None:
     except ValueError:
         accepted = ", ".join(f.value for f in Family)
         raise InputError("family", user_message=f"Unknown family `{value}`; use one of: {accepted}.") from None
+
+
+def parse_loras(value: str | None) -> tuple[LoraSpec, ...]:
+    """LoRAs from a command option: `name`, `name:0.8`, several separated by commas; InputError when malformed."""
+    if value is None or not value.strip():
+        return ()
+    out = []
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        try:
+            out.append(LoraSpec.parse(part))
+        except ValueError:
+            raise InputError("lora", user_message=f"LoRA `{part.strip()}`: use NAME or NAME:WEIGHT.") from None
+    return tuple(out)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def model_choices(
+    names: Sequence[str], typed: str, *, prefix: str = "", suffix: str = ""
+) -> list[app_commands.Choice[str]]:
+    """Model files containing what the user typed (case-insensitive), those starting with it first."""
+    needle = typed.strip().lower()
+    hits = [n for n in names if needle in n.lower()]
+    hits.sort(key=lambda n: (not n.lower().startswith(needle), n.lower()))
+    choices = []
+    for name in hits:
+        value = f"{prefix}{name}{suffix}"
+        if len(value) > CHOICE_VALUE:
+            continue
+        choices.append(app_commands.Choice(name=truncate(value, CHOICE_NAME), value=value))
+    return choices[:AUTOCOMPLETE_CHOICES]
 
 
 class CreateCog(commands.Cog):
@@ -68,6 +108,8 @@ class CreateCog(commands.Cog):
         count="How many drafts",
         aspect="Aspect ratio, e.g. 16:9",
         private="Only you and people you invite can vote",
+        checkpoint="Checkpoint for the stages of its family (autocompletes from the GPUs)",
+        lora="LoRA as NAME or NAME:WEIGHT; several separated by commas (autocompletes from the GPUs)",
     )
     @app_commands.guild_only()
     async def draft(
@@ -79,6 +121,8 @@ class CreateCog(commands.Cog):
         count: int | None = None,
         aspect: str | None = None,
         private: bool = False,
+        checkpoint: str | None = None,
+        lora: str | None = None,
     ) -> None:
         await self._start(
             interaction,
@@ -89,6 +133,8 @@ class CreateCog(commands.Cog):
             count=count,
             aspect=aspect,
             private=private,
+            checkpoint=checkpoint,
+            loras=parse_loras(lora),
         )
 
     @app_commands.command(name="concept", description="Concept Builder: settle subject, style, lighting… one by one.")
@@ -128,8 +174,8 @@ class CreateCog(commands.Cog):
             image_path = stored.path
         title = None
         if not prompt and image is not None:
-            # Image only: its alt text, else a neutral prompt, so img2img keeps what the picture shows.
-            prompt = (image.description or "").strip() or NEUTRAL_PROMPT
+            # Image only: its alt text when it has one; else no prompt, and every variation is img2img from it.
+            prompt = (image.description or "").strip()
             title = f"Explorer · {image.filename}"
         await self._start(
             interaction, Flow.EXPLORER, title=title, prompt=prompt or "", private=private, image_path=image_path
@@ -159,3 +205,22 @@ class CreateCog(commands.Cog):
         return [app_commands.Choice(name=a, value=a) for a in ASPECTS if a.startswith(current.strip())][
             :AUTOCOMPLETE_CHOICES
         ]
+
+    @draft.autocomplete("checkpoint")
+    async def checkpoint_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        """Checkpoints the healthy GPUs report, matching what was typed."""
+        return model_choices(self.bot.orch.known_models().checkpoints, current)
+
+    @draft.autocomplete("lora")
+    async def lora_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        """LoRAs the healthy GPUs report, for the last comma-separated entry; a typed `:weight` is kept."""
+        done, comma, last = current.rpartition(",")
+        prefix = f"{done.rstrip()}, " if comma else ""
+        name, colon, weight = last.strip().rpartition(":")
+        weight = weight.strip()
+        if not colon or (weight and not _is_number(weight)):
+            name, weight = last.strip(), ""
+        suffix = f":{weight}" if weight else ""
+        return model_choices(self.bot.orch.known_models().loras, name, prefix=prefix, suffix=suffix)

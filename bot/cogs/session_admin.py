@@ -1,4 +1,4 @@
-"""/session status | end | invite | open | close — inside a session thread."""
+"""/session status | png | end | invite | rules | open | close — inside a session thread."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ from orchestrator.sessions.models import Visibility
 
 if TYPE_CHECKING:
     from bot.client import ImGenBot
+
+MAX_QUORUM = 100
+MIN_DEADLINE_MINUTES = 0.5
+MAX_DEADLINE_MINUTES = 7 * 24 * 60.0
 
 
 class SessionCog(commands.Cog):
@@ -72,6 +76,27 @@ class SessionCog(commands.Cog):
         await interaction.response.send_message(
             f"{interaction.user.mention} invited {member.mention}: they can vote and give feedback here."
         )
+
+    @session.command(name="rules", description="Continue by itself after a quorum of voters or a deadline.")
+    @app_commands.describe(
+        quorum="Continue once this many people have voted on the current stage",
+        deadline_minutes="Continue this many minutes after each stage is ready",
+    )
+    async def rules(
+        self,
+        interaction: discord.Interaction,
+        quorum: app_commands.Range[int, 1, MAX_QUORUM] | None = None,
+        deadline_minutes: app_commands.Range[float, MIN_DEADLINE_MINUTES, MAX_DEADLINE_MINUTES] | None = None,
+    ) -> None:
+        sid = await self._here(interaction)
+        deadline_s = deadline_minutes * 60 if deadline_minutes is not None else None
+        session = await self.bot.sessions.set_rules(sid, str(interaction.user.id), quorum=quorum, deadline_s=deadline_s)
+        # Public: everyone voting here should know when the session moves on by itself.
+        if quorum is None and deadline_s is None:
+            text = f"{interaction.user.mention} cleared the rules: the session continues when someone presses Continue."
+        else:
+            text = f"{interaction.user.mention} set the rules: this session {render.rules_text(session)}."
+        await interaction.response.send_message(text, allowed_mentions=discord.AllowedMentions.none())
 
     @session.command(name="open", description="Anyone may vote and continue.")
     async def open(self, interaction: discord.Interaction) -> None:

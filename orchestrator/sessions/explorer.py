@@ -55,13 +55,15 @@ class Variation:
     label: str
 
 
-def kinds(count: int, *, has_pick: bool) -> list[Kind]:
+def kinds(count: int, *, has_pick: bool, has_prompt: bool = True) -> list[Kind]:
     """The kinds of a round in order: around a pick img2img leads; from a prompt, seeds, styles and aspects."""
-    cycle = (
-        [Kind.SUBTLE, Kind.STRONG, Kind.SEED, Kind.STYLE, Kind.ASPECT]
-        if has_pick
-        else [Kind.SEED, Kind.STYLE, Kind.SEED, Kind.ASPECT]
-    )
+    # Without a prompt only the image carries the content, so every variation is img2img from the pick.
+    if has_pick and not has_prompt:
+        cycle = [Kind.SUBTLE, Kind.STRONG, Kind.STYLE]
+    elif has_pick:
+        cycle = [Kind.SUBTLE, Kind.STRONG, Kind.SEED, Kind.STYLE, Kind.ASPECT]
+    else:
+        cycle = [Kind.SEED, Kind.STYLE, Kind.SEED, Kind.ASPECT]
     return [cycle[i % len(cycle)] for i in range(count)]
 
 
@@ -70,7 +72,7 @@ def style_variants(prompt: str) -> list[str]:
     variants = list(expand(prompt))
     if len(variants) > 1:
         return variants
-    return [f"{variants[0]}, {s}" for s in STYLES]
+    return [f"{variants[0]}, {s}" if variants[0] else s for s in STYLES]
 
 
 def plan_round(
@@ -91,7 +93,7 @@ def plan_round(
     other_aspects = [a for a in ASPECTS if a != aspect]
     counters = dict.fromkeys(Kind, 0)
     out: list[Variation] = []
-    for i, kind in enumerate(kinds(count, has_pick=pick is not None)):
+    for i, kind in enumerate(kinds(count, has_pick=pick is not None, has_prompt=bool(plain))):
         nth = counters[kind]
         counters[kind] += 1
         seed = seed_at(base_seed, i)

@@ -72,6 +72,9 @@ class SessionSettings:
     #: base seed of the first stage; None = random
     seed: int | None = None
     steps: int | None = None
+    #: the user's checkpoint, used by the stages of `family` (create() sets the family when it was not given)
+    checkpoint: str | None = None
+    #: LoRAs chained into every sampling stage (upscales have none)
     loras: tuple[LoraSpec, ...] = ()
     #: advance automatically once this many distinct participants voted on the current stage
     quorum: int | None = None
@@ -90,6 +93,7 @@ class SessionSettings:
             "count": self.count,
             "seed": self.seed,
             "steps": self.steps,
+            "checkpoint": self.checkpoint,
             "loras": [[lo.name, lo.strength_model, lo.strength_clip] for lo in self.loras],
             "quorum": self.quorum,
             "deadline_s": self.deadline_s,
@@ -104,6 +108,7 @@ class SessionSettings:
             count=d.get("count"),
             seed=d.get("seed"),
             steps=d.get("steps"),
+            checkpoint=d.get("checkpoint") or None,
             loras=tuple(LoraSpec(n, float(m), float(c)) for n, m, c in d.get("loras", ())),
             quorum=d.get("quorum"),
             deadline_s=d.get("deadline_s"),

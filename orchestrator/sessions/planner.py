@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from orchestrator.config import Settings, StageRecipe
 from orchestrator.db import Database, SessionRow, StageRow
-from orchestrator.errors import InvalidState
-from orchestrator.models import Family, JobSpec
+from orchestrator.errors import InputError, InvalidState
+from orchestrator.models import Family, JobSpec, LoraSpec
 from orchestrator.sessions import concept, draft_grid, explorer
 from orchestrator.sessions.models import Flow, SessionSettings
 from orchestrator.sessions.syntax import expand
@@ -19,6 +20,26 @@ STAGE = "stage"  #: a Draft Grid recipe stage
 ROUND = "round"  #: a Concept Builder or Explorer round
 FINAL = "final"  #: the Concept Builder's final render
 UPSCALE = "upscale"  #: a one-image upscale
+
+MAX_LORAS = 4
+#: LoRA weights outside this range only make noise
+LORA_WEIGHT = (-4.0, 4.0)
+#: name fragments that give a checkpoint's family away, most specific first
+_FAMILY_HINTS: tuple[tuple[str, Family], ...] = (
+    ("flux", Family.FLUX),
+    ("pony", Family.PONY),
+    ("illustrious", Family.ILLUSTRIOUS),
+    ("noob", Family.ILLUSTRIOUS),
+    ("sdxl", Family.SDXL),
+    ("_xl", Family.SDXL),
+    ("-xl", Family.SDXL),
+    ("xl_", Family.SDXL),
+    ("xl-", Family.SDXL),
+    ("v1-5", Family.SD15),
+    ("sd15", Family.SD15),
+    ("sd_1.5", Family.SD15),
+    ("sd1.5", Family.SD15),
+)
 
 
 class Planner:
@@ -82,9 +103,12 @@ class Planner:
         return [v.spec for v in variations]
 
     def render(self, row: SessionRow, recipe: StageRecipe) -> draft_grid.Render:
-        """Checkpoint for the recipe's family, the session's negative prompt and LoRAs."""
+        """Checkpoint for the recipe's family (the user's own for the session's family), negative prompt, LoRAs."""
         ss = SessionSettings.from_dict(row.settings)
-        return draft_grid.Render(row.negative_prompt, self.settings.checkpoint_for(recipe.family), ss.loras)
+        checkpoint = self.settings.checkpoint_for(recipe.family)
+        if ss.checkpoint and recipe.family is ss.family:
+            checkpoint = ss.checkpoint
+        return draft_grid.Render(row.negative_prompt, checkpoint, ss.loras)
 
     def family_of(self, row: SessionRow, st: StageRow | None) -> Family:
         """The family the next images of the session will most likely use (for the feedback pipeline)."""
@@ -109,3 +133,29 @@ def aspect_of(width: int, height: int) -> str:
     """The listed aspect ratio closest to a size."""
     ratio = width / height
     return min(explorer.ASPECTS, key=lambda a: abs(math.log(ratio * int(a.split(":")[1]) / int(a.split(":")[0]))))
+
+
+def guess_family(checkpoint: str, configured: Mapping[Family, str]) -> Family | None:
+    """The family of a checkpoint: the configured one it is, else a telling fragment of its name; None if unsure."""
+    for family in Family:
+        if configured.get(family) == checkpoint:
+            return family
+    name = checkpoint.lower()
+    return next((family for hint, family in _FAMILY_HINTS if hint in name), None)
+
+
+def check_loras(loras: Sequence[LoraSpec]) -> tuple[LoraSpec, ...]:
+    """The LoRAs of a session, or InputError for too many, an empty name or a weight out of range."""
+    out = tuple(loras)
+    if len(out) > MAX_LORAS:
+        raise InputError("too many loras", user_message=f"At most {MAX_LORAS} LoRAs per session.")
+    low, high = LORA_WEIGHT
+    for lo in out:
+        if not lo.name.strip():
+            raise InputError("lora name", user_message="A LoRA needs a name (NAME or NAME:WEIGHT).")
+        if not (low <= lo.strength_model <= high and low <= lo.strength_clip <= high):
+            raise InputError(
+                "lora weight",
+                user_message=f"LoRA `{lo.name}`: the weight must be between {low:g} and {high:g}.",
+            )
+    return out

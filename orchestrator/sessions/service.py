@@ -16,7 +16,7 @@ import random
 import shutil
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from orchestrator.events import (
 )
 from orchestrator.llm.changes import ImageRef4Llm, IntentEntry, RefineRequest, RefineResult
 from orchestrator.llm.pipeline import FeedbackPipeline
-from orchestrator.models import Family, ImageRecord, JobSpec, JobStatus
+from orchestrator.models import Family, ImageRecord, JobSpec, JobStatus, LoraSpec
 from orchestrator.scheduler import Scheduler
 from orchestrator.sessions import concept
 from orchestrator.sessions.models import (
@@ -53,7 +53,16 @@ from orchestrator.sessions.models import (
     Visibility,
     VoteResult,
 )
-from orchestrator.sessions.planner import FINAL, ROUND, STAGE, UPSCALE, Planner, aspect_of
+from orchestrator.sessions.planner import (
+    FINAL,
+    ROUND,
+    STAGE,
+    UPSCALE,
+    Planner,
+    aspect_of,
+    check_loras,
+    guess_family,
+)
 from orchestrator.sessions.state import Action, require, transition
 from orchestrator.sessions.syntax import MAX_SEED, expand, parse_aspect, parse_prompt
 from orchestrator.sessions.views import image_info, session_of, stage_view
@@ -160,11 +169,35 @@ class SessionService:
         private: bool = False,
         image_path: Path | None = None,
         fields: Mapping[str, str] | None = None,
+        checkpoint: str | None = None,
+        loras: Sequence[LoraSpec] = (),
     ) -> Session:
         """Start a session: flags in `prompt` are parsed (keyword arguments win) and the first stage queued."""
+        # `checkpoint` serves the stages of the session's family (guessed from the checkpoint's name when no family
+        # is given); `loras` every sampling stage. An Explorer from an image may have an empty prompt: it takes the
+        # image's own prompt when the image is one of ours, else none (its rounds are then all img2img).
         flow = Flow(flow)
         lim = self.settings.limits
-        flags = parse_prompt(prompt, lim)
+        from_image = flow is Flow.EXPLORER and image_path is not None
+        flags = parse_prompt(prompt, lim, allow_empty=from_image)
+        if from_image and not flags.prompt and image_path is not None:
+            ours = await self._our_image(image_path)
+            if ours is not None:
+                image, ours_family = ours
+                flags = dataclasses.replace(flags, prompt=image.prompt)
+                negative = negative if negative is not None else (flags.negative or image.negative_prompt)
+                family = family or flags.family or ours_family
+        family = family or flags.family
+        checkpoint = (checkpoint or "").strip() or None
+        if checkpoint is not None and family is None:
+            family = guess_family(checkpoint, self.settings.checkpoints)
+            if family is None:
+                accepted = ", ".join(f.value for f in Family)
+                raise InputError(
+                    "checkpoint family",
+                    user_message=f"Which model family is `{checkpoint}`? Give the family too ({accepted}).",
+                )
+        lora_specs = check_loras(loras)
         if count is not None and not 1 <= count <= lim.max_count:
             raise InputError("count", user_message=f"Count must be between 1 and {lim.max_count}.")
         if aspect is not None:
@@ -173,11 +206,13 @@ class SessionService:
         if fields and flow is not Flow.CONCEPT:
             raise InputError("fields", user_message="Fields are for the Concept Builder only.")
         ss = SessionSettings(
-            family=family or flags.family,
+            family=family,
             aspect=aspect or flags.aspect or "1:1",
             count=count or flags.count,
             seed=flags.seed,
             steps=flags.steps,
+            checkpoint=checkpoint,
+            loras=lora_specs,
         )
         expand(flags.prompt, limit=lim.max_count)  # refuse too many permutations now, not at the next stage
         await self._check_session_limit(owner_id)
@@ -250,6 +285,14 @@ class SessionService:
 
         await asyncio.to_thread(copy)
         return str(dest)
+
+    async def _our_image(self, path: Path) -> tuple[ImageRecord, Family] | None:
+        """The delivered image stored at `path` (its file name is its id) with its family, if it is one of ours."""
+        image = await self.db.image(path.stem)
+        if image is None or not image.path or Path(image.path).resolve() != path.resolve():
+            return None
+        job = await self.db.get_job(image.id)
+        return image, (job.params.family if job else Family.SDXL)
 
     async def _image_size(self, path: str) -> tuple[int, int]:
         def size() -> tuple[int, int]:
@@ -686,7 +729,10 @@ class SessionService:
             "aspect": aspect_of(image.width, image.height),
             "image_id": image.id,
         }
-        row = dataclasses.replace(row, prompt=image.prompt, data={**row.data, "pick": pick})
+        # A session led by an image alone keeps its empty prompt: a picked style variation's text is only the style.
+        prompt = image.prompt if row.prompt else ""
+        pick["prompt"] = prompt
+        row = dataclasses.replace(row, prompt=prompt, data={**row.data, "pick": pick})
         name = f"round {st.idx + 2}"
         prepared = await self._prepare(row, ROUND, st.idx + 1, name, {"pick": pick, "prev": st.id})
         row = await self._commit(row, prepared)

@@ -88,8 +88,9 @@ def aspect_size(aspect: str, family: Family, max_side: int = 2048, *, scale: flo
     return snap(width), snap(height)
 
 
-def parse_prompt(text: str, limits: LimitSettings) -> PromptFlags:
+def parse_prompt(text: str, limits: LimitSettings, *, allow_empty: bool = False) -> PromptFlags:
     """Take the flags out of a prompt; InputError for unknown flags, missing values or values out of range."""
+    # allow_empty: an Explorer from an image alone has no prompt; the image carries the content.
     matches = list(_FLAG.finditer(text))
     prompt = text[: matches[0].start()] if matches else text
     values: dict[str, str] = {}
@@ -110,7 +111,7 @@ def parse_prompt(text: str, limits: LimitSettings) -> PromptFlags:
         else:
             values[flag] = value
     prompt = _tidy(prompt)
-    if not prompt:
+    if not prompt and not allow_empty:
         raise InputError("empty prompt", user_message="The prompt is empty.")
     if len(prompt) > limits.max_prompt_chars:
         raise InputError(

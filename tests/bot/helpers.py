@@ -23,9 +23,6 @@ from orchestrator.models import Family, TaskKind
 from orchestrator.service import Orchestrator
 from tests.fakes.discord_models import FakeMessage, FakeThread
 from tests.fakes.fake_discord import FakeDiscord, running_client
-from tests.fakes.fake_discord_ext import install as install_fake_additions
-
-install_fake_additions()
 
 REPO = Path(__file__).resolve().parents[2]
 TIME_SCALE = 0.002

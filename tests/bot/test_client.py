@@ -64,7 +64,7 @@ async def test_commands_sync_to_the_guild_at_once(fake_discord, tmp_path):
         names = {c["name"] for c in fake.guild_commands[fake.guild_id]}
         assert names == COMMANDS
         session = next(c for c in fake.guild_commands[fake.guild_id] if c["name"] == "session")
-        assert {o["name"] for o in session["options"]} == {"status", "png", "end", "invite", "open", "close"}
+        assert {o["name"] for o in session["options"]} == {"status", "png", "end", "invite", "rules", "open", "close"}
         assert fake.identify_payloads[-1]["intents"] & (1 << 15), "message content intent"
 
 

@@ -150,7 +150,7 @@ async def test_explore_needs_a_prompt_or_an_image(fake_discord, tmp_path):
     alice = fake.users[0]
     buf = io.BytesIO()
     Image.new("RGB", (256, 256), (20, 120, 40)).save(buf, format="PNG")
-    async with running_bot(fake, make_config(tmp_path)):
+    async with running_bot(fake, make_config(tmp_path)) as bot:
         nothing = await fake.run_slash(alice, "explore", {})
         cb = await nothing.response()
         assert cb.ephemeral and "prompt or attach an image" in cb.data["content"]
@@ -163,3 +163,9 @@ async def test_explore_needs_a_prompt_or_an_image(fake_discord, tmp_path):
         thread = await wait_thread(fake)
         await wait_galleries(fake, thread.id, "round 1", 1)
         assert thread.name == "Explorer · leaf.png"
+        # No invented prompt: the image alone leads, so every variation is img2img from it.
+        session = (await bot.sessions.active_sessions())[0]
+        assert session.prompt == ""
+        stage = await bot.sessions.current_stage(session.id)
+        jobs = await bot.orch.db.stage_jobs(stage.id)
+        assert jobs and all(j.params.mode.value == "img2img" for j in jobs)

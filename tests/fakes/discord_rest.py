@@ -209,8 +209,9 @@ class RestHandlers:
         if handle.callback is None:
             raise not_found("Webhook", 10015)
         original = handle.original
-        if original is not None and original.loading and handle.callback.type == 5:
-            # After a "thinking" defer, Discord turns the first followup into the edit of that message.
+        if original is not None and original.loading and not original.deleted and handle.callback.type == 5:
+            # After a "thinking" defer, Discord turns the first followup into the edit of that message;
+            # once that message is deleted, a followup is a new message like any other.
             original.flags &= ~LOADING
             msg = await self._edit_message(original, req.payload, req.files)
         else:

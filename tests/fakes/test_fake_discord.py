@@ -93,6 +93,14 @@ class TinyBot(commands.Bot):
                 bot.failures.append(exc)
                 await interaction.followup.send("too many", ephemeral=True)
 
+        @app_commands.command(description="Fail after a public defer")
+        async def oops(interaction: discord.Interaction) -> None:
+            # The product's error path: drop the public "thinking…" reply, answer privately instead.
+            await interaction.response.defer(thinking=True)
+            await interaction.delete_original_response()
+            await interaction.followup.send("that went wrong", ephemeral=True)
+            await interaction.followup.send("and a second note", ephemeral=True)
+
         session = app_commands.Group(name="session", description="Session tools")
 
         @session.command(description="Invite someone")
@@ -101,7 +109,7 @@ class TinyBot(commands.Bot):
             await interaction.response.send_message(f"invited {member.name} with {len(data)} bytes", ephemeral=True)
 
         guild = discord.Object(self.guild_id)
-        for cmd in (draft, note, toomany, session):
+        for cmd in (draft, note, toomany, oops, session):
             self.tree.add_command(cmd, guild=guild)
         await self.tree.sync(guild=guild)
         await self.tree.sync()
@@ -144,8 +152,9 @@ async def test_login_ready_and_guild_create(fake, bot):
 
 
 async def test_command_sync_global_and_guild(fake, bot):
-    """tree.sync() per guild and globally land in the fake; the guild has the four commands."""
-    assert sorted(c["name"] for c in fake.guild_commands[fake.guild_id]) == ["draft", "note", "session", "toomany"]
+    """tree.sync() per guild and globally land in the fake; the guild has the five commands."""
+    names = sorted(c["name"] for c in fake.guild_commands[fake.guild_id])
+    assert names == ["draft", "note", "oops", "session", "toomany"]
     assert fake.global_commands == []
     draft = next(c for c in fake.guild_commands[fake.guild_id] if c["name"] == "draft")
     assert draft["options"][0]["autocomplete"] is True
@@ -172,6 +181,20 @@ async def test_slash_defer_followups_thread_and_dynamic_button(fake, bot):
     assert vote.content == "votes: 1" and vote.buttons[0].label == "Vote 1"
     assert len(vote.edits) == 1 and fake.edit_log[-1][2] == vote.id
     assert not fake.errors
+
+
+async def test_followup_after_deleting_the_thinking_reply_is_a_new_message(fake, bot):
+    """As on Discord: once the deferred reply is deleted, each followup creates its own message."""
+    handle = await fake.run_slash(fake.users[0], "oops", {})
+    assert (await handle.response()).type == 5
+    await handle.wait_followups(2)
+    original = handle.original
+    first, second = handle.followups
+    assert original is not None and original.deleted
+    assert first is not original and second is not original and first is not second
+    assert first.ephemeral and first.content == "that went wrong" and not first.loading
+    assert second.content == "and a second note"
+    assert not fake.errors, "no 404 for editing the deleted reply"
 
 
 async def test_autocomplete_choices(fake, bot):
