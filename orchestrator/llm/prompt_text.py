@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 from orchestrator.llm.changes import Changes, PromptDiff
 from orchestrator.models import Family
@@ -157,6 +158,45 @@ def _clean_phrase(text: str) -> str:
     return re.sub(r"\s+", " ", text.strip().strip(",.;")).strip()
 
 
+#: an innermost {a,b} permutation group, with the article before it (which goes when the whole group goes)
+_GROUP = re.compile(r"(?:\b(a|an|the)\s+)?\{([^{}]*)\}", re.IGNORECASE)
+
+
+def group_options(phrase: str) -> list[str]:
+    """'{cat,dog}' -> ['cat', 'dog']: a phrase that is one permutation group names each of its options."""
+    m = _GROUP.fullmatch(phrase.strip())
+    if m is None or m.group(1):
+        return [phrase]
+    return [o.strip() for o in m.group(2).split(",") if o.strip()] or [phrase]
+
+
+def _rewrite_options(text: str, phrase: str, rewrite: Callable[[str], str | None]) -> str | None:
+    """`text` with every {a,b} option matching `phrase` rewritten (None drops it); None when no option matched."""
+    changed = False
+
+    def group(m: re.Match[str]) -> str:
+        nonlocal changed
+        options = [o.strip() for o in m.group(2).split(",")]
+        out: list[str] = []
+        for o in options:
+            if o and matches(parse_token(o).text, phrase):
+                changed = True
+                new = rewrite(o)
+                if new:
+                    out.append(new)
+            else:
+                out.append(o)
+        if out == options:
+            return m.group(0)
+        article = f"{m.group(1)} " if m.group(1) else ""
+        if not out:
+            return ""
+        return article + (out[0] if len(out) == 1 else "{" + ",".join(out) + "}")
+
+    result = _GROUP.sub(group, text)
+    return re.sub(r"\s+", " ", result).strip() if changed else None
+
+
 @dataclass(frozen=True, slots=True)
 class Engineered:
     """The rules engineer's output: new prompt and negative plus the steps it took (its rationale)."""
@@ -258,14 +298,22 @@ def apply_changes(
             added.append(Token(new))
         steps.append(f"changed {old!r} to {new!r}")
 
-    # 2. remove: drop short tokens, cut the words out of long scene clauses; concepts go to the negative
-    for phrase in changes.remove:
+    # 2. remove: an option of a {a,b} group leaves its group; otherwise drop short tokens and cut the words out of
+    # long scene clauses; concepts go to the negative
+    for phrase in [o for p in changes.remove for o in group_options(p)]:
         hit = False
         for i in range(len(tokens) - 1, -1, -1):
             t = tokens[i]
             if not matches(t.text, phrase) or protected(t.text):
                 continue
             hit = True
+            dropped = _rewrite_options(t.text, phrase, lambda _: None) if "{" in t.text else None
+            if dropped is not None:
+                if words(dropped):
+                    tokens[i] = replace(t, text=dropped)
+                else:
+                    del tokens[i]
+                continue
             if len(words(t.text)) <= len(words(phrase)) + 2 or (i > 0 and len(words(t.text)) <= 3):
                 del tokens[i]
             else:
@@ -327,6 +375,14 @@ def _negative_form(phrase: str) -> str:
 
 
 def _emphasise(tokens: list[Token], added: list[Token], phrase: str, direction: int, family: Family) -> str:
+    for pool in (tokens, added):
+        for j, t in enumerate(pool):
+            if "{" in t.text:
+                said: list[str] = []
+                rewritten = _rewrite_options(t.text, phrase, partial(_emphasise_option, direction, family, said))
+                if rewritten is not None:
+                    pool[j] = replace(t, text=rewritten)
+                    return said[0]
     pool, i = tokens, _find(tokens, phrase)
     if i is None:
         pool, i = added, _find(added, phrase)
@@ -349,6 +405,18 @@ def _emphasise(tokens: list[Token], added: list[Token], phrase: str, direction: 
         return f"put {text!r} up front"
     added.append(Token(_FLUX_DOWN + text))
     return f"toned down {text!r}"
+
+
+def _emphasise_option(direction: int, family: Family, said: list[str], option: str) -> str:
+    # one option of a {a,b} group: weighted in place, so the group still expands to one prompt per option
+    t = parse_token(option)
+    if family.uses_tags:
+        weight = round(min(MAX_WEIGHT, max(MIN_WEIGHT, t.weight + WEIGHT_STEP * direction)), 2)
+        said.append(f"{'strengthened' if direction > 0 else 'weakened'} {t.text!r} to {weight:.1f}")
+        return Token(t.text, weight).render(family)
+    text = re.sub(rf"^({_FLUX_UP}|{_FLUX_DOWN})", "", t.text)
+    said.append(f"{'stressed' if direction > 0 else 'toned down'} {text!r}")
+    return (_FLUX_UP if direction > 0 else _FLUX_DOWN) + text
 
 
 def diff(old_prompt: str, new_prompt: str, old_negative: str = "", new_negative: str = "") -> PromptDiff:

@@ -34,6 +34,7 @@ _LEADING = re.compile(
 )
 _TRAILING = re.compile(r"\s+(?:please|pls|too|as well|instead|a bit|a little|in it|to it|in there|anymore|overall)$")
 _ARTICLE = re.compile(r"^(?:the|a|an|some|any|all|those|these|that|this|of the|more of the)\s+")
+_GROUP_COMMA = "\x1f"
 _SPLIT = re.compile(r"\s*[,;.!?\n]+\s*|\s+(?:and|or|nor|but|also|plus|then|while|&)\s+")
 _SENTIMENT = {
     "nice", "good", "great", "cool", "perfect", "love it", "awesome", "ok", "okay", "thanks", "thank you", "wow",
@@ -157,12 +158,14 @@ class RuleInterpreter:
         low = text.lower()
         for comp in _COMPOUNDS:
             low = low.replace(comp, comp.replace(" and ", "_and_"))
+        # "remove {cat,dog}" names a permutation group: its commas do not separate clauses
+        low = re.sub(r"\{[^{}]*\}", lambda m: m.group(0).replace(",", _GROUP_COMMA), low)
         pos = 0
         last_kind: str | None = None
         seps: list[re.Match[str] | None] = [*_SPLIT.finditer(low), None]
         for sep in seps:
             end = sep.start() if sep else len(low)
-            clause = low[pos:end].replace("_and_", " and ")
+            clause = low[pos:end].replace("_and_", " and ").replace(_GROUP_COMMA, ",")
             joined_by_and = sep is not None and sep.group(0).strip() in {"and", "or", "nor", "&", "plus"}
             # "!!" strengthens the clause it ends (or all, when it ends the whole message)
             bang = "!!" in (sep.group(0) if sep else "") or (sep is None and shout and "!!" not in low[:end])

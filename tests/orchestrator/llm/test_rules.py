@@ -189,6 +189,41 @@ def test_remove_cuts_a_clause_out_of_a_long_token_and_negates_it():
     assert out.negative_prompt == "people"
 
 
+@pytest.mark.parametrize(
+    ("prompt", "remove", "expected"),
+    [
+        ("portrait of a {knight,wizard}, oil painting", "knight", "portrait of a wizard, oil painting"),
+        ("a {cat,dog,fox} in a forest", "dog", "a {cat,fox} in a forest"),
+        ("a {red,blue} car on a street", "red", "a blue car on a street"),
+        ("a cat, {watercolor,oil painting}", "{watercolor,oil painting}", "a cat"),
+    ],
+)
+def test_remove_takes_an_option_out_of_its_permutation_group(prompt, remove, expected):
+    # The option left in the group would otherwise still render, against its own negative prompt.
+    out = apply_changes(prompt, "", Changes(remove=(remove,)), Family.SDXL)
+    assert out.prompt == expected
+
+
+def test_removing_a_group_by_name_is_one_clause_not_two():
+    c = interp("remove {cat,dog}", "a {cat,dog} in a forest")
+    assert c.remove == ("{cat,dog}",)
+    out = apply_changes("a {cat,dog} in a forest", "", c, Family.SD15)
+    assert "cat" not in out.prompt and "dog" not in out.prompt
+    assert out.negative_prompt == "cat, dog"
+
+
+@pytest.mark.parametrize(
+    ("family", "expected"),
+    [
+        (Family.SDXL, "a {cat,dog}, {(watercolor:0.8),oil painting}"),
+        (Family.FLUX, "A {cat,dog}, {subtle watercolor,oil painting}."),
+    ],
+)
+def test_emphasis_on_an_option_stays_inside_its_group(family, expected):
+    out = apply_changes("a {cat,dog}, {watercolor,oil painting}", "", Changes(emphasis_down=("watercolor",)), family)
+    assert out.prompt == expected
+
+
 def test_add_takes_the_concept_out_of_the_negative():
     out = apply_changes("a street", "people, blurry", Changes(add=("people",)), Family.SD15)
     assert out.negative_prompt == "blurry"
