@@ -12,9 +12,10 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from orchestrator import router
 from orchestrator.comfy.protocol import (
@@ -106,12 +107,23 @@ class BatchResult:
     failed: list[Job]
 
 
+def _posted() -> asyncio.Event:
+    ev = asyncio.Event()
+    ev.set()
+    return ev
+
+
 @dataclass(slots=True)
 class _Run:
     job: Job
     task: asyncio.Task[None] | None = None
     estimate: float = 0.0
     started: float | None = None
+    #: set once the prompt is on the node (or will never be); the next run on the node posts after it. Runs found
+    #: on a node after a restart are there already; a launched run starts with it clear.
+    posted: asyncio.Event = field(default_factory=_posted)
+    #: the run launched before this one on the same node
+    after: _Run | None = None
 
 
 @dataclass(slots=True)
@@ -149,6 +161,8 @@ class Scheduler:
         self._wake: dict[str, asyncio.Event] = {nid: asyncio.Event() for nid in registry.nodes}
         self._loops: list[asyncio.Task[None]] = []
         self._aux: set[asyncio.Task[None]] = set()
+        #: DB writes with their events, which a stop lets finish
+        self._commits: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
@@ -174,6 +188,8 @@ class Scheduler:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        if self._commits:
+            await asyncio.gather(*self._commits, return_exceptions=True)
         self._loops.clear()
 
     def _spawn(self, coro: object, name: str) -> None:
@@ -276,6 +292,7 @@ class Scheduler:
             run = runs.get(job_id)
             if run is None:
                 continue
+            run.posted.set()
             if run.task is not None:
                 run.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -340,7 +357,9 @@ class Scheduler:
         load = 0.0
         if job.params.model_name and next_ckpt != job.params.model_name:
             load = self.registry.load_estimate(node.id)
-        run = _Run(job=job, estimate=load + router.run_seconds(node.config, node.stats, job))
+        run = _Run(job=job, estimate=load + router.run_seconds(node.config, node.stats, job), posted=asyncio.Event())
+        if prev:
+            run.after = next(reversed(prev.values()))
         prev[job.id] = run
         node.stats.in_flight = len(prev)
         run.task = asyncio.create_task(self._run(node, run), name=f"job-{job.id[:8]}-{node.id}")
@@ -376,6 +395,7 @@ class Scheduler:
                 log.exception("job=%s node=%s unexpected failure", job.id, node.id)
                 await self._retry_or_fail(run.job, node.id, f"unexpected error ({type(e).__name__})")
         finally:
+            run.posted.set()
             if self.running[node.id].get(job.id) is run:
                 del self.running[node.id][job.id]
             node.stats.in_flight = len(self.running[node.id])
@@ -398,7 +418,15 @@ class Scheduler:
         graph = self.workflows.build(p, input_image=input_name)
         if node.object_info is not None:
             self.workflows.validate(graph, node.object_info)
-        accepted = await client.submit(graph)
+        if run.after is not None:
+            # ComfyUI runs prompts in the order they arrive and the estimates (checkpoint loads above all) assume
+            # launch order; an upload that finishes early must not let a later job overtake.
+            await run.after.posted.wait()
+            run.after = None
+        try:
+            accepted = await client.submit(graph)
+        finally:
+            run.posted.set()
         job = job.with_(prompt_id=accepted.prompt_id)
         run.job = job
         await self.db.update_job(job)
@@ -542,12 +570,26 @@ class Scheduler:
             index=job.spec.index,
         )
         node.stats.completed += 1
+        await self._atomically(self._record_delivery(node, done, image))
+
+    async def _record_delivery(self, node: Node, done: Job, image: ImageRecord) -> None:
         if not await self.db.finish_job(done, image):
-            log.warning("job=%s already delivered; not delivering again", job.id[:8])
+            log.warning("job=%s already delivered; not delivering again", done.id[:8])
             return
-        log.info("← job=%s node=%s %.2fs", job.id[:8], node.id, seconds)
-        self.bus.publish(JobFinished(job.id, job.batch_id, image, job.spec.session_id, job.spec.stage_id))
+        log.info("← job=%s node=%s %.2fs", done.id[:8], node.id, image.seconds)
+        self.bus.publish(JobFinished(done.id, done.batch_id, image, done.spec.session_id, done.spec.stage_id))
         self._mark_terminal(done)
+
+    async def _atomically(self, work: Coroutine[Any, Any, None]) -> None:
+        """
+        Run a DB write and the event announcing it to the end even when the caller is cancelled meanwhile.
+
+        A stop between the two would leave a row that no front end ever heard of; stop() waits for these.
+        """
+        task = asyncio.create_task(work)
+        self._commits.add(task)
+        task.add_done_callback(self._commits.discard)
+        await asyncio.shield(task)
 
     # ------------------------------------------------------------------ failure handling
 
@@ -572,6 +614,9 @@ class Scheduler:
         await self._terminal(transition(job, JobStatus.FAILED, error=reason))
 
     async def _terminal(self, job: Job, *, cancelled: bool = False) -> None:
+        await self._atomically(self._record_terminal(job, cancelled))
+
+    async def _record_terminal(self, job: Job, cancelled: bool) -> None:
         await self.db.update_job(job)
         self.bus.publish(
             JobFailed(job.id, job.batch_id, job.error or "", cancelled, job.spec.session_id, job.spec.stage_id)

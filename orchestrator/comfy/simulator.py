@@ -61,6 +61,9 @@ class SimFaultState:
     error_after: int | None = None
     drop_ws_after: int | None = None
     slow_view_seconds: float = 0.0
+    #: runtime only: an upload of exactly these bytes is answered only once an upload of other bytes has been
+    #: stored (uploads finishing out of order, as a big file beside a small one does)
+    hold_upload_of: bytes | None = None
 
     @classmethod
     def from_config(cls, faults: SimFaults) -> SimFaultState:
@@ -490,6 +493,7 @@ class ComfySimulator:
         self._sockets: dict[str, _Socket] = {}
         self._wake = asyncio.Event()
         self._interrupt = asyncio.Event()
+        self._other_upload = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -821,9 +825,16 @@ class ComfySimulator:
         if class_type == "UpscaleModelLoader":
             return (str(inputs["model_name"]),), None
         if class_type == "ImageUpscaleWithModel":
-            await self._sleep(self.sim.upscale_seconds * scale)
-            out = await asyncio.to_thread(lambda: tuple(sim_render.upscale(i) for i in inputs["image"]))
-            return (out,), None
+            # The resize stands in for the model's own work, so it runs inside the simulated time, not after it.
+            work = asyncio.ensure_future(
+                asyncio.to_thread(lambda: tuple(sim_render.upscale(i) for i in inputs["image"]))
+            )
+            try:
+                await self._sleep(self.sim.upscale_seconds * scale)
+            except _Interrupted:
+                await asyncio.wait([work])
+                raise
+            return (await work,), None
         if class_type in ("SaveImage", "PreviewImage"):
             return (), {"images": await self._save(inputs, class_type == "PreviewImage")}
         raise _NodeFailed(f"the simulator cannot run {class_type}", "NotImplementedError")
@@ -838,6 +849,10 @@ class ComfySimulator:
         per_step = self._seconds_per_step(family) * (latent.width * latent.height / native**2) * latent.batch
         pid, sid = item.prompt_id, item.client_id
         half = steps // 2
+        # Steps follow a clock, as on a GPU that keeps sampling while progress and previews go out: the time spent
+        # sending them is absorbed, not added to every step.
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         for step in range(1, steps + 1):
             if fault == "hang":
                 await self._interrupt.wait()
@@ -849,7 +864,7 @@ class ComfySimulator:
                 raise _Died
             if fault == "drop" and step == half + 1:
                 self._drop(sid)
-            await self._sleep(per_step * self.time_scale)
+            await self._sleep(start + step * per_step * self.time_scale - loop.time())
             await self._send(sid, "progress", {"value": step, "max": steps, "prompt_id": pid, "node": node_id})
             if self.previews and (step % PREVIEW_EVERY == 0 or step == steps):
                 jpeg = await asyncio.to_thread(sim_render.preview, prompt, seed, step, steps)
@@ -1039,6 +1054,11 @@ class ComfySimulator:
         if kind not in ("input", "temp", "output") or not filename or subfolder.startswith("/") or ".." in subfolder:
             return web.Response(status=400)
         data = image.file.read()
+        held = self.faults.hold_upload_of
+        if held is not None and data == held:
+            await self._other_upload.wait()
+            self._other_upload.clear()
+            self.faults.hold_upload_of = None
         stem, ext = os.path.splitext(filename)
         i = 1
         if not overwrite:
@@ -1048,6 +1068,8 @@ class ComfySimulator:
                 i += 1
         self.files[(kind, subfolder, filename)] = data
         self.stats.uploads += 1
+        if held is not None and data != held:
+            self._other_upload.set()
         return web.json_response({"name": filename, "subfolder": subfolder, "type": kind})
 
     async def _object_info(self, request: web.Request) -> web.Response:

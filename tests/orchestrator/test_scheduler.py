@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import pytest
 
+from orchestrator.comfy import sim_render
 from orchestrator.comfy.simulator import SimFarm
 from orchestrator.errors import NoCapableNode
 from orchestrator.events import BatchDone, JobFinished, JobRetried, NodeHealthChanged
-from orchestrator.models import Family, JobStatus, LoraSpec, TaskKind
+from orchestrator.models import Family, GenerationParams, JobSpec, JobStatus, LoraSpec, Mode, TaskKind
 from orchestrator.scheduler import IllegalTransition, transition
 from orchestrator.service import GenerateRequest, Orchestrator
 from tests.orchestrator.farm import TIME_SCALE, Recorder, farm_config
@@ -202,3 +203,33 @@ async def test_checkpoint_or_lora_missing_on_every_node_is_refused_naming_the_fi
         assert "v1-5-pruned-emaonly.safetensors" in e.value.user_message
         with pytest.raises(NoCapableNode, match="LoRA missing_lora"):
             await orch.generate(GenerateRequest(prompt="x", loras=(LoraSpec("missing_lora"),)))
+
+
+async def test_prompts_reach_a_node_in_launch_order_when_uploads_finish_out_of_order(farm, tmp_path):
+    # The scheduler's estimates (a checkpoint load above all) assume a node runs its jobs in the order it took
+    # them; an img2img whose upload finishes late must not be overtaken by the next one.
+    sim, cfg = farm
+    premium = sim.simulators["gpu-premium"]
+    async with Orchestrator(cfg) as orch:
+        first, second = (sim_render.encode_png(sim_render.render_txt2img("x", seed, 64, 64)) for seed in (1, 2))
+        specs = []
+        for i, data in enumerate((first, second), start=1):
+            source = await orch.store.save(None, f"source{i}", data)
+            params = GenerationParams(
+                prompt="x",
+                family=Family.SDXL,
+                mode=Mode.UPSCALE,
+                init_image=str(source.path),
+                upscale_model=cfg.settings.upscale_model,
+                width=64,
+                height=64,
+            )
+            specs.append(JobSpec(params=params, task=TaskKind.UPSCALE, index=i))
+        premium.faults.hold_upload_of = first
+        batch = await orch.submit(specs)
+        result = await orch.wait_batch(batch)
+        assert len(result.images) == 2 and not result.failed
+        jobs = {j.prompt_id: j for j in await orch.db.batch_jobs(batch)}
+    arrived = [jobs[r.prompt_id].spec.index for r in premium.stats.prompts if r.prompt_id in jobs]
+    assert arrived == [1, 2]
+    assert premium.faults.hold_upload_of is None, "the first upload was held"
