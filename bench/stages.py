@@ -202,9 +202,17 @@ async def run_even_split(
         client = clients[prem.id]
         name = await client.upload_image(Path(paths[0]).read_bytes(), "seed_up.png")
         accepted = await client.submit(engine.build(up, input_image=name))
+        up_images = []
         async for ev in client.watch(accepted.prompt_id):
-            if isinstance(ev, (ExecutionSuccess, ExecutionError)):
+            if isinstance(ev, Executed):
+                up_images.extend(ev.images)
+            elif isinstance(ev, ExecutionError):
+                raise RuntimeError(ev.exception_message)
+            elif isinstance(ev, ExecutionSuccess):
                 break
+        # The seed stores the upscaled image like any other, so it pays the same download and thumbnail as ours.
+        up_saved = await store.save("even", f"up_{random.randrange(10**9)}", await client.view(up_images[0]))
+        up_path = str(up_saved.path)
     wall = time.perf_counter() - t0
     ckpt = cfg.settings.checkpoint_for(st.family)
     seq = {nid: [ckpt] for nid, n in split.items() if n}
