@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -47,6 +48,9 @@ INTERACTION_ACK_S = 3.0
 INTERACTION_TOKEN_TTL_S = 15 * 60
 #: messages older than an hour can no longer be edited freely (error 30046)
 MESSAGE_EDIT_AGE_S = 3600.0
+#: a message nonce; with enforce_nonce Discord answers a repeated create (same author, channel and nonce, within
+#: a few minutes) with the message it already made
+NONCE_MAX = 25
 ERROR_TOO_OLD_TO_EDIT = 30046
 #: not published by Discord: our own pace for edits of one message
 PROGRESS_EDIT_INTERVAL_S = 1.5
@@ -139,3 +143,9 @@ def thread_name(text: str) -> str:
     """A thread name within 100 characters, on one line, never empty."""
     one_line = " ".join(text.split())
     return truncate(one_line, THREAD_NAME) or "session"
+
+
+def message_nonce(*parts: str) -> str:
+    """A nonce derived from what a message is (session, ref), so posting it again after a crash makes no duplicate."""
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=12).hexdigest()
+    return digest[:NONCE_MAX]

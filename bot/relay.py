@@ -3,7 +3,9 @@ Routes the orchestrator's events to sessions' threads: progress messages, galler
 
 Everything posted is recorded with db refs ("discord.progress.<stage>", "discord.gallery.<stage>.<page>",
 "discord.final.<stage>.<n>"), and `sync()` is idempotent: after a restart, or when a thread is bound after
-its first stage already moved on, it posts what is missing exactly once and resumes what is live.
+its first stage already moved on, it posts what is missing exactly once and resumes what is live. Each post
+carries a nonce derived from its ref, so a crash between posting and recording the ref does not make a
+second copy when the post is repeated (Discord returns the first one for a few minutes).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot import render
-from bot.limits import DEFAULT_UPLOAD_LIMIT, MAX_ATTACHMENTS, thread_archive_minutes, thread_name
+from bot.limits import DEFAULT_UPLOAD_LIMIT, MAX_ATTACHMENTS, message_nonce, thread_archive_minutes, thread_name
 from bot.progress import CoalescingEditor, MessageState, OnReplaced
 from bot.tracker import StageProgress
 from bot.views.final import final_view
@@ -163,7 +165,7 @@ class Relay:
     ) -> discord.Thread:
         """Post the header (unless given) in `channel`, start the session's thread from it, bind and sync."""
         if header is None:
-            header = await channel.send(embed=render.header_embed(session))
+            header = await channel.send(embed=render.header_embed(session), nonce=message_nonce(session.id, HEADER))
         minutes = thread_archive_minutes(self.bot.orch.settings.discord.thread_auto_archive_minutes)
         thread = await channel.create_thread(
             name=thread_name(title or session.prompt or render.flow_label(session.flow)),
@@ -297,7 +299,7 @@ class Relay:
             self.editor.track(key, thread, int(ref), fresh=False, on_replaced=on_replaced)
             return
         state = MessageState(content=render.progress_content(tracker.snapshot()))
-        msg = await thread.send(**state.kwargs())
+        msg = await thread.send(**state.kwargs(), nonce=message_nonce(live.session_id, progress_ref(stage_id)))
         await db.set_ref(live.session_id, progress_ref(stage_id), str(msg.id))
         self.editor.track(key, thread, msg.id, shown=state, on_replaced=on_replaced)
 
@@ -370,7 +372,7 @@ class Relay:
             else:
                 files = []
                 state = MessageState(content=render.no_images_text(stage), view=state.view)
-            msg = await thread.send(**state.kwargs(), files=files)
+            msg = await thread.send(**state.kwargs(), files=files, nonce=message_nonce(live.session_id, ref_key))
             await db.set_ref(live.session_id, ref_key, str(msg.id))
             self._track_gallery(live, thread, key, ref_key, msg.id, shown=state)
         log.info("session=%s stage=%s gallery posted (%d images)", live.session_id, stage.id, len(stage.images))
@@ -434,12 +436,15 @@ class Relay:
                 content=render.final_content(stage, im),
                 file=file,
                 view=final_view(session.id, im.image.id, upscaled=upscaled),
+                nonce=message_nonce(live.session_id, ref_key),
             )
             await db.set_ref(live.session_id, ref_key, str(msg.id))
         if not stage.images:
             ref_key = final_ref(stage.id, 0)
             if await db.get_ref(live.session_id, ref_key) is None:
-                msg = await thread.send(content=render.no_images_text(stage))
+                msg = await thread.send(
+                    content=render.no_images_text(stage), nonce=message_nonce(live.session_id, ref_key)
+                )
                 await db.set_ref(live.session_id, ref_key, str(msg.id))
         log.info("session=%s stage=%s final posted", live.session_id, stage.id)
 
@@ -447,7 +452,7 @@ class Relay:
         db = self.bot.orch.db
         if await db.get_ref(live.session_id, ENDED) is not None:
             return
-        msg = await thread.send(content=render.ended_text(reason))
+        msg = await thread.send(content=render.ended_text(reason), nonce=message_nonce(live.session_id, ENDED))
         await db.set_ref(live.session_id, ENDED, str(msg.id))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 from orchestrator.events import StageDone
 from tests.bot.helpers import (
@@ -86,3 +87,23 @@ async def test_stage_that_finished_while_the_front_end_was_down_is_posted_once(f
             assert [len(p.attachments) for p in pages] == [10, 2]
             assert len(progress_messages(fake, thread.id, "drafts")) == 1
     assert len(galleries(fake, thread.id, "drafts")) == 2, "posted once, not again on the second restart"
+
+
+async def test_a_crash_between_posting_and_recording_it_makes_no_second_copy(fake_discord, tmp_path):
+    """Galleries whose refs were never written (a crash right after posting) are not posted again on restart."""
+    fake = fake_discord
+    config = make_config(tmp_path, drafts=12)
+    async with running_bot(fake, config) as bot:
+        await (await fake.run_slash(fake.users[0], "draft", {"prompt": "crash after posting"})).response()
+        thread = await wait_thread(fake)
+        pages = await wait_galleries(fake, thread.id, "drafts", 2, timeout=30)
+        sid = (await bot.sessions.active_sessions())[0].id
+    # What a crash between thread.send and set_ref leaves behind: the messages exist, the DB does not know them.
+    with sqlite3.connect(config.settings.storage.db_path) as conn:
+        lost = conn.execute("DELETE FROM refs WHERE key LIKE 'discord.gallery.%'").rowcount
+    assert lost == 2
+    async with running_bot(fake, config) as bot:
+        await bot.relay.sync(sid)
+        refs = await bot.orch.db.refs(sid, "discord.gallery.")
+    assert sorted(int(v) for v in refs.values()) == sorted(p.id for p in pages), "the refs point at the first posts"
+    assert [m.id for m in galleries(fake, thread.id, "drafts")] == [p.id for p in pages], "nothing posted twice"

@@ -480,6 +480,12 @@ def check_components(errors: ErrorTree, rows: list[Json], *, v2: bool = False, k
             _check_component(errors, [key, i, "components", j], comp, seen)
 
 
+#: a message nonce is at most 25 characters; with enforce_nonce, Discord returns the message it already created
+#: for the same author, channel and nonce within a few minutes instead of creating another
+NONCE_MAX = 25
+NONCE_WINDOW_S = 5 * 60
+
+
 def check_message(payload: Json, *, attachment_count: int, creating: bool) -> ErrorTree:
     """Validate a message create/edit body as Discord does (limits discord.py does not check itself)."""
     errors = ErrorTree()
@@ -490,6 +496,9 @@ def check_message(payload: Json, *, attachment_count: int, creating: bool) -> Er
     check_components(errors, payload.get("components") or [], v2=bool(flags & COMPONENTS_V2))
     if attachment_count > 10:
         errors.add(["attachments"], "BASE_TYPE_MAX_LENGTH", "Must be 10 or fewer in length.")
+    nonce = payload.get("nonce")
+    if isinstance(nonce, str):
+        errors.max_len(["nonce"], nonce, NONCE_MAX)
     return errors
 
 

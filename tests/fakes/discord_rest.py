@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ from aiohttp import web
 
 from tests.fakes.discord_models import (
     LOADING,
+    NONCE_WINDOW_S,
     THREAD_ARCHIVE_MINUTES,
     ErrorTree,
     FakeCallback,
@@ -297,7 +299,17 @@ class RestHandlers:
         cid = self._channel_id(req)
         self._check_thread_open(cid)
         self._check(req.payload, req.files, creating=True)
+        nonce = req.payload.get("nonce")
+        key = (cid, self.bot_user.id, str(nonce))
+        if nonce is not None and req.payload.get("enforce_nonce"):
+            seen = self.nonces.get(key)
+            if seen is not None and time.monotonic() - seen[1] < NONCE_WINDOW_S:
+                earlier = self.message(seen[0])
+                if not earlier.deleted:
+                    return json_response(earlier.payload())
         msg = self._new_message(cid, req.payload, req.files)
+        if nonce is not None:
+            self.nonces[key] = (msg.id, time.monotonic())
         await self._add_message(msg)
         return json_response(msg.payload())
 

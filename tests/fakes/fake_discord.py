@@ -112,6 +112,8 @@ class FakeDiscord(RestHandlers):
         self.identify_payloads: list[Json] = []
         self.interactions: dict[str, InteractionHandle] = {}
         self._messages: dict[int, FakeMessage] = {}
+        #: (channel, author, nonce) -> (message id, when) for enforce_nonce
+        self.nonces: dict[tuple[int, int, str], tuple[int, float]] = {}
         self._attachments: dict[int, FakeAttachment] = {}
         self._channel_order: dict[int, list[int]] = defaultdict(list)
         self._injections: list[_Inject] = []

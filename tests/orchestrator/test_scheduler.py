@@ -130,7 +130,8 @@ async def test_jobs_never_sent_to_a_down_node_and_it_takes_work_when_back(farm):
         assert len(result.images) == 8
         await sim.simulators["gpu-premium"].revive()
         await rec.wait_for(lambda r: any(isinstance(e, NodeHealthChanged) and e.healthy for e in r.events))
-        rec2, _result2 = await run_batch(orch, 12)
+        # Enough work that loading a checkpoint on the revived node pays off (it comes back with none loaded).
+        rec2, _result2 = await run_batch(orch, 12, steps=40)
         assert rec2.per_node()["gpu-premium"] >= 1
         await rec.close()
 
