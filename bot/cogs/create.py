@@ -25,6 +25,8 @@ ASPECTS = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")
 #: an attached image is read into the store; refuse anything bigger before downloading it
 MAX_INPUT_IMAGE_BYTES = 20 * 1024 * 1024
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
+CHECKPOINT_HELP = "Checkpoint for the stages of its family (autocompletes from the GPUs)"
+LORA_HELP = "LoRA as NAME or NAME:WEIGHT; several separated by commas (autocompletes from the GPUs)"
 #: Discord refuses choice values over 100 characters
 CHOICE_VALUE = 100
 
@@ -108,8 +110,8 @@ class CreateCog(commands.Cog):
         count="How many drafts",
         aspect="Aspect ratio, e.g. 16:9",
         private="Only you and people you invite can vote",
-        checkpoint="Checkpoint for the stages of its family (autocompletes from the GPUs)",
-        lora="LoRA as NAME or NAME:WEIGHT; several separated by commas (autocompletes from the GPUs)",
+        checkpoint=CHECKPOINT_HELP,
+        lora=LORA_HELP,
     )
     @app_commands.guild_only()
     async def draft(
@@ -138,10 +140,24 @@ class CreateCog(commands.Cog):
         )
 
     @app_commands.command(name="concept", description="Concept Builder: settle subject, style, lighting… one by one.")
-    @app_commands.describe(subject="The subject to build a concept around", private="Only you and invited people vote")
+    @app_commands.describe(
+        subject="The subject to build a concept around",
+        private="Only you and invited people vote",
+        checkpoint=CHECKPOINT_HELP,
+        lora=LORA_HELP,
+    )
     @app_commands.guild_only()
-    async def concept(self, interaction: discord.Interaction, subject: str, private: bool = False) -> None:
-        await self._start(interaction, Flow.CONCEPT, prompt=subject, private=private)
+    async def concept(
+        self,
+        interaction: discord.Interaction,
+        subject: str,
+        private: bool = False,
+        checkpoint: str | None = None,
+        lora: str | None = None,
+    ) -> None:
+        await self._start(
+            interaction, Flow.CONCEPT, prompt=subject, private=private, checkpoint=checkpoint, loras=parse_loras(lora)
+        )
 
     @app_commands.command(
         name="explore", description="Explorer: variations around a prompt or an image, round by round."
@@ -150,6 +166,8 @@ class CreateCog(commands.Cog):
         prompt="A prompt to explore (or leave empty and attach an image)",
         image="An image to explore from",
         private="Only you and people you invite can pick",
+        checkpoint=CHECKPOINT_HELP,
+        lora=LORA_HELP,
     )
     @app_commands.guild_only()
     async def explore(
@@ -158,9 +176,12 @@ class CreateCog(commands.Cog):
         prompt: str | None = None,
         image: discord.Attachment | None = None,
         private: bool = False,
+        checkpoint: str | None = None,
+        lora: str | None = None,
     ) -> None:
         if not prompt and image is None:
             raise InputError("explore", user_message="Give a prompt or attach an image.")
+        loras = parse_loras(lora)
         image_path: Path | None = None
         if image is not None:
             if (image.content_type or "").split(";")[0] not in IMAGE_TYPES:
@@ -178,7 +199,14 @@ class CreateCog(commands.Cog):
             prompt = (image.description or "").strip()
             title = f"Explorer · {image.filename}"
         await self._start(
-            interaction, Flow.EXPLORER, title=title, prompt=prompt or "", private=private, image_path=image_path
+            interaction,
+            Flow.EXPLORER,
+            title=title,
+            prompt=prompt or "",
+            private=private,
+            image_path=image_path,
+            checkpoint=checkpoint,
+            loras=loras,
         )
 
     @draft.autocomplete("family")
@@ -206,6 +234,8 @@ class CreateCog(commands.Cog):
             :AUTOCOMPLETE_CHOICES
         ]
 
+    @concept.autocomplete("checkpoint")
+    @explore.autocomplete("checkpoint")
     @draft.autocomplete("checkpoint")
     async def checkpoint_autocomplete(
         self, interaction: discord.Interaction, current: str
@@ -213,6 +243,8 @@ class CreateCog(commands.Cog):
         """Checkpoints the healthy GPUs report, matching what was typed."""
         return model_choices(self.bot.orch.known_models().checkpoints, current)
 
+    @concept.autocomplete("lora")
+    @explore.autocomplete("lora")
     @draft.autocomplete("lora")
     async def lora_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         """LoRAs the healthy GPUs report, for the last comma-separated entry; a typed `:weight` is kept."""

@@ -795,7 +795,14 @@ class SessionService:
         if not image.path:
             raise InvalidState("pruned", user_message="That image's full-size file was pruned.")
         await self._check_session_limit(user_id)
-        ss = SessionSettings(family=job.params.family, aspect=aspect_of(image.width, image.height))
+        # The user's checkpoint and LoRAs carry over (the checkpoint only while the family is the same).
+        src = SessionSettings.from_dict((await self._row(image.session_id)).settings) if image.session_id else None
+        ss = SessionSettings(
+            family=job.params.family,
+            aspect=aspect_of(image.width, image.height),
+            checkpoint=src.checkpoint if src is not None and src.family is job.params.family else None,
+            loras=src.loras if src is not None else (),
+        )
         pick = {
             "path": image.path,
             "prompt": image.prompt,

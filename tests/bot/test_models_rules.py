@@ -122,3 +122,32 @@ async def test_quorum_rule_advances_without_continue(fake_discord, tmp_path):
         session = await bot.sessions.get(session.id)
         assert session.settings.quorum is None and session.settings.deadline_s is None
         assert any("set the rules" in m.content for m in bot_messages(fake, thread.id))
+
+
+async def test_explore_and_concept_take_checkpoint_and_lora_options(fake_discord, tmp_path):
+    """The same options and autocomplete on /explore and /concept; a malformed LoRA is refused in words."""
+    fake = fake_discord
+    alice = fake.users[0]
+    async with running_bot(fake, config_with_my_checkpoint(tmp_path)) as bot:
+        await fake.wait_for(lambda: MY_XL in bot.orch.known_models().checkpoints, timeout=10)
+        for command, first in (("explore", {"prompt": "x"}), ("concept", {"subject": "x"})):
+            choices = await fake.autocomplete(alice, command, {**first, "checkpoint": "dream"}, focused="checkpoint")
+            assert [c["value"] for c in choices] == [MY_XL]
+            loras = await fake.autocomplete(alice, command, {**first, "lora": "grain:0.4"}, focused="lora")
+            assert [c["value"] for c in loras] == [f"{GRAIN}:0.4"]
+
+        bad = await fake.run_slash(alice, "explore", {"prompt": "a fox", "lora": f"{DETAIL}:9"})
+        await bad.response()
+        await fake.wait_for(lambda: [m for m in bad.messages if m.ephemeral], timeout=15)
+        assert "between -4 and 4" in next(m.content for m in bad.messages if m.ephemeral)
+        assert fake.threads == []
+
+        options = {"prompt": "a lighthouse", "checkpoint": MY_XL, "lora": f"{GRAIN}:0.4"}
+        await (await fake.run_slash(alice, "explore", options)).response()
+        thread = await wait_thread(fake)
+        assert f"checkpoint: {MY_XL}" in field(fake.message(thread.starter_message_id).embeds[0], "Settings")
+        session = (await bot.sessions.active_sessions())[0]
+        await fake.wait_for(lambda: [m for m in bot_messages(fake, thread.id) if m.attachments], timeout=30)
+        jobs = await bot.orch.db.stage_jobs((await bot.sessions.current_stage(session.id)).id)
+        assert jobs and all(j.params.checkpoint == MY_XL for j in jobs)
+        assert all(j.params.loras == (LoraSpec(GRAIN, 0.4, 0.4),) for j in jobs)

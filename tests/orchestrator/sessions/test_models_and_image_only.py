@@ -132,3 +132,28 @@ async def test_explorer_from_one_of_our_images_takes_its_prompt(xl_farm):
         with pytest.raises(InputError) as empty:
             await h.svc.create(Flow.DRAFT_GRID, "bob", "", image_path=Path(img.path))
         assert empty.value.user_message == "The prompt is empty."
+
+
+async def test_variations_carry_the_sessions_checkpoint_and_loras(xl_farm):
+    async with running(xl_farm) as h:
+        lora = LoraSpec.parse(f"{DETAIL}:0.6")
+        s = await h.svc.create(Flow.DRAFT_GRID, "alice", "a fox", checkpoint=MY_XL, loras=[lora])
+        drafts = await h.current_done(s.id)
+        ex = await h.svc.variations("alice", drafts.image(1).image.id)
+        assert ex.flow is Flow.EXPLORER
+        assert ex.settings.checkpoint == MY_XL and ex.settings.loras == (LoraSpec(DETAIL, 0.6, 0.6),)
+        round1 = await h.current_done(ex.id)
+        jobs = await h.orch.db.stage_jobs(round1.id)
+        assert jobs and all(j.params.checkpoint == MY_XL for j in jobs)
+        assert all(j.params.loras == (LoraSpec(DETAIL, 0.6, 0.6),) for j in jobs)
+
+
+async def test_concept_and_explorer_take_a_checkpoint_and_loras(xl_farm):
+    async with running(xl_farm) as h:
+        for flow in (Flow.CONCEPT, Flow.EXPLORER):
+            s = await h.svc.create(flow, "alice", "a fox", checkpoint=MY_XL, loras=[LoraSpec.parse(DETAIL)])
+            first = await h.current_done(s.id)
+            jobs = await h.orch.db.stage_jobs(first.id)
+            assert jobs and all(j.params.checkpoint == MY_XL and j.params.family is Family.SDXL for j in jobs)
+            assert all(j.params.loras == (LoraSpec(DETAIL),) for j in jobs)
+            await h.svc.end(s.id, "alice")
