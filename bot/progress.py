@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import io
 import json
 import logging
 import time
@@ -28,13 +30,25 @@ log = logging.getLogger(__name__)
 MAX_FAILURES = 4
 
 
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file a message shows."""
+
+    name: str
+    data: bytes = field(repr=False)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class MessageState:
-    """What one message should show: content, embeds, components (never attachments: edits keep them)."""
+    """What one message should show: content, embeds, components, and (progress only) one preview image."""
 
     content: str | None = None
     embeds: tuple[discord.Embed, ...] = ()
     view: discord.ui.View | None = None
+    #: a message that owns its attachments shows exactly `image` (or none); any other message's attachments are
+    #: set when it is posted and edits leave them alone (a gallery keeps its pictures)
+    owns_attachments: bool = False
+    image: Attachment | None = None
 
     def fingerprint(self) -> str:
         """Equal fingerprints mean an edit would change nothing."""
@@ -43,19 +57,27 @@ class MessageState:
                 "c": self.content,
                 "e": [e.to_dict() for e in self.embeds],
                 "v": self.view.to_components() if self.view is not None else [],
+                "a": [self.image.name, hashlib.blake2b(self.image.data, digest_size=8).hexdigest()]
+                if self.image is not None
+                else self.owns_attachments,
             },
             sort_keys=True,
             default=str,
         )
 
-    def kwargs(self) -> dict[str, Any]:
-        """Arguments for Message.edit / Messageable.send, within Discord's limits."""
+    def kwargs(self, *, editing: bool = False) -> dict[str, Any]:
+        """Arguments for Message.edit (`editing`) or Messageable.send, within Discord's limits."""
         out: dict[str, Any] = {
             "content": content(self.content) if self.content is not None else None,
             "embeds": clamp_embeds(self.embeds),
         }
         if self.view is not None:
             out["view"] = self.view
+        files = [discord.File(io.BytesIO(self.image.data), filename=self.image.name)] if self.image else []
+        if editing and self.owns_attachments:
+            out["attachments"] = files
+        elif files:
+            out["files"] = files
         return out
 
 
@@ -249,7 +271,7 @@ class CoalescingEditor:
         if self._too_old(entry):
             return await self._replace(entry, state)
         try:
-            await self._sink.edit(entry.channel, entry.message_id, state.kwargs())
+            await self._sink.edit(entry.channel, entry.message_id, state.kwargs(editing=True))
         except discord.RateLimited as e:
             self.rate_limited += 1
             entry.failures += 1

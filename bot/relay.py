@@ -22,7 +22,7 @@ import discord
 
 from bot import render
 from bot.limits import DEFAULT_UPLOAD_LIMIT, MAX_ATTACHMENTS, message_nonce, thread_archive_minutes, thread_name
-from bot.progress import CoalescingEditor, MessageState, OnReplaced
+from bot.progress import Attachment, CoalescingEditor, MessageState, OnReplaced
 from bot.tracker import StageProgress
 from bot.views.final import final_view
 from bot.views.gallery import gallery_view, mode_for
@@ -31,6 +31,7 @@ from orchestrator.events import (
     Event,
     JobFailed,
     JobFinished,
+    JobPreview,
     JobProgress,
     JobQueued,
     JobRetried,
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-JOB_EVENTS = (JobQueued, JobStarted, JobProgress, JobRetried, JobFinished, JobFailed)
+JOB_EVENTS = (JobQueued, JobStarted, JobProgress, JobPreview, JobRetried, JobFinished, JobFailed)
 THREAD = "discord.thread"
 HEADER = "discord.header"
 ENDED = "discord.ended"
@@ -242,7 +243,7 @@ class Relay:
                     if thread is not None:
                         await self._post_ended(live, thread, reason)
                     live.trackers.clear()
-            case JobQueued() | JobStarted() | JobProgress() | JobRetried() | JobFinished() | JobFailed():
+            case JobQueued() | JobStarted() | JobProgress() | JobPreview() | JobRetried() | JobFinished() | JobFailed():
                 job_stage = event.stage_id
                 if job_stage is None:
                     return
@@ -298,7 +299,7 @@ class Relay:
         if ref is not None:
             self.editor.track(key, thread, int(ref), fresh=False, on_replaced=on_replaced)
             return
-        state = MessageState(content=render.progress_content(tracker.snapshot()))
+        state = self._progress_state(tracker)
         msg = await thread.send(**state.kwargs(), nonce=message_nonce(live.session_id, progress_ref(stage_id)))
         await db.set_ref(live.session_id, progress_ref(stage_id), str(msg.id))
         self.editor.track(key, thread, msg.id, shown=state, on_replaced=on_replaced)
@@ -306,8 +307,13 @@ class Relay:
     def _push_progress(self, live: _Live, tracker: StageProgress, *, final: bool = False) -> None:
         if live.thread is None:
             return
-        state = MessageState(content=render.progress_content(tracker.snapshot()))
-        self.editor.update(f"progress:{tracker.stage_id}", state, final=final)
+        self.editor.update(f"progress:{tracker.stage_id}", self._progress_state(tracker), final=final)
+
+    def _progress_state(self, tracker: StageProgress) -> MessageState:
+        # The preview goes once the stage is done: its gallery follows.
+        preview = tracker.preview if self.bot.orch.settings.discord.live_previews and not tracker.finished else None
+        image = Attachment(f"preview.{preview[0]}", preview[1]) if preview is not None else None
+        return MessageState(content=render.progress_content(tracker.snapshot()), owns_attachments=True, image=image)
 
     def _on_replaced(self, session_id: str, ref_key: str) -> OnReplaced:
         async def replaced(_key: str, message: discord.Message) -> None:

@@ -11,12 +11,17 @@ from orchestrator.events import (
     Event,
     JobFailed,
     JobFinished,
+    JobPreview,
     JobProgress,
     JobQueued,
     JobRetried,
     JobStarted,
 )
 from orchestrator.models import ImageRecord
+
+#: a node's preview frames are small; anything bigger is not worth re-uploading to Discord every few seconds
+MAX_PREVIEW_BYTES = 512 * 1024
+_PREVIEW_TYPES = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +80,8 @@ class StageProgress:
     failed_floor: int = 0
     #: why the latest image failed (ComfyUI's words, scrubbed of hosts and paths)
     last_error: str | None = None
+    #: the newest preview frame of a running job: (file extension, bytes)
+    preview: tuple[str, bytes] | None = None
 
     def seed(self, images: Iterable[ImageRecord], failed: int = 0) -> None:
         """Start from what is already delivered (a resumed stage)."""
@@ -118,6 +125,12 @@ class StageProgress:
                 return True
             case JobFinished(image=img):
                 return self._finish(img)
+            case JobPreview(job_id=job_id, image=data, mime=mime):
+                ext = _PREVIEW_TYPES.get(mime)
+                if job_id in self.done_jobs or ext is None or not data or len(data) > MAX_PREVIEW_BYTES:
+                    return False
+                self.preview = (ext, data)
+                return True
             case JobFailed(job_id=job_id, error=error, cancelled=cancelled):
                 self.running.pop(job_id, None)
                 if job_id in self.failed_jobs or cancelled:

@@ -191,6 +191,8 @@ class DiscordSettings:
     thread_auto_archive_minutes: int = 1440
     #: stop editing messages older than this (Discord error 30046 after an hour)
     max_edit_age_s: float = 3300.0
+    #: show the newest in-progress preview a node sends on the stage's progress message
+    live_previews: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,7 +499,7 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
         }
     )
     dc = root.child("discord")
-    dc.only({"progress_interval_s", "thread_auto_archive_minutes", "max_edit_age_s"})
+    dc.only({"progress_interval_s", "thread_auto_archive_minutes", "max_edit_age_s", "live_previews"})
     lim = root.child("limits")
     lim.only(
         {
@@ -562,6 +564,7 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
             progress_interval_s=dc.get("progress_interval_s", _num, d.discord.progress_interval_s),
             thread_auto_archive_minutes=archive,
             max_edit_age_s=dc.get("max_edit_age_s", _num, d.discord.max_edit_age_s),
+            live_previews=dc.get("live_previews", _bool, d.discord.live_previews),
         ),
         limits=LimitSettings(
             max_active_sessions_per_user=lim.get(
