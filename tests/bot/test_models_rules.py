@@ -151,3 +151,21 @@ async def test_explore_and_concept_take_checkpoint_and_lora_options(fake_discord
         jobs = await bot.orch.db.stage_jobs((await bot.sessions.current_stage(session.id)).id)
         assert jobs and all(j.params.checkpoint == MY_XL for j in jobs)
         assert all(j.params.loras == (LoraSpec(GRAIN, 0.4, 0.4),) for j in jobs)
+
+
+async def test_deadline_rule_advances_in_discord_without_continue(fake_discord, tmp_path):
+    """A stage whose deadline passes continues by itself; its next gallery is posted as if Continue was pressed."""
+    fake = fake_discord
+    alice, bob = fake.users[:2]
+    async with running_bot(fake, make_config(tmp_path, drafts=4)) as bot:
+        await (await fake.run_slash(alice, "draft", {"prompt": "a windmill"})).response()
+        thread = await wait_thread(fake)
+        page = (await wait_galleries(fake, thread.id, "drafts", 1))[0]
+        await (await fake.click(bob, page, custom_id(page, "✓3"))).response()
+        session = (await bot.sessions.active_sessions())[0]
+        # The slash command's shortest deadline is half a minute; the service takes any positive one.
+        await bot.sessions.set_rules(session.id, str(alice.id), deadline_s=0.2)
+        refined = await wait_galleries(fake, thread.id, "refined", 1)
+        assert len(refined[0].attachments) == 4
+        session = await bot.sessions.get(session.id)
+        assert session.stage_name == "refined"
