@@ -170,6 +170,17 @@ def group_options(phrase: str) -> list[str]:
     return [o.strip() for o in m.group(2).split(",") if o.strip()] or [phrase]
 
 
+def option_variants(text: str) -> list[tuple[str, str]]:
+    """(option, the text with its group replaced by that option) for every option of every {a,b} group."""
+    out: list[tuple[str, str]] = []
+    for m in _GROUP.finditer(text):
+        article = f"{m.group(1)} " if m.group(1) else ""
+        for option in (o.strip() for o in m.group(2).split(",")):
+            if option:
+                out.append((option, text[: m.start()] + article + option + text[m.end() :]))
+    return out
+
+
 def _rewrite_options(text: str, phrase: str, rewrite: Callable[[str], str | None]) -> str | None:
     """`text` with every {a,b} option matching `phrase` rewritten (None drops it); None when no option matched."""
     changed = False

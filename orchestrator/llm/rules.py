@@ -7,7 +7,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from orchestrator.llm.changes import Changes, Scope
-from orchestrator.llm.prompt_text import matches, tokenize, words
+from orchestrator.llm.prompt_text import matches, option_variants, tokenize, words
 from orchestrator.llm.vocab import ADJECTIVES, ASPECT_NOUNS, LOOKS, OPPOSITES, QUALITY_TAGS, STYLE_NOUNS
 
 #: phrases whose "and" is part of the phrase, not a list separator
@@ -264,9 +264,17 @@ class RuleInterpreter:
         acc.add.extend(look.add)
         acc.negative.extend(look.negative)
         toks = tokenize(prompt)
+
+        def conflicts(text: str, c: str) -> bool:
+            return text.lower() == c or (matches(text, c) and len(words(text)) <= len(words(c)) + 1)
+
         for c in look.conflicts:
             for t in toks:
-                if t.text.lower() == c or (matches(t.text, c) and len(words(t.text)) <= len(words(c)) + 1):
+                variants = option_variants(t.text)
+                if variants:
+                    # "{warm,cold} light" against "warmer": only the cold option goes, the group stays a choice
+                    acc.remove.extend(option for option, text in variants if conflicts(text, c))
+                elif conflicts(t.text, c):
                     acc.remove.append(t.text)
         if strong:
             acc.up.append(look.add[0])

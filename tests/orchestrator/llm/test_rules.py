@@ -204,6 +204,14 @@ def test_remove_takes_an_option_out_of_its_permutation_group(prompt, remove, exp
     assert out.prompt == expected
 
 
+def test_a_look_drops_only_the_contradicting_option_of_a_group():
+    prompt = "a lighthouse, {warm,cold} light"
+    c = interp("warmer light", prompt)
+    out = apply_changes(prompt, "", c, Family.SDXL)
+    assert out.prompt.startswith("a lighthouse, warm light")
+    assert "{" not in out.negative_prompt and "cold" in out.negative_prompt
+
+
 def test_removing_a_group_by_name_is_one_clause_not_two():
     c = interp("remove {cat,dog}", "a {cat,dog} in a forest")
     assert c.remove == ("{cat,dog}",)
