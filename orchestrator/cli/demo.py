@@ -113,8 +113,9 @@ async def _funnel(
             continue  # the service went on by itself (the final upscale)
         next_count = counts[view.index + 1] if view.index + 1 < len(counts) else 1
         if args.interactive:
-            await _ask(svc, session.id, view)
-        else:
+            # Input that ends (a closed pipe, Ctrl-D) hands the rest of the funnel to the automatic rule.
+            args.interactive = await _ask(svc, session.id, view)
+        if not args.interactive:
             await _auto_pick(svc, session.id, view, next_count)
         await svc.advance(session.id, VOTERS[0])
     final = None
@@ -159,30 +160,48 @@ async def _auto_pick(svc: SessionService, session_id: str, view: StageView, next
     )
 
 
-async def _ask(svc: SessionService, session_id: str, view: StageView) -> None:
-    """Ask which numbers to keep; anything that is not numbers is feedback for the prompt."""
+async def _input(prompt: str) -> str | None:
+    """One line from the terminal, or None once input has ended (the question goes to stderr: stdout is the result)."""
+    print(prompt, end="", file=sys.stderr, flush=True)
+    try:
+        return (await asyncio.to_thread(input)).strip()
+    except EOFError:
+        print("\n  (input ended: the automatic rule keeps images from here on)", file=sys.stderr)
+        return None
+
+
+async def _ask(svc: SessionService, session_id: str, view: StageView) -> bool:
+    """Ask which numbers to keep (anything that is not numbers is feedback); False once input has ended."""
     numbers = {im.number: im.image.id for im in view.images}
     while True:
-        line = (await asyncio.to_thread(input, f"{view.name}: numbers to keep (e.g. 1 4 7), or feedback: ")).strip()
+        line = await _input(f"{view.name}: numbers to keep (e.g. 1 4 7), or feedback: ")
+        if line is None:
+            return False
         picked = line.replace(",", " ").split()
         if picked and all(w.isdigit() for w in picked):
             chosen = [int(w) for w in picked if int(w) in numbers]
             if not chosen:
-                print(f"  choose among {min(numbers)}-{max(numbers)}")
+                print(f"  choose among {min(numbers)}-{max(numbers)}", file=sys.stderr)
                 continue
             for n in chosen:
                 await svc.vote(session_id, numbers[n], VOTERS[0], 1)
-            return
+            return True
         if not line:
             continue
         try:
             result = await svc.refine(session_id, VOTERS[0], line)
         except ImGenError as e:
-            print(f"  {e.user_message}")
+            print(f"  {e.user_message}", file=sys.stderr)
             continue
-        print(f"  suggested ({result.source.value}): {result.prompt}\n  {result.diff.render()}\n  {result.rationale}")
-        answer = (await asyncio.to_thread(input, "  use it for the next stage? [Y/n] ")).strip().lower()
-        if answer in ("", "y", "yes"):
+        print(
+            f"  suggested ({result.source.value}): {result.prompt}\n  {result.diff.render()}\n  {result.rationale}",
+            file=sys.stderr,
+        )
+        answer = await _input("  use it for the next stage? [Y/n] ")
+        if answer is None:
+            await svc.discard_suggestion(session_id, VOTERS[0])
+            return False
+        if answer.lower() in ("", "y", "yes"):
             await svc.apply_suggestion(session_id, VOTERS[0])
         else:
             await svc.discard_suggestion(session_id, VOTERS[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -37,3 +38,23 @@ def test_demo_json_lists_four_stages_with_lineage_and_contact_sheets(tmp_path, c
         "sheet-3-polished.png",
         "sheet-4-final.png",
     ]
+
+
+def test_demo_interactive_keeps_typed_numbers_takes_feedback_and_survives_the_end_of_input(
+    tmp_path, capsys, monkeypatch
+):
+    # Typed: keep drafts 2 and 5; at the refined stage, feedback (accepted), then keep 1; then input ends.
+    monkeypatch.setattr("sys.stdin", io.StringIO("2 5\nwarmer light, no people\ny\n1\n"))
+    out = tmp_path / "demo"
+    args = ["demo", "--interactive", "--json", "--out", str(out), "--time-scale", "0.01"]
+    rc = main([*args, "--config", str(ROOT / "config")])
+    captured = capsys.readouterr()
+    assert rc == 0
+    result = json.loads(captured.out)
+    drafts, refined, polished, final = result["stages"]
+    kept = {drafts["images"][1]["id"], drafts["images"][4]["id"]}
+    assert {im["parent_id"] for im in refined["images"]} == kept, "the refined images grow from #2 and #5"
+    assert {im["parent_id"] for im in polished["images"]} == {refined["images"][0]["id"]}
+    assert "suggested (rules)" in captured.err and "+ warm golden light" in captured.err
+    assert "input ended" in captured.err
+    assert Path(result["final"]).exists() and final["images"][0]["path"] == result["final"]
