@@ -1,0 +1,78 @@
+"""
+SessionContext: what every part of the session service shares.
+
+The database, scheduler, image store, event bus, settings, LLM pipeline and planner, plus the per-session
+locks and deadline timers, and the small row look-ups every part needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from orchestrator.config import Settings
+from orchestrator.db import Database, SessionRow, StageRow
+from orchestrator.errors import InvalidState, SessionNotFound
+from orchestrator.events import EventBus
+from orchestrator.llm.pipeline import FeedbackPipeline
+from orchestrator.scheduler import Scheduler
+from orchestrator.sessions.models import StageView
+from orchestrator.sessions.planner import Planner
+from orchestrator.sessions.views import stage_view
+from orchestrator.store import ImageStore
+
+
+class SessionContext:
+    """The services, settings, locks and timers the parts of SessionService share."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        scheduler: Scheduler,
+        store: ImageStore,
+        bus: EventBus,
+        settings: Settings,
+        pipeline: FeedbackPipeline,
+    ) -> None:
+        self.db = db
+        self.scheduler = scheduler
+        self.store = store
+        self.bus = bus
+        self.settings = settings
+        self.pipeline = pipeline
+        self.planner = Planner(db, settings)
+        self.locks: dict[str, asyncio.Lock] = {}
+        self.timers: dict[str, asyncio.Task[None]] = {}
+
+    def lock(self, session_id: str) -> asyncio.Lock:
+        """The lock that serialises every change to one session."""
+        return self.locks.setdefault(session_id, asyncio.Lock())
+
+    def cancel_timer(self, session_id: str) -> None:
+        """Drop the session's deadline timer (only forgotten if it is the caller: it is advancing the session)."""
+        task = self.timers.pop(session_id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def row(self, session_id: str) -> SessionRow:
+        """The session's row; SessionNotFound if there is none."""
+        row = await self.db.get_session(session_id)
+        if row is None:
+            raise SessionNotFound(f"session {session_id}")
+        return row
+
+    async def current(self, row: SessionRow) -> StageRow | None:
+        """The session's current stage, if it has one yet."""
+        stage_id = row.data.get("stage_id")
+        return await self.db.get_stage(stage_id) if stage_id else None
+
+    async def need_current(self, row: SessionRow) -> StageRow:
+        """The session's current stage; InvalidState if it has none."""
+        st = await self.current(row)
+        if st is None:
+            raise InvalidState("no stage", user_message="This session has no stage yet.")
+        return st
+
+    async def current_view(self, row: SessionRow) -> StageView:
+        """The current stage as front ends show it."""
+        return await stage_view(self.db, await self.need_current(row))

@@ -1,0 +1,292 @@
+"""
+SessionFactory: starting sessions, each with its first stage queued.
+
+From a prompt (and optionally a user's image, imported into the data directory), as an Explorer around a
+delivered image (variations), or as a Draft Grid that continues from one (branch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from orchestrator.db import SessionRow
+from orchestrator.errors import InputError, InvalidState, LimitExceeded
+from orchestrator.models import Family, ImageRecord, LoraSpec
+from orchestrator.sessions import concept
+from orchestrator.sessions.access import check_vote
+from orchestrator.sessions.context import SessionContext
+from orchestrator.sessions.models import Flow, Role, Session, SessionSettings, SessionState, Visibility
+from orchestrator.sessions.planner import ROUND, STAGE, aspect_of, check_loras, guess_family
+from orchestrator.sessions.stages import Prepared, StageWriter
+from orchestrator.sessions.syntax import expand, parse_aspect, parse_prompt
+from orchestrator.sessions.views import session_of
+
+log = logging.getLogger(__name__)
+
+
+class SessionFactory:
+    """Creates sessions and queues their first stage."""
+
+    def __init__(self, ctx: SessionContext, stages: StageWriter) -> None:
+        self.ctx = ctx
+        self.stages = stages
+
+    async def create(
+        self,
+        flow: Flow,
+        owner_id: str,
+        prompt: str,
+        *,
+        negative: str | None = None,
+        family: Family | None = None,
+        count: int | None = None,
+        aspect: str | None = None,
+        private: bool = False,
+        image_path: Path | None = None,
+        fields: Mapping[str, str] | None = None,
+        checkpoint: str | None = None,
+        loras: Sequence[LoraSpec] = (),
+    ) -> Session:
+        """Start a session: flags in `prompt` are parsed (keyword arguments win) and the first stage queued."""
+        # `checkpoint` serves the stages of the session's family (guessed from the checkpoint's name when no family
+        # is given); `loras` every sampling stage. An Explorer from an image may have an empty prompt: it takes the
+        # image's own prompt when the image is one of ours, else none (its rounds are then all img2img).
+        settings = self.ctx.settings
+        flow = Flow(flow)
+        lim = settings.limits
+        from_image = flow is Flow.EXPLORER and image_path is not None
+        flags = parse_prompt(prompt, lim, allow_empty=from_image)
+        if from_image and not flags.prompt and image_path is not None:
+            ours = await self._our_image(image_path)
+            if ours is not None:
+                image, ours_family = ours
+                flags = dataclasses.replace(flags, prompt=image.prompt)
+                negative = negative if negative is not None else (flags.negative or image.negative_prompt)
+                family = family or flags.family or ours_family
+        family = family or flags.family
+        checkpoint = (checkpoint or "").strip() or None
+        if checkpoint is not None and family is None:
+            family = guess_family(checkpoint, settings.checkpoints)
+            if family is None:
+                accepted = ", ".join(f.value for f in Family)
+                raise InputError(
+                    "checkpoint family",
+                    user_message=f"Which model family is `{checkpoint}`? Give the family too ({accepted}).",
+                )
+        lora_specs = check_loras(loras)
+        if count is not None and not 1 <= count <= lim.max_count:
+            raise InputError("count", user_message=f"Count must be between 1 and {lim.max_count}.")
+        if aspect is not None:
+            w, h = parse_aspect(aspect)
+            aspect = f"{w}:{h}"
+        if fields and flow is not Flow.CONCEPT:
+            raise InputError("fields", user_message="Fields are for the Concept Builder only.")
+        ss = SessionSettings(
+            family=family,
+            aspect=aspect or flags.aspect or "1:1",
+            count=count or flags.count,
+            seed=flags.seed,
+            steps=flags.steps,
+            checkpoint=checkpoint,
+            loras=lora_specs,
+        )
+        expand(flags.prompt, limit=lim.max_count)  # refuse too many permutations now, not at the next stage
+        await self._check_session_limit(owner_id)
+        data: dict[str, Any] = {"history": []}
+        text = flags.prompt
+        if flow is Flow.CONCEPT:
+            locked = concept.clean_fields(fields or {})
+            locked.setdefault("subject", concept.clean_value(flags.prompt))
+            data["concept"] = {"locked": locked, "field": None}
+            text = concept.compose(locked)
+        negative = negative if negative is not None else (flags.negative or "")
+        row = _new_row(flow, owner_id, text, negative, ss, 0, data, private=private)
+        init = await self._import_image(row.id, image_path) if image_path is not None else None
+        if flow is Flow.DRAFT_GRID:
+            first = settings.funnel.stages[0]
+            prepared = await self.stages.prepare(row, STAGE, 0, first.name, {"parents": [], "init_image": init})
+        elif flow is Flow.CONCEPT:
+            prepared = await self.stages.prepare_concept(row, dict(data["concept"]["locked"]), 0)
+            row = prepared.row
+        else:
+            pick: dict[str, Any] | None = None
+            if init is not None:
+                # A user's image: its own shape, unless the user asked for another aspect.
+                ar = ss.aspect if (aspect or flags.aspect) else aspect_of(*await _image_size(init))
+                ss = ss.with_(aspect=ar)
+                row = dataclasses.replace(row, settings=ss.to_dict())
+                pick = {"path": init, "prompt": text, "family": (ss.family or Family.SDXL).value}
+                pick |= {"seed": self.stages.seed(), "aspect": ar, "image_id": None}
+                if ss.family is None:
+                    ss = ss.with_(family=Family.SDXL)
+                    row = dataclasses.replace(row, settings=ss.to_dict())
+            row = dataclasses.replace(row, data={**row.data, "pick": pick})
+            prepared = await self.stages.prepare(row, ROUND, 0, "round 1", {"pick": pick})
+        row = await self._insert(row, prepared)
+        log.info("session=%s created flow=%s owner=%s", row.id, flow.value, owner_id)
+        return await session_of(self.ctx.db, row)
+
+    async def variations(self, user_id: str, image_id: str) -> Session:
+        """A new Explorer session around an image."""
+        ctx = self.ctx
+        image = await ctx.db.image(image_id)
+        job = await ctx.db.get_job(image_id)
+        if image is None or job is None:
+            raise InvalidState("no image", user_message="That image does not exist or is not finished yet.")
+        if image.session_id is not None:
+            check_vote(await session_of(ctx.db, await ctx.row(image.session_id)), user_id)
+        if not image.path:
+            raise InvalidState("pruned", user_message="That image's full-size file was pruned.")
+        await self._check_session_limit(user_id)
+        # The user's checkpoint and LoRAs carry over (the checkpoint only while the family is the same).
+        src = SessionSettings.from_dict((await ctx.row(image.session_id)).settings) if image.session_id else None
+        ss = SessionSettings(
+            family=job.params.family,
+            aspect=aspect_of(image.width, image.height),
+            checkpoint=src.checkpoint if src is not None and src.family is job.params.family else None,
+            loras=src.loras if src is not None else (),
+        )
+        pick = {
+            "path": image.path,
+            "prompt": image.prompt,
+            "family": job.params.family.value,
+            "seed": image.seed,
+            "aspect": ss.aspect,
+            "image_id": image.id,
+        }
+        return await self._new_session(
+            Flow.EXPLORER, user_id, image.prompt, image.negative_prompt, ss, ROUND, 0, "round 1", {"pick": pick}
+        )
+
+    async def branch(self, session_id: str, user_id: str, image_id: str) -> Session:
+        """A new Draft Grid that continues from that image: the next stage's images all grow from it."""
+        ctx = self.ctx
+        source = await ctx.row(session_id)
+        check_vote(await session_of(ctx.db, source), user_id)
+        image = await ctx.db.image(image_id)
+        if image is None or image.session_id != session_id:
+            raise InvalidState("not here", user_message="That image is not part of this session.")
+        if not image.path:
+            raise InvalidState("pruned", user_message="That image's full-size file was pruned.")
+        await self._check_session_limit(user_id)
+        st = await ctx.db.get_stage(image.stage_id) if image.stage_id else None
+        stages = ctx.settings.funnel.stages
+        from_recipe = Flow(source.flow) is Flow.DRAFT_GRID and st is not None and st.data.get("kind") == STAGE
+        idx = min(st.idx + 1 if from_recipe and st is not None else 1, len(stages) - 1)
+        recipe = stages[idx]
+        ss = SessionSettings.from_dict(source.settings).with_(quorum=None, deadline_s=None)
+        data = {"parents": [[image.id, recipe.count]]}
+        return await self._new_session(
+            Flow.DRAFT_GRID, user_id, source.prompt, source.negative_prompt, ss, STAGE, idx, recipe.name, data
+        )
+
+    async def _new_session(
+        self,
+        flow: Flow,
+        owner_id: str,
+        prompt: str,
+        negative: str,
+        ss: SessionSettings,
+        kind: str,
+        idx: int,
+        name: str,
+        stage_data: dict[str, Any],
+    ) -> Session:
+        data: dict[str, Any] = {"history": []}
+        if "pick" in stage_data:
+            data["pick"] = stage_data["pick"]
+        row = _new_row(flow, owner_id, prompt, negative, ss, idx, data, private=False)
+        prepared = await self.stages.prepare(row, kind, idx, name, stage_data)
+        row = await self._insert(row, prepared)
+        log.info("session=%s created flow=%s owner=%s from an image", row.id, flow.value, owner_id)
+        return await session_of(self.ctx.db, row)
+
+    async def _insert(self, row: SessionRow, prepared: Prepared) -> SessionRow:
+        """Write the new session and its owner, then its planned first stage."""
+        await self.ctx.db.insert_session(row)
+        await self.ctx.db.add_participant(row.id, row.owner_id, Role.OWNER.value)
+        return await self.stages.commit(row, prepared)
+
+    async def _check_session_limit(self, owner_id: str) -> None:
+        cap = self.ctx.settings.limits.max_active_sessions_per_user
+        active = await self.ctx.db.count_user_sessions(owner_id, [SessionState.GENERATING, SessionState.VOTING])
+        if active >= cap:
+            raise LimitExceeded(
+                "too many sessions",
+                user_message=f"You already have {active} active sessions (the limit is {cap}); end one first.",
+            )
+
+    async def _import_image(self, session_id: str, path: Path) -> str:
+        """Copy a user's image into the data directory (the scheduler uploads it from there)."""
+        if not path.is_file():
+            raise InputError("no such image", user_message=f"There is no image file at {path.name}.")
+        dest = self.ctx.settings.storage.data_dir / "inputs" / f"{session_id}{path.suffix.lower() or '.png'}"
+
+        def copy() -> None:
+            from PIL import Image, UnidentifiedImageError
+
+            try:
+                with Image.open(path) as im:
+                    im.verify()
+            except (UnidentifiedImageError, OSError):
+                raise InputError("not an image", user_message=f"{path.name} is not an image.") from None
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest)
+
+        await asyncio.to_thread(copy)
+        return str(dest)
+
+    async def _our_image(self, path: Path) -> tuple[ImageRecord, Family] | None:
+        """The delivered image stored at `path` (its file name is its id) with its family, if it is one of ours."""
+        image = await self.ctx.db.image(path.stem)
+        if image is None or not image.path or Path(image.path).resolve() != path.resolve():
+            return None
+        job = await self.ctx.db.get_job(image.id)
+        return image, (job.params.family if job else Family.SDXL)
+
+
+def _new_row(
+    flow: Flow,
+    owner_id: str,
+    prompt: str,
+    negative: str,
+    ss: SessionSettings,
+    idx: int,
+    data: dict[str, Any],
+    *,
+    private: bool,
+) -> SessionRow:
+    """A new session's row, in VOTING: the state its first stage is planned from."""
+    now = time.time()
+    return SessionRow(
+        id=uuid.uuid4().hex,
+        flow=flow.value,
+        owner_id=owner_id,
+        visibility=(Visibility.PRIVATE if private else Visibility.OPEN).value,
+        state=SessionState.VOTING.value,
+        prompt=prompt,
+        negative_prompt=negative,
+        settings=ss.to_dict(),
+        stage_index=idx,
+        data=data,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+async def _image_size(path: str) -> tuple[int, int]:
+    def size() -> tuple[int, int]:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return im.width, im.height
+
+    return await asyncio.to_thread(size)

@@ -1,0 +1,196 @@
+"""
+StageLifecycle: what happens to a stage after it is queued, without anyone pressing a button.
+
+Listens for the scheduler's finished batches and opens each stage for votes (then finishes, upscales or waits,
+as the flow says), resumes sessions left by a previous process, and advances a session when its quorum is met
+or its deadline passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+
+from orchestrator.db import SessionRow, StageRow
+from orchestrator.errors import ImGenError, InvalidState
+from orchestrator.events import BatchDone, Event, SessionChanged, SessionEnded, StageDone, Subscription
+from orchestrator.models import JobStatus
+from orchestrator.sessions.context import SessionContext
+from orchestrator.sessions.models import Flow, SessionSettings, SessionState, StageStatus
+from orchestrator.sessions.moves import FunnelMoves
+from orchestrator.sessions.planner import FINAL, STAGE, UPSCALE
+from orchestrator.sessions.stages import StageWriter
+from orchestrator.sessions.state import Action, transition
+from orchestrator.sessions.voting import distinct_voters
+
+log = logging.getLogger(__name__)
+
+LIVE_STATES = (SessionState.GENERATING, SessionState.VOTING, SessionState.FINISHED)
+
+
+class StageLifecycle:
+    """Completes stages as their batches finish, resumes after a restart, and runs the quorum and deadline rules."""
+
+    def __init__(self, ctx: SessionContext, stages: StageWriter, moves: FunnelMoves) -> None:
+        self.ctx = ctx
+        self.stages = stages
+        self.moves = moves
+        self._sub: Subscription | None = None
+        self._pump_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Listen for stage batches, then resume sessions left by a previous process."""
+        ctx = self.ctx
+        self._sub = ctx.bus.subscribe(maxsize=10_000, accept=_is_stage_batch)
+        self._pump_task = asyncio.create_task(self._pump(self._sub), name="sessions-pump")
+        for row in await ctx.db.sessions_in_states([s.value for s in LIVE_STATES]):
+            async with ctx.lock(row.id):
+                await self._resume(row.id)
+
+    async def stop(self) -> None:
+        """Cancel the listener and every deadline timer; sessions stay in the DB as they are."""
+        if self._sub is not None:
+            self._sub.close()
+        tasks = [t for t in (self._pump_task, *self.ctx.timers.values()) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self.ctx.timers.clear()
+        self._pump_task = None
+
+    async def _pump(self, sub: Subscription) -> None:
+        ctx = self.ctx
+        async for ev in sub:
+            assert isinstance(ev, BatchDone) and ev.session_id and ev.stage_id
+            try:
+                async with ctx.lock(ev.session_id):
+                    row = await ctx.row(ev.session_id)
+                    st = await ctx.db.get_stage(ev.stage_id)
+                    if st is not None and st.status == StageStatus.GENERATING:
+                        await self._complete(row, st)
+            except Exception:
+                log.exception("session=%s stage=%s: handling its finished batch failed", ev.session_id, ev.stage_id)
+
+    async def _resume(self, session_id: str) -> None:
+        row = await self.ctx.row(session_id)
+        st = await self.ctx.current(row)
+        if st is None:
+            return
+        if st.status == StageStatus.GENERATING:
+            jobs = await self.ctx.db.stage_jobs(st.id)
+            if not jobs:
+                # Stopped between writing the stage and queueing its jobs: plan it again.
+                await self.stages.replan(row, st)
+            elif all(j.status.terminal for j in jobs):
+                await self._complete(row, st)
+        elif st.status == StageStatus.VOTING and row.state == SessionState.VOTING:
+            self.arm_deadline(row, st)
+        log.info("resumed session=%s stage=%s (%s)", row.id, st.name, st.status)
+
+    async def _complete(self, row: SessionRow, st: StageRow) -> None:
+        """Every job of the stage is terminal: open it for votes (once), then do what the flow does next."""
+        ctx = self.ctx
+        jobs = await ctx.db.stage_jobs(st.id)
+        done = sum(1 for j in jobs if j.status is JobStatus.DONE)
+        data = dict(st.data)
+        ss = SessionSettings.from_dict(row.settings)
+        if ss.deadline_s:
+            data["deadline_at"] = time.time() + ss.deadline_s
+        st = dataclasses.replace(st, status=StageStatus.VOTING.value, data=data)
+        await ctx.db.update_stage(st)
+        current = row.data.get("stage_id") == st.id
+        then = "vote"
+        if current:
+            # Decide what follows before announcing the stage, so a front end that reacts to StageDone
+            # already reads the finished session (or the final image) from get().
+            row = dataclasses.replace(row, state=transition(SessionState(row.state), Action.STAGE_DONE).value)
+            if done:
+                row, then = await self._after_stage(row, st)
+            await ctx.db.update_session(row)
+        ctx.bus.publish(StageDone(row.id, st.id, st.name, done, len(jobs) - done))
+        log.info("session=%s stage=%s %s done=%d failed=%d", row.id, st.id[:8], st.name, done, len(jobs) - done)
+        if not current or not done:
+            return
+        if then == "finished":
+            ctx.bus.publish(SessionEnded(row.id, "finished"))
+            log.info("session=%s finished final=%s", row.id, row.data.get("final_image_id"))
+        elif then == "final":
+            ctx.bus.publish(SessionChanged(row.id, "final"))
+        elif then == "upscale":
+            try:
+                await self.stages.start_upscale(row, st, str(row.data["final_image_id"]))
+            except ImGenError as e:
+                log.warning("session=%s final upscale not possible: %s", row.id, e.user_message)
+                row = dataclasses.replace(row, state=transition(SessionState(row.state), Action.FINISH).value)
+                await ctx.db.update_session(row)
+                ctx.bus.publish(SessionEnded(row.id, "finished"))
+        else:
+            await self.maybe_quorum(row, st)
+            refreshed = await ctx.row(row.id)
+            if refreshed.data.get("stage_id") == st.id:
+                self.arm_deadline(refreshed, st)
+
+    async def _after_stage(self, row: SessionRow, st: StageRow) -> tuple[SessionRow, str]:
+        """What a delivered current stage leads to: "vote", "upscale" (of the final), "final" or "finished"."""
+        funnel = self.ctx.settings.funnel
+        kind = st.data.get("kind")
+        flow = Flow(row.flow)
+        last_recipe = kind == STAGE and st.idx == len(funnel.stages) - 1
+        final = (flow is Flow.DRAFT_GRID and last_recipe) or (flow is Flow.CONCEPT and kind == FINAL)
+        if not (kind == UPSCALE or final):
+            return row, "vote"
+        images = await self.ctx.db.stage_images(st.id)
+        row = dataclasses.replace(row, data={**row.data, "final_image_id": images[0].id})
+        if kind != UPSCALE and funnel.final_upscale:
+            return row, "upscale"
+        if flow is Flow.EXPLORER:
+            return row, "final"
+        return dataclasses.replace(row, state=transition(SessionState(row.state), Action.FINISH).value), "finished"
+
+    async def maybe_quorum(self, row: SessionRow, st: StageRow) -> None:
+        """Advance the session (its lock held) once as many people voted on the open stage as its quorum asks."""
+        quorum = SessionSettings.from_dict(row.settings).quorum
+        if not quorum or st.status != StageStatus.VOTING:
+            return
+        images = await self.ctx.db.stage_images(st.id)
+        votes = await self.ctx.db.votes_for_images([im.id for im in images])
+        if distinct_voters(votes) < quorum:
+            return
+        try:
+            await self.moves.advance_locked(row)
+            log.info("session=%s advanced by quorum of %d", row.id, quorum)
+        except InvalidState as e:
+            log.info("session=%s quorum reached but not advancing: %s", row.id, e.user_message)
+
+    def arm_deadline(self, row: SessionRow, st: StageRow) -> None:
+        """Start the timer that advances the session at the stage's deadline, if it has one."""
+        at = st.data.get("deadline_at")
+        if at is None:
+            return
+        self.ctx.cancel_timer(row.id)
+        task = asyncio.create_task(self._deadline(row.id, st.id, float(at)), name=f"deadline-{row.id}")
+        self.ctx.timers[row.id] = task
+
+    async def _deadline(self, session_id: str, stage_id: str, at: float) -> None:
+        ctx = self.ctx
+        await asyncio.sleep(max(0.0, at - time.time()))
+        async with ctx.lock(session_id):
+            if ctx.timers.get(session_id) is asyncio.current_task():
+                del ctx.timers[session_id]
+            row = await ctx.row(session_id)
+            if row.data.get("stage_id") != stage_id or row.state != SessionState.VOTING:
+                return
+            try:
+                await self.moves.advance_locked(row)
+                log.info("session=%s advanced at its deadline", session_id)
+            except ImGenError as e:
+                log.info("session=%s deadline passed, not advancing: %s", session_id, e.user_message)
+
+
+def _is_stage_batch(ev: Event) -> bool:
+    return isinstance(ev, BatchDone) and ev.session_id is not None and ev.stage_id is not None
