@@ -28,6 +28,7 @@ from bot.views.final import final_view
 from bot.views.gallery import gallery_view, mode_for
 from orchestrator.errors import SessionNotFound
 from orchestrator.events import (
+    DeadlineMissed,
     Event,
     JobFailed,
     JobFinished,
@@ -237,6 +238,10 @@ class Relay:
                 thread = await self._thread(live)
                 if thread is not None:
                     await self._refresh_gallery(live, thread, stage_id, image_id)
+            case DeadlineMissed(reason=reason):
+                thread = await self._thread(live)
+                if thread is not None:
+                    await thread.send(content=render.deadline_missed_text(reason))
             case SessionEnded(reason=reason):
                 async with live.lock:
                     thread = await self._thread(live, refresh=True)

@@ -399,6 +399,11 @@ def ended_text(reason: str) -> str:
     return limits.content(f"Session ended{f': {reason}' if reason else ''}.")
 
 
+def deadline_missed_text(reason: str) -> str:
+    """Posted in the thread when a stage's deadline passed but the session could not continue."""
+    return limits.content(f"⏰ The deadline passed, but the session cannot continue yet: {reason}")
+
+
 def field_set_text(value: str, *, by: str) -> str:
     """After a participant typed a Concept Builder value."""
     return limits.content(f"🔒 {mention(by)} set the field to “{value}”; the next round is on its way.")

@@ -194,6 +194,15 @@ class SessionChanged(SessionEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class DeadlineMissed(SessionEvent):
+    """A stage's deadline passed but the session could not move on (nothing selected, a limit...)."""
+
+    stage_id: str
+    #: why, in words for the people in the session
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class SessionEnded(SessionEvent):
     """A session ended (finished or ended by a user)."""
 

@@ -16,7 +16,7 @@ import time
 
 from orchestrator.db import SessionRow, StageRow
 from orchestrator.errors import ImGenError, InvalidState
-from orchestrator.events import BatchDone, Event, SessionChanged, SessionEnded, StageDone, Subscription
+from orchestrator.events import BatchDone, DeadlineMissed, Event, SessionChanged, SessionEnded, StageDone, Subscription
 from orchestrator.models import JobStatus
 from orchestrator.sessions.context import SessionContext
 from orchestrator.sessions.models import Flow, SessionSettings, SessionState, StageStatus
@@ -190,6 +190,8 @@ class StageLifecycle:
                 log.info("session=%s advanced at its deadline", session_id)
             except ImGenError as e:
                 log.info("session=%s deadline passed, not advancing: %s", session_id, e.user_message)
+                # Otherwise the group waits on a rule that already fired: say so, and Continue stays the way on.
+                ctx.bus.publish(DeadlineMissed(session_id, stage_id, e.user_message))
 
 
 def _is_stage_batch(ev: Event) -> bool:

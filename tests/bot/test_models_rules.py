@@ -169,3 +169,20 @@ async def test_deadline_rule_advances_in_discord_without_continue(fake_discord, 
         assert len(refined[0].attachments) == 4
         session = await bot.sessions.get(session.id)
         assert session.stage_name == "refined"
+
+
+async def test_a_deadline_with_nothing_selected_says_so_in_the_thread(fake_discord, tmp_path):
+    fake = fake_discord
+    alice = fake.users[0]
+    async with running_bot(fake, make_config(tmp_path, drafts=4)) as bot:
+        await (await fake.run_slash(alice, "draft", {"prompt": "a windmill"})).response()
+        thread = await wait_thread(fake)
+        await wait_galleries(fake, thread.id, "drafts", 1)
+        session = (await bot.sessions.active_sessions())[0]
+        await bot.sessions.set_rules(session.id, str(alice.id), deadline_s=0.2)
+        await fake.wait_for(
+            lambda: any("deadline passed" in m.content for m in bot_messages(fake, thread.id)), timeout=20
+        )
+        note = next(m.content for m in bot_messages(fake, thread.id) if "deadline passed" in m.content)
+        assert "Nothing is selected" in note
+        assert (await bot.sessions.get(session.id)).stage_name == "drafts", "the session waits for a selection"
