@@ -1,0 +1,254 @@
+"""
+Running one job on one node, from uploading its input to delivering its image.
+
+It posts the job's prompt in launch order, follows the prompt's events to the end, learns the node's speed from
+them, and delivers the image to the store and the DB.
+
+Failures are raised, not handled: what to do about them (retry, fail over, give up) is the scheduler's policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.comfy.protocol import (
+    Executed,
+    ExecutionError,
+    ExecutionInterrupted,
+    ExecutionStart,
+    ExecutionSuccess,
+    HistoryEntry,
+    ImageRef,
+    PreviewFrame,
+    ProgressMsg,
+)
+from orchestrator.config import SchedulerSettings
+from orchestrator.db import Database
+from orchestrator.errors import ComfyError, ExecutionFailed, ImGenError, StoreError
+from orchestrator.events import EventBus, JobFinished, JobPreview, JobProgress, JobStarted
+from orchestrator.job_state import transition
+from orchestrator.job_table import JobTable, Run
+from orchestrator.models import ImageRecord, Job, JobStatus, Mode
+from orchestrator.registry import Node, Registry
+from orchestrator.store import ImageStore
+from orchestrator.workflows import WorkflowEngine
+
+log = logging.getLogger(__name__)
+
+
+class InputMissing(ImGenError):
+    """The local input image of an img2img or upscale job cannot be read; no node can help."""
+
+
+class Stalled(ComfyError):
+    """A node said nothing about a job for longer than the stall timeout."""
+
+
+@dataclass(slots=True, eq=False)
+class JobRunner:
+    """Runs one job on one node from upload to delivered image; raises what went wrong."""
+
+    registry: Registry
+    db: Database
+    store: ImageStore
+    workflows: WorkflowEngine
+    bus: EventBus
+    settings: SchedulerSettings
+    table: JobTable
+
+    async def execute(self, node: Node, run: Run) -> None:
+        """Post the job's prompt on the node once the run before it has posted, then follow it to the end."""
+        job = run.job
+        client = node.client
+        p = job.params
+        job = transition(job, JobStatus.SUBMITTED, node_id=node.id, attempt=job.attempt + 1)
+        run.job = job
+        input_name = None
+        if p.init_image:
+            try:
+                data = await self.store.read(Path(p.init_image))
+            except StoreError as e:
+                raise InputMissing(f"the input image of this job cannot be read ({e.user_message})") from e
+            input_name = await client.upload_image(data, f"vibes_{job.id}.png")
+        graph = self.workflows.build(p, input_image=input_name)
+        if node.object_info is not None:
+            self.workflows.validate(graph, node.object_info)
+        if run.after is not None:
+            # ComfyUI runs prompts in the order they arrive and the estimates (checkpoint loads above all) assume
+            # launch order; an upload that finishes early must not let a later job overtake.
+            await run.after.posted.wait()
+            run.after = None
+        try:
+            accepted = await client.submit(graph)
+        finally:
+            run.posted.set()
+        job = job.with_(prompt_id=accepted.prompt_id)
+        run.job = job
+        await self.db.update_job(job)
+        log.info("↗ job=%s node=%s prompt=%s attempt=%d", job.id[:8], node.id, accepted.prompt_id, job.attempt)
+        await self.follow(node, run)
+
+    async def follow(self, node: Node, run: Run) -> None:
+        """Follow a submitted prompt's events to the end, then store its image."""
+        job = run.job
+        assert job.prompt_id is not None
+        watch = node.client.watch(job.prompt_id)
+        images: list[ImageRef] = []
+        t_start: float | None = None
+        first: tuple[float, int] | None = None
+        last: tuple[float, int] | None = None
+        prev_ckpt = node.stats.loaded_checkpoint
+        deadline = time.monotonic() + self.settings.timeout_for(job.spec.task)
+        stall_at = time.monotonic() + self.settings.stall_timeout_s
+        reported = False
+        try:
+            while True:
+                limit = min(stall_at, deadline)
+                wait = max(0.0, limit - time.monotonic())
+                if not node.client.connected:
+                    # A dropped socket may be a dead node: look again every second instead of waiting out the stall.
+                    wait = min(wait, 1.0)
+                try:
+                    async with asyncio.timeout(wait):
+                        ev = await anext(watch)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    if time.monotonic() < limit:
+                        if not reported:
+                            reported = True
+                            self.registry.report_failure(node.id, "its WebSocket dropped")
+                        continue
+                    entry = await self._history_or_none(node, job.prompt_id)
+                    if entry is not None and entry.completed:
+                        images = list(entry.images) or images
+                        if entry.status != "success":
+                            raise ExecutionFailed(entry.error_message or "the prompt failed") from None
+                        break
+                    over = "timed out" if time.monotonic() >= deadline else "stalled"
+                    raise Stalled(f"{node.id} {over} on this image") from None
+                stall_at = time.monotonic() + self.settings.stall_timeout_s
+                if isinstance(ev, ExecutionStart):
+                    t_start = time.monotonic()
+                    run.started = t_start
+                    job = transition(job, JobStatus.RUNNING)
+                    run.job = job
+                    node.stats.loaded_checkpoint = job.params.model_name or node.stats.loaded_checkpoint
+                    # Not persisted: recovery treats submitted and running alike (it asks the node), and the
+                    # start time is written with the result. One commit less per image.
+                    self.bus.publish(
+                        JobStarted(job.id, job.batch_id, node.id, job.attempt, job.spec.session_id, job.spec.stage_id)
+                    )
+                elif isinstance(ev, ProgressMsg):
+                    now = time.monotonic()
+                    if first is None:
+                        first = (now, ev.value)
+                    last = (now, ev.value)
+                    self.bus.publish(
+                        JobProgress(
+                            job.id, job.batch_id, node.id, ev.value, ev.max, job.spec.session_id, job.spec.stage_id
+                        )
+                    )
+                elif isinstance(ev, PreviewFrame):
+                    self.bus.publish(
+                        JobPreview(
+                            job.id, job.batch_id, node.id, ev.image, ev.mime, job.spec.session_id, job.spec.stage_id
+                        )
+                    )
+                elif isinstance(ev, Executed):
+                    images.extend(ev.images)
+                elif isinstance(ev, ExecutionSuccess):
+                    break
+                elif isinstance(ev, ExecutionError):
+                    raise ExecutionFailed(ev.exception_message, node_type=ev.node_type)
+                elif isinstance(ev, ExecutionInterrupted):
+                    raise ExecutionFailed("interrupted on the node", node_type=ev.node_type, interrupted=True)
+        finally:
+            watch.close()
+        self._learn_speed(node, job, t_start, first, last, prev_ckpt)
+        if not images and job.prompt_id is not None:
+            entry = await node.client.history(job.prompt_id)
+            images = list(entry.images) if entry else []
+        if not images:
+            raise ExecutionFailed("the node finished without an output image")
+        await self.deliver(node, run.job, images[0], t_start)
+
+    def _learn_speed(
+        self,
+        node: Node,
+        job: Job,
+        t_start: float | None,
+        first: tuple[float, int] | None,
+        last: tuple[float, int] | None,
+        prev_ckpt: str | None,
+    ) -> None:
+        p = job.params
+        if p.mode is Mode.UPSCALE:
+            if t_start is not None:
+                self.registry.record_upscale(node.id, time.monotonic() - t_start)
+            return
+        if first is None or last is None or last[1] <= first[1]:
+            return
+        per_step = (last[0] - first[0]) / (last[1] - first[1])
+        self.registry.record_speed(node.id, p.family, per_step / (p.pixels / p.family.native_size**2))
+        if t_start is not None and prev_ckpt != p.checkpoint:
+            self.registry.record_load(node.id, max(0.0, first[0] - t_start - per_step))
+
+    async def _history_or_none(self, node: Node, prompt_id: str) -> HistoryEntry | None:
+        try:
+            return await node.client.history(prompt_id)
+        except ComfyError:
+            return None
+
+    async def deliver(self, node: Node, job: Job, ref: ImageRef, t_start: float | None) -> None:
+        """Fetch a finished image from the node, store it, and record the job as done."""
+        data = await node.client.view(ref)
+        stored = await self.store.save(job.spec.session_id, job.id, data)
+        done = transition(job, JobStatus.DONE)
+        seconds = (time.monotonic() - t_start) if t_start is not None else 0.0
+        p = job.params
+        image = ImageRecord(
+            id=job.id,
+            job_id=job.id,
+            path=str(stored.path),
+            thumbnail=str(stored.thumbnail),
+            node_id=node.id,
+            seed=p.seed,
+            seconds=round(seconds, 3),
+            checkpoint=p.model_name,
+            width=stored.width,
+            height=stored.height,
+            prompt=p.prompt,
+            negative_prompt=p.negative_prompt,
+            session_id=job.spec.session_id,
+            stage_id=job.spec.stage_id,
+            parent_id=job.spec.parent_id,
+            index=job.spec.index,
+        )
+        node.stats.completed += 1
+        await self.table.atomically(self._record_delivery(node, done, image))
+
+    async def _record_delivery(self, node: Node, done: Job, image: ImageRecord) -> None:
+        if not await self.db.finish_job(done, image):
+            log.warning("job=%s already delivered; not delivering again", done.id[:8])
+            return
+        log.info("← job=%s node=%s %.2fs", done.id[:8], node.id, image.seconds)
+        self.bus.publish(JobFinished(done.id, done.batch_id, image, done.spec.session_id, done.spec.stage_id))
+        self.table.mark_terminal(done)
+
+    async def remove_from_node(self, node: Node, job: Job) -> None:
+        """Best effort: stop a prompt we no longer want on a node (interrupt if running, else unqueue)."""
+        if job.prompt_id is None:
+            return
+        try:
+            q = await node.client.queue()
+            if job.prompt_id in q.running:
+                await node.client.interrupt(job.prompt_id)
+            elif job.prompt_id in q.pending:
+                await node.client.delete_queued([job.prompt_id])
+        except (ComfyError, OSError):
+            log.debug("node=%s could not remove prompt %s", node.id, job.prompt_id)

@@ -1,0 +1,125 @@
+"""
+Restart safety: reconcile the jobs a previous process left unfinished with the nodes they were on.
+
+A queued job is queued again; a job whose node has finished it is adopted (its image delivered); a job still
+running or pending on its node is re-attached (followed to the end); any other is requeued as lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from orchestrator import router
+from orchestrator.comfy.protocol import HistoryEntry
+from orchestrator.db import Database
+from orchestrator.errors import ComfyError, ImGenError, StoreError
+from orchestrator.job_runner import JobRunner, Stalled
+from orchestrator.job_state import transition
+from orchestrator.job_table import Batch, JobTable, Run
+from orchestrator.models import Job, JobStatus
+from orchestrator.registry import Node, Registry
+
+log = logging.getLogger(__name__)
+
+#: the scheduler's failure policy: requeue a job (blaming its node) or fail it when out of attempts
+RetryOrFail = Callable[[Job, str, str], Awaitable[None]]
+
+
+@dataclass(slots=True, eq=False)
+class Recovery:
+    """Adopts, re-attaches or requeues the jobs a previous process left unfinished."""
+
+    registry: Registry
+    db: Database
+    table: JobTable
+    runner: JobRunner
+    retry_or_fail: RetryOrFail
+
+    async def recover(self) -> None:
+        """Reconcile jobs a previous process left queued or on a node: adopt, re-attach or requeue."""
+        pending = await self.db.jobs_with_status([JobStatus.QUEUED, JobStatus.SUBMITTED, JobStatus.RUNNING])
+        if not pending:
+            return
+        for batch_id in {j.batch_id for j in pending}:
+            all_jobs = await self.db.batch_jobs(batch_id)
+            b = self.table.batches.setdefault(
+                batch_id, Batch(set(), session_id=all_jobs[0].spec.session_id, stage_id=all_jobs[0].spec.stage_id)
+            )
+            for j in all_jobs:
+                b.job_ids.add(j.id)
+                if j.status.terminal:
+                    b.terminal.add(j.id)
+                    b.done += j.status is JobStatus.DONE
+                    b.failed += j.status is not JobStatus.DONE
+        self.table.idle.clear()
+        for job in pending:
+            if job.status is JobStatus.QUEUED:
+                self.table.queued[job.id] = job
+                continue
+            node = self.registry.nodes.get(job.node_id or "")
+            if node is None or job.prompt_id is None or not node.stats.healthy:
+                await self._requeue_lost(job, "its node was not reachable after a restart")
+                continue
+            await self._reattach(node, job)
+        log.info("recovered %d unfinished jobs", len(pending))
+
+    async def _requeue_lost(self, job: Job, reason: str) -> None:
+        again = transition(job, JobStatus.QUEUED, error=reason)
+        await self.db.update_job(again)
+        self.table.queued[again.id] = again
+
+    async def _reattach(self, node: Node, job: Job) -> None:
+        assert job.prompt_id is not None
+        try:
+            entry = await node.client.history(job.prompt_id)
+            q = await node.client.queue() if entry is None else None
+        except ComfyError:
+            await self._requeue_lost(job, "its node was not reachable after a restart")
+            return
+        if entry is not None and entry.completed:
+            run = Run(job=job)
+            self.table.running[node.id][job.id] = run
+            run.task = asyncio.create_task(self._adopt(node, run, entry), name=f"adopt-{job.id[:8]}")
+            log.info("adopting finished job=%s from node=%s", job.id[:8], node.id)
+            return
+        if q is not None and job.prompt_id in (*q.running, *q.pending):
+            run = Run(job=job, estimate=router.run_seconds(node.config, node.stats, job))
+            if job.prompt_id in q.running:
+                run.started = time.monotonic()
+            self.table.running[node.id][job.id] = run
+            run.task = asyncio.create_task(self._reattached(node, run), name=f"reattach-{job.id[:8]}")
+            log.info("re-attached job=%s on node=%s", job.id[:8], node.id)
+            return
+        await self._requeue_lost(job, "lost by its node during a restart")
+
+    async def _adopt(self, node: Node, run: Run, entry: HistoryEntry) -> None:
+        try:
+            if entry.status != "success" or not entry.images:
+                await self.retry_or_fail(run.job, node.id, entry.error_message or "the prompt failed")
+                return
+            await self.runner.deliver(node, run.job, entry.images[0], None)
+        except (ComfyError, StoreError, OSError) as e:
+            await self.retry_or_fail(run.job, node.id, str(e))
+        finally:
+            self.table.running[node.id].pop(run.job.id, None)
+            self.table.check_idle()
+            self.table.wake_all()
+
+    async def _reattached(self, node: Node, run: Run) -> None:
+        try:
+            await self.runner.follow(node, run)
+        except asyncio.CancelledError:
+            raise
+        except Stalled as e:
+            await self.runner.remove_from_node(node, run.job)
+            await self.retry_or_fail(run.job, node.id, str(e))
+        except (ImGenError, OSError) as e:
+            await self.retry_or_fail(run.job, node.id, str(e))
+        finally:
+            self.table.running[node.id].pop(run.job.id, None)
+            self.table.check_idle()
+            self.table.wake_all()
