@@ -76,7 +76,7 @@ class Mode(StrEnum):
 
 
 class JobStatus(StrEnum):
-    """Where a job is in its life; transitions live in one function in scheduler.py."""
+    """Where a job is in its life; transitions live in one function in job_state.py."""
 
     QUEUED = "queued"  #: waiting for a node
     SUBMITTED = "submitted"  #: accepted by a node's queue (prompt_id known)
@@ -190,7 +190,7 @@ class Job:
     failed_nodes: tuple[str, ...] = ()
 
     def with_(self, **changes: object) -> Job:
-        """A copy with some fields changed (use scheduler.transition for status)."""
+        """A copy with some fields changed (use job_state.transition for status)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     @property
