@@ -63,18 +63,20 @@ class ImageStore:
         self.images_dir = Path(images_dir)
         self.thumb_size = thumb_size
         self.max_pixels = max_pixels
+        # Resolved once: resolving walks the file system, and path checks run on the event loop.
+        self._root = self.images_dir.resolve()
 
     @property
     def root(self) -> Path:
         """The resolved images directory every written or deleted path must stay in."""
-        return self.images_dir.resolve()
+        return self._root
 
     def path_for(self, session_id: str | None, image_id: str) -> Path:
         """Where an image's full-size PNG lives."""
+        # check_id admits one plain path part (no separator, no dot-dot), so the path cannot leave the store and
+        # needs no resolving; paths that come from elsewhere go through _inside.
         folder = BATCH_DIR if session_id is None else check_id(session_id, "session id")
-        path = self.images_dir / folder / f"{check_id(image_id, 'image id')}.png"
-        self._inside(path)
-        return path
+        return self.images_dir / folder / f"{check_id(image_id, 'image id')}.png"
 
     def thumbnail_for(self, session_id: str | None, image_id: str) -> Path:
         """Where an image's thumbnail lives."""
