@@ -170,7 +170,7 @@ class ImageStore:
         return StoredImage(path=path, thumbnail=thumb, width=im.width, height=im.height)
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
-        self._inside(path)
+        # Callers pass paths from path_for or already checked with _inside: resolving again costs a file-system walk.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
         try:
             with os.fdopen(fd, "wb") as f:
