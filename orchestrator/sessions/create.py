@@ -8,12 +8,13 @@ delivered image (variations), or as a Draft Grid that continues from one (branch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import shutil
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,40 +100,46 @@ class SessionFactory:
             loras=lora_specs,
         )
         expand(flags.prompt, limit=lim.max_count)  # refuse too many permutations now, not at the next stage
-        await self._check_session_limit(owner_id)
-        data: dict[str, Any] = {"history": []}
-        text = flags.prompt
-        if flow is Flow.CONCEPT:
-            locked = concept.clean_fields(fields or {})
-            locked.setdefault("subject", concept.clean_value(flags.prompt))
-            data["concept"] = {"locked": locked, "field": None}
-            text = concept.compose(locked)
-        negative = negative if negative is not None else (flags.negative or "")
-        row = _new_row(flow, owner_id, text, negative, ss, 0, data, private=private)
-        init = await self._import_image(row.id, image_path) if image_path is not None else None
-        if flow is Flow.DRAFT_GRID:
-            first = settings.funnel.stages[0]
-            prepared = await self.stages.prepare(row, STAGE, 0, first.name, {"parents": [], "init_image": init})
-        elif flow is Flow.CONCEPT:
-            prepared = await self.stages.prepare_concept(row, dict(data["concept"]["locked"]), 0)
-            row = prepared.row
-        else:
-            pick: dict[str, Any] | None = None
-            if init is not None:
-                # A user's image: its own shape, unless the user asked for another aspect.
-                ar = ss.aspect if (aspect or flags.aspect) else aspect_of(*await _image_size(init))
-                ss = ss.with_(aspect=ar)
-                row = dataclasses.replace(row, settings=ss.to_dict())
-                pick = {"path": init, "prompt": text, "family": (ss.family or Family.SDXL).value}
-                pick |= {"seed": self.stages.seed(), "aspect": ar, "image_id": None}
-                if ss.family is None:
-                    ss = ss.with_(family=Family.SDXL)
-                    row = dataclasses.replace(row, settings=ss.to_dict())
-            row = dataclasses.replace(row, data={**row.data, "pick": pick})
-            prepared = await self.stages.prepare(row, ROUND, 0, "round 1", {"pick": pick})
-        row = await self._insert(row, prepared)
-        log.info("session=%s created flow=%s owner=%s", row.id, flow.value, owner_id)
-        return await session_of(self.ctx.db, row)
+        async with self._session_slot(owner_id):
+            data: dict[str, Any] = {"history": []}
+            text = flags.prompt
+            if flow is Flow.CONCEPT:
+                locked = concept.clean_fields(fields or {})
+                locked.setdefault("subject", concept.clean_value(flags.prompt))
+                data["concept"] = {"locked": locked, "field": None}
+                text = concept.compose(locked)
+            negative = negative if negative is not None else (flags.negative or "")
+            row = _new_row(flow, owner_id, text, negative, ss, 0, data, private=private)
+            init = await self._import_image(row.id, image_path) if image_path is not None else None
+            try:
+                if flow is Flow.DRAFT_GRID:
+                    first = settings.funnel.stages[0]
+                    prepared = await self.stages.prepare(row, STAGE, 0, first.name, {"parents": [], "init_image": init})
+                elif flow is Flow.CONCEPT:
+                    prepared = await self.stages.prepare_concept(row, dict(data["concept"]["locked"]), 0)
+                    row = prepared.row
+                else:
+                    pick: dict[str, Any] | None = None
+                    if init is not None:
+                        # A user's image: its own shape, unless the user asked for another aspect.
+                        ar = ss.aspect if (aspect or flags.aspect) else aspect_of(*await _image_size(init))
+                        ss = ss.with_(aspect=ar)
+                        row = dataclasses.replace(row, settings=ss.to_dict())
+                        pick = {"path": init, "prompt": text, "family": (ss.family or Family.SDXL).value}
+                        pick |= {"seed": self.stages.seed(), "aspect": ar, "image_id": None}
+                        if ss.family is None:
+                            ss = ss.with_(family=Family.SDXL)
+                            row = dataclasses.replace(row, settings=ss.to_dict())
+                    row = dataclasses.replace(row, data={**row.data, "pick": pick})
+                    prepared = await self.stages.prepare(row, ROUND, 0, "round 1", {"pick": pick})
+            except BaseException:
+                # Refused before anything was written (a limit, no capable GPU): nothing will refer to the copy.
+                if init is not None:
+                    Path(init).unlink(missing_ok=True)
+                raise
+            row = await self._insert(row, prepared)
+            log.info("session=%s created flow=%s owner=%s", row.id, flow.value, owner_id)
+            return await session_of(self.ctx.db, row)
 
     async def variations(self, user_id: str, image_id: str) -> Session:
         """A new Explorer session around an image."""
@@ -145,26 +152,26 @@ class SessionFactory:
             check_vote(await session_of(ctx.db, await ctx.row(image.session_id)), user_id)
         if not image.path:
             raise InvalidState("pruned", user_message="That image's full-size file was pruned.")
-        await self._check_session_limit(user_id)
-        # The user's checkpoint and LoRAs carry over (the checkpoint only while the family is the same).
-        src = SessionSettings.from_dict((await ctx.row(image.session_id)).settings) if image.session_id else None
-        ss = SessionSettings(
-            family=job.params.family,
-            aspect=aspect_of(image.width, image.height),
-            checkpoint=src.checkpoint if src is not None and src.family is job.params.family else None,
-            loras=src.loras if src is not None else (),
-        )
-        pick = {
-            "path": image.path,
-            "prompt": image.prompt,
-            "family": job.params.family.value,
-            "seed": image.seed,
-            "aspect": ss.aspect,
-            "image_id": image.id,
-        }
-        return await self._new_session(
-            Flow.EXPLORER, user_id, image.prompt, image.negative_prompt, ss, ROUND, 0, "round 1", {"pick": pick}
-        )
+        async with self._session_slot(user_id):
+            # The user's checkpoint and LoRAs carry over (the checkpoint only while the family is the same).
+            src = SessionSettings.from_dict((await ctx.row(image.session_id)).settings) if image.session_id else None
+            ss = SessionSettings(
+                family=job.params.family,
+                aspect=aspect_of(image.width, image.height),
+                checkpoint=src.checkpoint if src is not None and src.family is job.params.family else None,
+                loras=src.loras if src is not None else (),
+            )
+            pick = {
+                "path": image.path,
+                "prompt": image.prompt,
+                "family": job.params.family.value,
+                "seed": image.seed,
+                "aspect": ss.aspect,
+                "image_id": image.id,
+            }
+            return await self._new_session(
+                Flow.EXPLORER, user_id, image.prompt, image.negative_prompt, ss, ROUND, 0, "round 1", {"pick": pick}
+            )
 
     async def branch(self, session_id: str, user_id: str, image_id: str) -> Session:
         """A new Draft Grid that continues from that image: the next stage's images all grow from it."""
@@ -176,17 +183,17 @@ class SessionFactory:
             raise InvalidState("not here", user_message="That image is not part of this session.")
         if not image.path:
             raise InvalidState("pruned", user_message="That image's full-size file was pruned.")
-        await self._check_session_limit(user_id)
-        st = await ctx.db.get_stage(image.stage_id) if image.stage_id else None
-        stages = ctx.settings.funnel.stages
-        from_recipe = Flow(source.flow) is Flow.DRAFT_GRID and st is not None and st.data.get("kind") == STAGE
-        idx = min(st.idx + 1 if from_recipe and st is not None else 1, len(stages) - 1)
-        recipe = stages[idx]
-        ss = SessionSettings.from_dict(source.settings).with_(quorum=None, deadline_s=None)
-        data = {"parents": [[image.id, recipe.count]]}
-        return await self._new_session(
-            Flow.DRAFT_GRID, user_id, source.prompt, source.negative_prompt, ss, STAGE, idx, recipe.name, data
-        )
+        async with self._session_slot(user_id):
+            st = await ctx.db.get_stage(image.stage_id) if image.stage_id else None
+            stages = ctx.settings.funnel.stages
+            from_recipe = Flow(source.flow) is Flow.DRAFT_GRID and st is not None and st.data.get("kind") == STAGE
+            idx = min(st.idx + 1 if from_recipe and st is not None else 1, len(stages) - 1)
+            recipe = stages[idx]
+            ss = SessionSettings.from_dict(source.settings).with_(quorum=None, deadline_s=None)
+            data = {"parents": [[image.id, recipe.count]]}
+            return await self._new_session(
+                Flow.DRAFT_GRID, user_id, source.prompt, source.negative_prompt, ss, STAGE, idx, recipe.name, data
+            )
 
     async def _new_session(
         self,
@@ -214,6 +221,17 @@ class SessionFactory:
         await self.ctx.db.insert_session(row)
         await self.ctx.db.add_participant(row.id, row.owner_id, Role.OWNER.value)
         return await self.stages.commit(row, prepared)
+
+    @contextlib.asynccontextmanager
+    async def _session_slot(self, owner_id: str) -> AsyncIterator[None]:
+        """
+        The owner's active-session limit, checked and held until the new session is written.
+
+        One start at a time per user: two at once would both pass the count before either is inserted.
+        """
+        async with self.ctx.lock(f"user:{owner_id}"):
+            await self._check_session_limit(owner_id)
+            yield
 
     async def _check_session_limit(self, owner_id: str) -> None:
         cap = self.ctx.settings.limits.max_active_sessions_per_user

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from orchestrator.errors import InputError, InvalidState, LimitExceeded, NotAllowed
 from orchestrator.events import SessionEnded, StageDone, StageStarted, VotesChanged
@@ -184,6 +186,28 @@ async def test_limits_on_sessions_and_queued_images(tmp_path):
         assert "end one first" in e.value.user_message
         await h.svc.end(s.id, "alice")
         await h.svc.create(Flow.DRAFT_GRID, "alice", "a cat")
+
+
+async def test_starts_at_the_same_moment_cannot_pass_the_session_limit_together(tmp_path):
+    cfg = small_config(tmp_path)
+    cfg = cfg.with_settings(limits=replace(cfg.settings.limits, max_active_sessions_per_user=2))
+    async with serve(cfg) as bound, running(bound) as h:
+        starts = [h.svc.create(Flow.DRAFT_GRID, "alice", f"a fox number {i}") for i in range(4)]
+        results = await asyncio.gather(*starts, return_exceptions=True)
+        assert sum(not isinstance(r, BaseException) for r in results) == 2
+        assert all(isinstance(r, LimitExceeded) for r in results if isinstance(r, BaseException))
+
+
+async def test_a_start_refused_after_its_image_was_imported_leaves_no_copy(tmp_path):
+    cfg = small_config(tmp_path)  # an Explorer round is 4 images
+    cfg = cfg.with_settings(limits=replace(cfg.settings.limits, max_queued_images_per_user=3))
+    picture = tmp_path / "mine.png"
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(picture)
+    async with serve(cfg) as bound, running(bound) as h:
+        with pytest.raises(LimitExceeded):
+            await h.svc.create(Flow.EXPLORER, "bob", "a fox", image_path=picture)
+        inputs = bound.settings.storage.data_dir / "inputs"
+        assert not inputs.exists() or not list(inputs.iterdir())
 
 
 async def test_prune_unselected_keeps_thumbnails(tmp_path):
