@@ -24,6 +24,7 @@ from orchestrator.models import Family, ImageRecord, LoraSpec
 from orchestrator.sessions import concept
 from orchestrator.sessions.access import check_vote
 from orchestrator.sessions.context import SessionContext
+from orchestrator.sessions.explorer import Pick
 from orchestrator.sessions.models import Flow, Role, Session, SessionSettings, SessionState, Visibility
 from orchestrator.sessions.planner import ROUND, STAGE, aspect_of, check_loras, guess_family
 from orchestrator.sessions.stages import Prepared, StageWriter
@@ -125,8 +126,7 @@ class SessionFactory:
                         ar = ss.aspect if (aspect or flags.aspect) else aspect_of(*await _image_size(init))
                         ss = ss.with_(aspect=ar)
                         row = dataclasses.replace(row, settings=ss.to_dict())
-                        pick = {"path": init, "prompt": text, "family": (ss.family or Family.SDXL).value}
-                        pick |= {"seed": self.stages.seed(), "aspect": ar, "image_id": None}
+                        pick = Pick(init, text, ss.family or Family.SDXL, self.stages.seed(), ar).to_dict()
                         if ss.family is None:
                             ss = ss.with_(family=Family.SDXL)
                             row = dataclasses.replace(row, settings=ss.to_dict())
@@ -161,14 +161,7 @@ class SessionFactory:
                 checkpoint=src.checkpoint if src is not None and src.family is job.params.family else None,
                 loras=src.loras if src is not None else (),
             )
-            pick = {
-                "path": image.path,
-                "prompt": image.prompt,
-                "family": job.params.family.value,
-                "seed": image.seed,
-                "aspect": ss.aspect,
-                "image_id": image.id,
-            }
+            pick = Pick.of_image(image, job.params.family, ss.aspect).to_dict()
             return await self._new_session(
                 Flow.EXPLORER, user_id, image.prompt, image.negative_prompt, ss, ROUND, 0, "round 1", {"pick": pick}
             )
@@ -244,13 +237,13 @@ class SessionFactory:
 
     async def _import_image(self, session_id: str, path: Path) -> str:
         """Copy a user's image into the data directory (the scheduler uploads it from there)."""
-        if not path.is_file():
-            raise InputError("no such image", user_message=f"There is no image file at {path.name}.")
         dest = self.ctx.settings.storage.data_dir / "inputs" / f"{session_id}{path.suffix.lower() or '.png'}"
 
         def copy() -> None:
             from PIL import Image, UnidentifiedImageError
 
+            if not path.is_file():
+                raise InputError("no such image", user_message=f"There is no image file at {path.name}.")
             try:
                 with Image.open(path) as im:
                     im.verify()
@@ -265,7 +258,10 @@ class SessionFactory:
     async def _our_image(self, path: Path) -> tuple[ImageRecord, Family] | None:
         """The delivered image stored at `path` (its file name is its id) with its family, if it is one of ours."""
         image = await self.ctx.db.image(path.stem)
-        if image is None or not image.path or Path(image.path).resolve() != path.resolve():
+        if image is None or not image.path:
+            return None
+        # resolve() walks the file system: off the event loop
+        if not await asyncio.to_thread(lambda: Path(image.path).resolve() == path.resolve()):
             return None
         job = await self.ctx.db.get_job(image.id)
         return image, (job.params.family if job else Family.SDXL)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 from orchestrator.config import StageRecipe
-from orchestrator.models import Family, JobSpec, Mode
+from orchestrator.models import Family, ImageRecord, JobSpec, Mode
 from orchestrator.sessions.draft_grid import Render, Target, params_for, seed_at
 from orchestrator.sessions.syntax import aspect_size, expand
 
@@ -45,6 +47,27 @@ class Pick:
     aspect: str
     #: None for a user's own file
     image_id: str | None = None
+
+    @classmethod
+    def of_image(cls, image: ImageRecord, family: Family, aspect: str, *, prompt: str | None = None) -> Pick:
+        """A delivered image as the pick of a round (its own prompt unless one is given)."""
+        return cls(image.path, image.prompt if prompt is None else prompt, family, image.seed, aspect, image.id)
+
+    def to_dict(self) -> dict[str, Any]:
+        """As kept in session and stage data (JSON)."""
+        return {
+            "path": self.path,
+            "prompt": self.prompt,
+            "family": self.family.value,
+            "seed": self.seed,
+            "aspect": self.aspect,
+            "image_id": self.image_id,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Pick:
+        """The inverse of to_dict."""
+        return cls(**{**d, "family": Family(d["family"])})
 
 
 @dataclass(frozen=True, slots=True)

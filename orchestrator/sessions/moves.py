@@ -18,6 +18,7 @@ from orchestrator.models import Family, ImageRecord
 from orchestrator.sessions import concept
 from orchestrator.sessions.access import check_advance, check_owner
 from orchestrator.sessions.context import SessionContext
+from orchestrator.sessions.explorer import Pick
 from orchestrator.sessions.models import Flow, Session, SessionState, StageStatus, StageView
 from orchestrator.sessions.planner import ROUND, STAGE, aspect_of
 from orchestrator.sessions.stages import StageWriter
@@ -181,17 +182,9 @@ class FunnelMoves:
             raise InvalidState("pruned", user_message="That image's full-size file was pruned; pick another.")
         job = await self.ctx.db.get_job(image.id)
         family = job.params.family if job else Family.SDXL
-        pick = {
-            "path": image.path,
-            "prompt": image.prompt,
-            "family": family.value,
-            "seed": image.seed,
-            "aspect": aspect_of(image.width, image.height),
-            "image_id": image.id,
-        }
         # A session led by an image alone keeps its empty prompt: a picked style variation's text is only the style.
         prompt = image.prompt if row.prompt else ""
-        pick["prompt"] = prompt
+        pick = Pick.of_image(image, family, aspect_of(image.width, image.height), prompt=prompt).to_dict()
         row = dataclasses.replace(row, prompt=prompt, data={**row.data, "pick": pick})
         name = f"round {st.idx + 2}"
         prepared = await self.stages.prepare(row, ROUND, st.idx + 1, name, {"pick": pick, "prev": st.id})

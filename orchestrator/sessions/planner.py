@@ -90,7 +90,7 @@ class Planner:
                 recipe, target, self.render(row, recipe), field=data["field"], options=data["options"],
                 locked=row.data["concept"]["locked"], seed=seed,
             )  # fmt: skip
-        pick = explorer.Pick(**{**data["pick"], "family": Family(data["pick"]["family"])}) if data.get("pick") else None
+        pick = explorer.Pick.from_dict(data["pick"]) if data.get("pick") else None
         family = ss.family or (pick.family if pick else stages[0].family)
         aspect = pick.aspect if pick else ss.aspect
         base = recipe_for(stages, family)
