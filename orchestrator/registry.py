@@ -17,8 +17,12 @@ from orchestrator.errors import ComfyError
 from orchestrator.events import EventBus, NodeHealthChanged
 from orchestrator.models import Family, NodeModels, NodeStats
 from orchestrator.router import DEFAULT_LOAD_SECONDS, prior_seconds_per_step
+from orchestrator.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
+
+#: the supervised health-check loop's name
+HEALTH_TASK = "registry-health"
 
 #: weight of a new measurement in the moving averages of speed
 EMA_ALPHA = 0.3
@@ -55,6 +59,7 @@ class Registry:
         self._settings = settings
         self._bus = bus
         self._task: asyncio.Task[None] | None = None
+        self._supervisor: Supervisor | None = None
         self._probes: set[asyncio.Task[bool]] = set()
         self._changed = asyncio.Event()
         install = install_id or uuid.uuid4().hex
@@ -76,12 +81,19 @@ class Registry:
     def get(self, node_id: str) -> Node:
         return self.nodes[node_id]
 
-    async def start(self) -> None:
-        await asyncio.gather(*(n.client.start() for n in self.nodes.values()))
+    async def start(self, supervisor: Supervisor | None = None) -> None:
+        """Connect every client, check every node once, then keep checking them (under `supervisor` if given)."""
+        self._supervisor = supervisor
+        await asyncio.gather(*(n.client.start(supervisor) for n in self.nodes.values()))
         await asyncio.gather(*(self.check(n) for n in self.nodes.values()))
-        self._task = asyncio.create_task(self._loop(), name="registry-health")
+        if supervisor is not None:
+            supervisor.spawn(HEALTH_TASK, self._loop)
+        else:
+            self._task = asyncio.create_task(self._loop(), name=HEALTH_TASK)
 
     async def stop(self) -> None:
+        if self._supervisor is not None:
+            await self._supervisor.cancel(HEALTH_TASK)
         tasks: list[asyncio.Task[None] | asyncio.Task[bool]] = [t for t in (self._task, *self._probes) if t is not None]
         for t in tasks:
             t.cancel()

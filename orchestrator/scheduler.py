@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -38,6 +39,7 @@ from orchestrator.models import GenerationParams, ImageRecord, Job, JobSpec, Job
 from orchestrator.recovery import Recovery
 from orchestrator.registry import Node, Registry
 from orchestrator.store import ImageStore
+from orchestrator.supervisor import Supervisor
 from orchestrator.workflows import WorkflowEngine
 
 __all__ = [
@@ -73,8 +75,10 @@ class Scheduler:
         workflows: WorkflowEngine,
         bus: EventBus,
         settings: SchedulerSettings,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.registry = registry
+        self.supervisor = supervisor or Supervisor()
         self.db = db
         self.store = store
         self.workflows = workflows
@@ -83,7 +87,6 @@ class Scheduler:
         self.table = JobTable(bus, registry.nodes)
         self.runner = JobRunner(registry, db, store, workflows, bus, settings, self.table)
         self.recovery = Recovery(registry, db, self.table, self.runner, self._retry_or_fail)
-        self._loops: list[asyncio.Task[None]] = []
         self._aux: set[asyncio.Task[None]] = set()
         self._closing = False
         registry.listeners.append(self._on_health)
@@ -109,13 +112,15 @@ class Scheduler:
         """Recover unfinished jobs from the DB, then start one pull loop per node."""
         await self.recovery.recover()
         for nid in self.registry.nodes:
-            self._loops.append(asyncio.create_task(self._node_loop(nid), name=f"pull-{nid}"))
+            self.supervisor.spawn(f"pull-{nid}", functools.partial(self._node_loop, nid))
         self.table.wake_all()
 
     async def stop(self) -> None:
         """Cancel loops and job tasks; jobs stay in the DB as they are, for the next start to reconcile."""
         self._closing = True
-        tasks = list(self._loops) + list(self._aux)
+        for nid in self.registry.nodes:
+            await self.supervisor.cancel(f"pull-{nid}")
+        tasks = list(self._aux)
         for runs in self.running.values():
             tasks += [r.task for r in runs.values() if r.task is not None]
         for t in tasks:
@@ -124,7 +129,6 @@ class Scheduler:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         await self.table.finish_commits()
-        self._loops.clear()
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)

@@ -22,6 +22,7 @@ from orchestrator.router import seconds_per_step
 from orchestrator.scheduler import BatchResult, Scheduler
 from orchestrator.sessions.service import SessionService
 from orchestrator.store import ImageStore
+from orchestrator.supervisor import Supervisor
 from orchestrator.workflows import WorkflowEngine
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ class Orchestrator:
         self.scheduler: Scheduler | None = None
         self.sessions: SessionService | None = None
         self.pipeline = FeedbackPipeline(self.settings.llm, image_loader=self._llm_image)
+        #: every long-lived task of the engine runs under this: crashes are logged, restarted and counted
+        self.supervisor = Supervisor()
         self._started = False
 
     async def __aenter__(self) -> Orchestrator:
@@ -135,9 +138,9 @@ class Orchestrator:
             install_id=install_id,
             http_timeout=self.settings.scheduler.http_timeout_s,
         )
-        await self.registry.start()
+        await self.registry.start(self.supervisor)
         self.scheduler = Scheduler(
-            self.registry, self.db, self.store, self.workflows, self.bus, self.settings.scheduler
+            self.registry, self.db, self.store, self.workflows, self.bus, self.settings.scheduler, self.supervisor
         )
         await self.scheduler.start()
         self.sessions = SessionService(
@@ -161,6 +164,7 @@ class Orchestrator:
             await self.scheduler.stop()
         if self.registry is not None:
             await self.registry.stop()
+        await self.supervisor.stop()
         await self.db.close()
         if self.farm is not None:
             await self.farm.stop()

@@ -1,6 +1,7 @@
 """ComfyUI: the wire protocol, a client for one node, and a simulator that speaks the same protocol."""
 
-from orchestrator.comfy.client import Backoff, ComfyClient, PromptWatch
+from orchestrator.backoff import Backoff
+from orchestrator.comfy.client import ComfyClient, PromptWatch
 from orchestrator.comfy.protocol import (
     DeviceInfo,
     Executed,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import uuid
 from collections import OrderedDict
@@ -22,6 +21,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
+from orchestrator.backoff import Backoff
 from orchestrator.comfy.protocol import (
     Executed,
     Executing,
@@ -57,6 +57,7 @@ from orchestrator.comfy.protocol import (
 )
 from orchestrator.errors import ComfyError, NodeUnavailable
 from orchestrator.models import NodeModels
+from orchestrator.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -66,27 +67,6 @@ WS_MAX_SIZE = 64 * 1024 * 1024
 MAX_UNWATCHED = 512
 
 _TERMINAL = (ExecutionSuccess, ExecutionError, ExecutionInterrupted)
-
-
-class Backoff:
-    """Exponential backoff with jitter, modelled on discord.py's backoff.py."""
-
-    def __init__(self, base: float = 0.2, maximum: float = 10.0, *, rng: random.Random | None = None) -> None:
-        self.base = base
-        self.maximum = maximum
-        self._exp = 0
-        self._rng = rng or random.Random()
-
-    def delay(self) -> float:
-        """The next wait: a random value in the upper half of base * 2^n, capped at maximum."""
-        ceiling = min(self.maximum, self.base * 2**self._exp)
-        if ceiling < self.maximum:
-            self._exp += 1
-        return self._rng.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        """Start again from base (after a successful connection)."""
-        self._exp = 0
 
 
 class PromptWatch:
@@ -167,6 +147,7 @@ class ComfyClient:
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=http_timeout, transport=transport)
         self._backoff = Backoff(*ws_backoff)
         self._listener: asyncio.Task[None] | None = None
+        self._supervisor: Supervisor | None = None
         self._reconcilers: set[asyncio.Task[None]] = set()
         self._connected_event = asyncio.Event()
         #: set when an HTTP call succeeds while the socket is down: the server is back, reconnect now
@@ -181,15 +162,27 @@ class ComfyClient:
 
     # --- life cycle
 
-    async def start(self) -> None:
-        """Start the WebSocket listener (it reconnects with backoff until close())."""
-        if self._listener is None:
+    async def start(self, supervisor: Supervisor | None = None) -> None:
+        """Start the WebSocket listener (it reconnects with backoff until close()), under `supervisor` if given."""
+        if self._listener is None and self._supervisor is None:
             self._closing = False
-            self._listener = asyncio.create_task(self._listen(), name=f"comfy-ws-{self.name}")
+            if supervisor is not None:
+                self._supervisor = supervisor
+                supervisor.spawn(self.listener_name, self._listen)
+            else:
+                self._listener = asyncio.create_task(self._listen(), name=self.listener_name)
+
+    @property
+    def listener_name(self) -> str:
+        """The name of this client's WebSocket listener task (supervised tasks are counted by name)."""
+        return f"comfy-ws-{self.name}"
 
     async def close(self) -> None:
         """Stop the listener, end every watch and close the HTTP client."""
         self._closing = True
+        if self._supervisor is not None:
+            await self._supervisor.cancel(self.listener_name)
+            self._supervisor = None
         tasks = [t for t in (self._listener, *self._reconcilers) if t is not None]
         for t in tasks:
             t.cancel()

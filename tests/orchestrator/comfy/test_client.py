@@ -7,7 +7,8 @@ import random
 import httpx
 import pytest
 
-from orchestrator.comfy.client import Backoff, ComfyClient
+from orchestrator.backoff import Backoff
+from orchestrator.comfy.client import ComfyClient
 from orchestrator.comfy.protocol import (
     Executed,
     Executing,
