@@ -112,6 +112,8 @@ class StorageSettings:
     """Where images and the database live."""
 
     data_dir: Path = Path("data")
+    #: how long a DB write waits for another connection's lock before failing (and being retried)
+    busy_timeout_s: float = 30.0
 
     @property
     def images_dir(self) -> Path:
@@ -144,6 +146,17 @@ class SchedulerSettings:
     job_timeout_s: Mapping[TaskKind, float | None] = field(default_factory=dict)
     default_timeout_s: float = 900.0
     http_timeout_s: float = 30.0
+    #: a job's whole life on a node (upload, submit, run, download, store) must end within its estimate (the
+    #: node's queue ahead of it included) times this factor, but never sooner than the floor nor later than the cap
+    deadline_factor: float = 4.0
+    deadline_floor_s: float = 60.0
+    deadline_cap_s: float = 1800.0
+    #: the reconciler compares the DB with memory this often (and on every node up/down)
+    reconcile_interval_s: float = 5.0
+    #: a running job this many times past its estimate gets a backup copy on an idle capable node
+    backup_after_factor: float = 2.0
+    #: backup copies on or off (first result wins, the other is interrupted)
+    backups: bool = True
 
     def timeout_for(self, task: TaskKind) -> float:
         value = self.job_timeout_s.get(task)
@@ -474,13 +487,28 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
     d = Settings()
 
     st = root.child("storage")
-    st.only({"data_dir"})
+    st.only({"data_dir", "busy_timeout_s"})
     data_dir = Path(env.get("VIBES_DATA") or st.get("data_dir", _str, str(d.storage.data_dir)))
 
     h = root.child("health")
     h.only({"interval_s", "timeout_s", "failures_to_down"})
     sc = root.child("scheduler")
-    sc.only({"max_attempts", "node_depth", "stall_timeout_s", "job_timeout_s", "default_timeout_s", "http_timeout_s"})
+    sc.only(
+        {
+            "max_attempts",
+            "node_depth",
+            "stall_timeout_s",
+            "job_timeout_s",
+            "default_timeout_s",
+            "http_timeout_s",
+            "deadline_factor",
+            "deadline_floor_s",
+            "deadline_cap_s",
+            "reconcile_interval_s",
+            "backup_after_factor",
+            "backups",
+        }
+    )
     sim = root.child("sim")
     sim.only({"time_scale"})
     fu = root.child("funnel")
@@ -526,7 +554,9 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
         raise sim.child("time_scale").fail("expected a number > 0")
 
     return Settings(
-        storage=StorageSettings(data_dir=data_dir),
+        storage=StorageSettings(
+            data_dir=data_dir, busy_timeout_s=st.get("busy_timeout_s", _num, d.storage.busy_timeout_s)
+        ),
         checkpoints=checkpoints,
         upscale_model=root.get("upscale_model", _str, d.upscale_model),
         health=HealthSettings(
@@ -541,6 +571,12 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
             job_timeout_s=sc.get("job_timeout_s", _task_timeouts, {}),
             default_timeout_s=sc.get("default_timeout_s", _num, d.scheduler.default_timeout_s),
             http_timeout_s=sc.get("http_timeout_s", _num, d.scheduler.http_timeout_s),
+            deadline_factor=sc.get("deadline_factor", _num, d.scheduler.deadline_factor),
+            deadline_floor_s=sc.get("deadline_floor_s", _num, d.scheduler.deadline_floor_s),
+            deadline_cap_s=sc.get("deadline_cap_s", _num, d.scheduler.deadline_cap_s),
+            reconcile_interval_s=sc.get("reconcile_interval_s", _num, d.scheduler.reconcile_interval_s),
+            backup_after_factor=sc.get("backup_after_factor", _num, d.scheduler.backup_after_factor),
+            backups=sc.get("backups", _bool, d.scheduler.backups),
         ),
         sim=SimSettings(time_scale=time_scale),
         funnel=FunnelSettings(

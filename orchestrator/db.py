@@ -6,13 +6,17 @@ Rows are converted to domain objects at this border; nothing outside sees a sqli
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import json
 import logging
+import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aiosqlite
 
@@ -29,6 +33,36 @@ from orchestrator.models import (
 )
 
 log = logging.getLogger(__name__)
+
+#: what a write that did not land raises (locked past the busy timeout, disk full, I/O error); worth retrying
+DB_WRITE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.OperationalError, sqlite3.DatabaseError, OSError)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _write(
+    fn: Callable[Concatenate[Database, _P], Coroutine[Any, Any, _R]],
+) -> Callable[Concatenate[Database, _P], Coroutine[Any, Any, _R]]:
+    """
+    Run a write method alone on the shared connection, rolling back what it did if it fails.
+
+    The connection is shared by every coroutine: without this, one write's failed commit would roll back another
+    coroutine's statement that had not been committed yet, and that one would believe it had landed.
+    """
+
+    @functools.wraps(fn)
+    async def wrapper(self: Database, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        async with self._write_lock:
+            try:
+                return await fn(self, *args, **kwargs)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self.conn.rollback()
+                raise
+
+    return wrapper
+
 
 # Each entry migrates from user_version == index to index + 1. Append only.
 MIGRATIONS: tuple[str, ...] = (
@@ -303,9 +337,11 @@ def _stage_from_row(r: aiosqlite.Row) -> StageRow:
 class Database:
     """The project's SQLite database."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, busy_timeout_s: float = 30.0) -> None:
         self.path = Path(path) if str(path) != ":memory:" else path
+        self.busy_timeout_s = busy_timeout_s
         self._conn: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
 
     @property
     def conn(self) -> aiosqlite.Connection:
@@ -316,7 +352,8 @@ class Database:
     async def open(self) -> None:
         if isinstance(self.path, Path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = await aiosqlite.connect(str(self.path))
+        # sqlite3's `timeout` is the busy timeout: how long a statement waits for another connection's lock.
+        self._conn = await aiosqlite.connect(str(self.path), timeout=self.busy_timeout_s)
         self._conn.row_factory = aiosqlite.Row
         await self._conn.execute("PRAGMA journal_mode=WAL")
         await self._conn.execute("PRAGMA synchronous=NORMAL")
@@ -346,6 +383,7 @@ class Database:
 
     # ------------------------------------------------------------------ generations (jobs)
 
+    @_write
     async def insert_jobs(self, jobs: Sequence[Job]) -> None:
         rows = []
         for j in jobs:
@@ -389,6 +427,7 @@ class Database:
         )
         await self.conn.commit()
 
+    @_write
     async def update_job(self, job: Job) -> None:
         """Persist a job's mutable fields (status, attempt, node, prompt id, error, times)."""
         await self.conn.execute(
@@ -408,6 +447,7 @@ class Database:
         )
         await self.conn.commit()
 
+    @_write
     async def finish_job(self, job: Job, image: ImageRecord) -> bool:
         """Record a delivered image; False if the job was already done (so it is never delivered twice)."""
         cur = await self.conn.execute(
@@ -470,6 +510,7 @@ class Database:
         ) as cur:
             return [_image_from_row(r) for r in await cur.fetchall()]
 
+    @_write
     async def clear_image_path(self, image_id: str) -> None:
         """The full-size file was pruned; keep the thumbnail."""
         await self.conn.execute("UPDATE generations SET image_path=NULL WHERE id=?", (image_id,))
@@ -485,6 +526,7 @@ class Database:
 
     # ------------------------------------------------------------------ sessions
 
+    @_write
     async def insert_session(self, s: SessionRow) -> None:
         await self.conn.execute(
             """INSERT INTO sessions (id, flow, owner_id, visibility, state, prompt, negative_prompt, settings,
@@ -506,6 +548,7 @@ class Database:
         )
         await self.conn.commit()
 
+    @_write
     async def update_session(self, s: SessionRow) -> None:
         await self.conn.execute(
             """UPDATE sessions SET visibility=?, state=?, prompt=?, negative_prompt=?, settings=?, stage_index=?,
@@ -544,6 +587,7 @@ class Database:
 
     # ------------------------------------------------------------------ stages
 
+    @_write
     async def insert_stage(self, st: StageRow) -> None:
         await self.conn.execute(
             """INSERT INTO stages (id, session_id, idx, name, status, batch_id, prompt, negative_prompt, data,
@@ -563,6 +607,7 @@ class Database:
         )
         await self.conn.commit()
 
+    @_write
     async def update_stage(self, st: StageRow) -> None:
         await self.conn.execute(
             "UPDATE stages SET status=?, batch_id=?, prompt=?, negative_prompt=?, data=? WHERE id=?",
@@ -589,6 +634,7 @@ class Database:
 
     # ------------------------------------------------------------------ votes and participants
 
+    @_write
     async def set_vote(self, session_id: str, image_id: str, user_id: str, value: int | None) -> None:
         """Cast, change (value = +1 / -1) or withdraw (None) a vote."""
         if value is None:
@@ -616,6 +662,7 @@ class Database:
             row = await cur.fetchone()
         return int(row[0]) if row else None
 
+    @_write
     async def add_participant(self, session_id: str, user_id: str, role: str) -> None:
         await self.conn.execute(
             """INSERT INTO participants (session_id, user_id, role, added_at) VALUES (?,?,?,?)
@@ -633,6 +680,7 @@ class Database:
 
     # ------------------------------------------------------------------ intent document
 
+    @_write
     async def add_intent(self, session_id: str, entry: dict[str, Any]) -> None:
         await self.conn.execute(
             "INSERT INTO intent (session_id, entry, created_at) VALUES (?,?,?)",
@@ -644,6 +692,7 @@ class Database:
         async with self.conn.execute("SELECT entry FROM intent WHERE session_id=? ORDER BY id", (session_id,)) as cur:
             return [json.loads(r["entry"]) for r in await cur.fetchall()]
 
+    @_write
     async def pop_intent(self, session_id: str) -> dict[str, Any] | None:
         async with self.conn.execute(
             "SELECT id, entry FROM intent WHERE session_id=? ORDER BY id DESC LIMIT 1",
@@ -658,6 +707,7 @@ class Database:
 
     # ------------------------------------------------------------------ front-end references (opaque to the core)
 
+    @_write
     async def set_ref(self, session_id: str, key: str, value: str) -> None:
         await self.conn.execute(
             """INSERT INTO refs (session_id, key, value) VALUES (?,?,?)

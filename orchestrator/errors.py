@@ -117,6 +117,12 @@ class StoreError(ImGenError):
     user_message = "The GPU node sent something that is not a usable image."
 
 
+class LocalStoreError(ImGenError):
+    """The bot's own disk refused an image (full, read-only, I/O error): not the node's fault."""
+
+    user_message = "The bot could not save the image to its disk."
+
+
 class NoCapableNode(ImGenError):
     """No node in the farm can run the request."""
 

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.backoff import Backoff
 from orchestrator.comfy.protocol import (
     Executed,
     ExecutionError,
@@ -28,16 +29,19 @@ from orchestrator.comfy.protocol import (
 )
 from orchestrator.config import SchedulerSettings
 from orchestrator.db import Database
-from orchestrator.errors import ComfyError, ExecutionFailed, ImGenError, StoreError
+from orchestrator.errors import ComfyError, ExecutionFailed, ImGenError, LocalStoreError, StoreError
 from orchestrator.events import EventBus, JobFinished, JobPreview, JobProgress, JobStarted
 from orchestrator.job_state import transition
 from orchestrator.job_table import JobTable, Run
 from orchestrator.models import ImageRecord, Job, JobStatus, Mode
 from orchestrator.registry import Node, Registry
-from orchestrator.store import ImageStore
+from orchestrator.store import ImageStore, StoredImage
 from orchestrator.workflows import WorkflowEngine
 
 log = logging.getLogger(__name__)
+
+#: tries to write a delivered image to a failing local disk before giving the job back to the queue
+LOCAL_SAVE_ATTEMPTS = 8
 
 
 class InputMissing(ImGenError):
@@ -88,7 +92,10 @@ class JobRunner:
             run.posted.set()
         job = job.with_(prompt_id=accepted.prompt_id)
         run.job = job
-        await self.db.update_job(job)
+        if not run.backup:
+            # Recorded so that a restart can re-attach to the prompt; a backup copy is not (its job's row names
+            # the original run, and the first of them to deliver records its own node and prompt).
+            await self.table.atomically(self.table.persist(job))
         log.info("↗ job=%s node=%s prompt=%s attempt=%d", job.id[:8], node.id, accepted.prompt_id, job.attempt)
         await self.follow(node, run)
 
@@ -175,7 +182,7 @@ class JobRunner:
             images = list(entry.images) if entry else []
         if not images:
             raise ExecutionFailed("the node finished without an output image")
-        await self.deliver(node, run.job, images[0], t_start)
+        run.delivered = await self.deliver(node, run.job, images[0], t_start)
 
     def _learn_speed(
         self,
@@ -204,10 +211,14 @@ class JobRunner:
         except ComfyError:
             return None
 
-    async def deliver(self, node: Node, job: Job, ref: ImageRef, t_start: float | None) -> None:
-        """Fetch a finished image from the node, store it, and record the job as done."""
+    async def deliver(self, node: Node, job: Job, ref: ImageRef, t_start: float | None) -> bool:
+        """Fetch a finished image from the node, store it, and record the job as done; False if it already was."""
         data = await node.client.view(ref)
-        stored = await self.store.save(job.spec.session_id, job.id, data)
+        if self.table.is_terminal(job):
+            return False  # its other copy delivered first
+        stored = await self._save(job, data)
+        if self.table.is_terminal(job):
+            return False
         done = transition(job, JobStatus.DONE)
         seconds = (time.monotonic() - t_start) if t_start is not None else 0.0
         p = job.params
@@ -230,10 +241,30 @@ class JobRunner:
             index=job.spec.index,
         )
         node.stats.completed += 1
-        await self.table.atomically(self._record_delivery(node, done, image))
+        delivered: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        await self.table.atomically(self._record_delivery(node, done, image, delivered))
+        return delivered.result()
 
-    async def _record_delivery(self, node: Node, done: Job, image: ImageRecord) -> None:
-        if not await self.db.finish_job(done, image):
+    async def _save(self, job: Job, data: bytes) -> StoredImage:
+        # A full or failing disk is ours, not the node's: wait it out here (the job's deadline bounds this) rather
+        # than send the image back to a GPU; past the retries the job is requeued without blaming its node.
+        backoff = Backoff(0.05, 2.0)
+        for attempt in range(LOCAL_SAVE_ATTEMPTS):
+            try:
+                return await self.store.save(job.spec.session_id, job.id, data)
+            except LocalStoreError as e:
+                if attempt == LOCAL_SAVE_ATTEMPTS - 1:
+                    raise
+                log.warning("job=%s: %s; trying again", job.id[:8], e)
+                await asyncio.sleep(backoff.delay())
+        raise AssertionError("unreachable")
+
+    async def _record_delivery(
+        self, node: Node, done: Job, image: ImageRecord, delivered: asyncio.Future[bool]
+    ) -> None:
+        finished = await self.table.write(done.id, f"job {done.id[:8]} done", lambda: self.db.finish_job(done, image))
+        delivered.set_result(finished)
+        if not finished:
             log.warning("job=%s already delivered; not delivering again", done.id[:8])
             return
         log.info("← job=%s node=%s %.2fs", done.id[:8], node.id, image.seconds)

@@ -4,18 +4,27 @@ The unfinished jobs the scheduler, the job runner and recovery share: the queue,
 Also the bookkeeping every one of them does when a job ends: counting the job into its batch (and announcing
 the batch when it is complete), noticing that nothing is left to do, waking the pull loops, and committing a DB
 write together with the event announcing it.
+
+Memory changes first, synchronously; the DB write follows, shielded from cancellation and retried until it lands
+(`persist`, `write`). So a job is never in neither the queue nor a run while its row says it is unfinished,
+whatever is cancelled when: the reconciler (reconciler.py) checks exactly that.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Coroutine
+import time
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from orchestrator.backoff import Backoff
+from orchestrator.db import DB_WRITE_ERRORS, Database
 from orchestrator.events import BatchDone, EventBus
 from orchestrator.models import Job, JobStatus
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +48,22 @@ class Run:
     posted: asyncio.Event = field(default_factory=_posted)
     #: the run launched before this one on the same node
     after: Run | None = None
+    #: a copy of a straggler on another node: not persisted, never retried; the first result of a job wins
+    backup: bool = False
+    #: why the scheduler cancelled this run's task (node down, lost the race to a copy); None: a stop or a cancel
+    abandon: str | None = None
+    #: loop time by which the whole run must be over
+    deadline: float = float("inf")
+    #: when it was launched (monotonic) and how long it was expected to take from then, its node's queue included
+    launched: float = 0.0
+    expected: float = 0.0
+    #: set once this run's image is the job's delivered image
+    delivered: bool = False
+
+    @property
+    def task_done(self) -> bool:
+        """True once the task following this run has ended."""
+        return self.task is not None and self.task.done()
 
 
 @dataclass(slots=True)
@@ -57,8 +82,20 @@ class Batch:
 class JobTable:
     """The queued jobs, the runs on each node and the batches, with what to do when a job ends."""
 
-    def __init__(self, bus: EventBus, node_ids: Collection[str]) -> None:
+    def __init__(
+        self, bus: EventBus, node_ids: Collection[str], db: Database, *, retry: tuple[float, float] = (0.05, 2.0)
+    ) -> None:
         self.bus = bus
+        self.db = db
+        self._retry = retry
+        #: jobs whose terminal DB write is under way: ended for memory, not yet for the DB
+        self.ending: dict[str, Job] = {}
+        #: jobs of a batch being inserted: in the DB (or about to be), not yet in the queue
+        self.inserting: set[str] = set()
+        #: DB writes that failed and were tried again (a locked or full disk)
+        self.db_retries = 0
+        self._job_locks: dict[str, asyncio.Lock] = {}
+        self._stopping = False
         self.queued: dict[str, Job] = {}
         self.running: dict[str, dict[str, Run]] = {nid: {} for nid in node_ids}
         self.batches: dict[str, Batch] = {}
@@ -77,7 +114,43 @@ class JobTable:
         if not self.queued and not any(self.running.values()):
             self.idle.set()
 
+    def runs_of(self, job_id: str) -> list[tuple[str, Run]]:
+        """Every run of a job (a straggler and its backup copy), with its node id."""
+        return [(nid, runs[job_id]) for nid, runs in self.running.items() if job_id in runs]
+
+    def is_known(self, job_id: str) -> bool:
+        """Queued, running, or ending: a job memory is responsible for."""
+        return (
+            job_id in self.queued
+            or job_id in self.ending
+            or job_id in self.inserting
+            or any(job_id in r for r in self.running.values())
+        )
+
+    def load_batch(self, batch_id: str, jobs: Collection[Job]) -> Batch:
+        """Know a batch from its rows (after a restart, or when the reconciler meets one): counts its ended jobs."""
+        first = next(iter(jobs))
+        b = self.batches.setdefault(
+            batch_id, Batch(set(), session_id=first.spec.session_id, stage_id=first.spec.stage_id)
+        )
+        for j in jobs:
+            b.job_ids.add(j.id)
+            if j.status.terminal and j.id not in b.terminal:
+                b.terminal.add(j.id)
+                b.done += j.status is JobStatus.DONE
+                b.failed += j.status is not JobStatus.DONE
+        return b
+
+    def is_terminal(self, job: Job) -> bool:
+        """Whether memory already counts this job as ended."""
+        b = self.batches.get(job.batch_id)
+        return job.id in self.ending or (b is not None and job.id in b.terminal)
+
     def mark_terminal(self, job: Job) -> None:
+        self.ending.pop(job.id, None)
+        lock = self._job_locks.get(job.id)
+        if lock is not None and not lock.locked():
+            del self._job_locks[job.id]
         b = self.batches.get(job.batch_id)
         if b is None or job.id in b.terminal:
             return
@@ -86,11 +159,16 @@ class JobTable:
             b.done += 1
         else:
             b.failed += 1
-        if b.terminal >= b.job_ids and not b.finished.is_set():
-            b.finished.set()
-            log.info("✓ batch=%s done=%d failed=%d", job.batch_id, b.done, b.failed)
-            self.bus.publish(BatchDone(job.batch_id, b.done, b.failed, b.session_id, b.stage_id))
+        self.announce_if_complete(job.batch_id)
         self.check_idle()
+
+    def announce_if_complete(self, batch_id: str) -> None:
+        """Announce a batch whose jobs have all ended, once."""
+        b = self.batches.get(batch_id)
+        if b is not None and b.terminal >= b.job_ids and not b.finished.is_set():
+            b.finished.set()
+            log.info("✓ batch=%s done=%d failed=%d", batch_id, b.done, b.failed)
+            self.bus.publish(BatchDone(batch_id, b.done, b.failed, b.session_id, b.stage_id))
 
     async def atomically(self, work: Coroutine[Any, Any, None]) -> None:
         """
@@ -103,7 +181,49 @@ class JobTable:
         task.add_done_callback(self.commits.discard)
         await asyncio.shield(task)
 
-    async def finish_commits(self) -> None:
-        """Wait for every DB write started with `atomically` (and its event) to be done."""
-        if self.commits:
-            await asyncio.gather(*self.commits, return_exceptions=True)
+    async def finish_commits(self, timeout: float = 10.0) -> None:
+        """Wait for every DB write started with `atomically` (and its event) to be done; give up after `timeout`."""
+        if not self.commits:
+            return
+        _done, pending = await asyncio.wait(set(self.commits), timeout=timeout)
+        self._stopping = True
+        for t in pending:
+            # A DB that stays locked or full: the rows stay as they are and the next start reconciles them.
+            log.warning("stopping with a DB write still failing (%s)", t.get_name())
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def write(self, job_id: str, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """
+        Run one DB write of a job, retried with backoff until it lands.
+
+        Writes of one job land in the order they were asked for (a retried write cannot overtake a later one).
+        """
+        lock = self._job_locks.setdefault(job_id, asyncio.Lock())
+        async with lock:
+            return await self.retrying(what, call)
+
+    async def persist(self, job: Job) -> None:
+        """Write a job's state (status, node, attempt, error) in order with its other writes, retried."""
+        await self.write(job.id, f"job {job.id[:8]} {job.status.value}", lambda: self.db.update_job(job))
+
+    async def retrying(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Run a DB call until it succeeds; a locked or full DB is waited out, not allowed to lose a job."""
+        backoff = Backoff(*self._retry)
+        first_failure: float | None = None
+        while True:
+            try:
+                return await call()
+            except DB_WRITE_ERRORS as e:
+                if self._stopping:
+                    raise
+                self.db_retries += 1
+                now = time.monotonic()
+                if first_failure is None:
+                    first_failure = now
+                    log.warning("DB write failed (%s): %s; retrying", what, e)
+                elif now - first_failure > 30:
+                    log.error("DB write still failing after %.0fs (%s): %s", now - first_failure, what, e)
+                    first_failure = now
+                await asyncio.sleep(backoff.delay())

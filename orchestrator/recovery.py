@@ -19,7 +19,7 @@ from orchestrator.db import Database
 from orchestrator.errors import ComfyError, ImGenError, StoreError
 from orchestrator.job_runner import JobRunner, Stalled
 from orchestrator.job_state import transition
-from orchestrator.job_table import Batch, JobTable, Run
+from orchestrator.job_table import JobTable, Run
 from orchestrator.models import Job, JobStatus
 from orchestrator.registry import Node, Registry
 
@@ -45,16 +45,7 @@ class Recovery:
         if not pending:
             return
         for batch_id in {j.batch_id for j in pending}:
-            all_jobs = await self.db.batch_jobs(batch_id)
-            b = self.table.batches.setdefault(
-                batch_id, Batch(set(), session_id=all_jobs[0].spec.session_id, stage_id=all_jobs[0].spec.stage_id)
-            )
-            for j in all_jobs:
-                b.job_ids.add(j.id)
-                if j.status.terminal:
-                    b.terminal.add(j.id)
-                    b.done += j.status is JobStatus.DONE
-                    b.failed += j.status is not JobStatus.DONE
+            self.table.load_batch(batch_id, await self.db.batch_jobs(batch_id))
         self.table.idle.clear()
         for job in pending:
             if job.status is JobStatus.QUEUED:
@@ -69,8 +60,8 @@ class Recovery:
 
     async def _requeue_lost(self, job: Job, reason: str) -> None:
         again = transition(job, JobStatus.QUEUED, error=reason)
-        await self.db.update_job(again)
         self.table.queued[again.id] = again
+        await self.table.atomically(self.table.persist(again))
 
     async def _reattach(self, node: Node, job: Job) -> None:
         assert job.prompt_id is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -19,12 +20,13 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator import router
+from orchestrator import backups, router
 from orchestrator.config import SchedulerSettings
 from orchestrator.db import Database
 from orchestrator.errors import (
     ComfyError,
     ExecutionFailed,
+    LocalStoreError,
     NoCapableNode,
     NodeUnavailable,
     PromptRejected,
@@ -36,6 +38,7 @@ from orchestrator.job_runner import InputMissing, JobRunner, Stalled
 from orchestrator.job_state import ALLOWED, IllegalTransition, transition
 from orchestrator.job_table import Batch, JobTable, Run
 from orchestrator.models import GenerationParams, ImageRecord, Job, JobSpec, JobStatus, Mode
+from orchestrator.reconciler import Reconciler
 from orchestrator.recovery import Recovery
 from orchestrator.registry import Node, Registry
 from orchestrator.store import ImageStore
@@ -53,6 +56,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: the supervised reconciliation loop's name
+RECONCILER_TASK = "reconciler"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +90,15 @@ class Scheduler:
         self.workflows = workflows
         self.bus = bus
         self.settings = settings
-        self.table = JobTable(bus, registry.nodes)
+        self.table = JobTable(bus, registry.nodes, db)
         self.runner = JobRunner(registry, db, store, workflows, bus, settings, self.table)
         self.recovery = Recovery(registry, db, self.table, self.runner, self._retry_or_fail)
+        self.reconciler = Reconciler(db, self.table, self._judge_orphan_run)
         self._aux: set[asyncio.Task[None]] = set()
         self._closing = False
+        #: backup copies started, and how many of them delivered before the original
+        self.backups_started = 0
+        self.backups_won = 0
         registry.listeners.append(self._on_health)
 
     @property
@@ -113,13 +123,14 @@ class Scheduler:
         await self.recovery.recover()
         for nid in self.registry.nodes:
             self.supervisor.spawn(f"pull-{nid}", functools.partial(self._node_loop, nid))
+        self.supervisor.spawn(RECONCILER_TASK, self._reconcile_loop)
         self.table.wake_all()
 
     async def stop(self) -> None:
         """Cancel loops and job tasks; jobs stay in the DB as they are, for the next start to reconcile."""
         self._closing = True
-        for nid in self.registry.nodes:
-            await self.supervisor.cancel(f"pull-{nid}")
+        for name in [f"pull-{nid}" for nid in self.registry.nodes] + [RECONCILER_TASK]:
+            await self.supervisor.cancel(name)
         tasks = list(self._aux)
         for runs in self.running.values():
             tasks += [r.task for r in runs.values() if r.task is not None]
@@ -188,8 +199,13 @@ class Scheduler:
             )
             for s in specs
         ]
-        await self.db.insert_jobs(jobs)
         b = self.batches.setdefault(batch_id, Batch(set(), session_id=specs[0].session_id, stage_id=specs[0].stage_id))
+        ids = {j.id for j in jobs}
+        self.table.inserting |= ids
+        try:
+            await self.table.retrying(f"batch {batch_id[:8]}", lambda: self.db.insert_jobs(jobs))
+        finally:
+            self.table.inserting -= ids
         for j in jobs:
             b.job_ids.add(j.id)
             self.queued[j.id] = j
@@ -226,21 +242,25 @@ class Scheduler:
         if job is not None:
             await self._terminal(transition(job, JobStatus.CANCELLED, error="cancelled"), cancelled=True)
             return True
-        for nid, runs in self.running.items():
-            run = runs.get(job_id)
-            if run is None:
-                continue
+        runs = self.table.runs_of(job_id)
+        if not runs:
+            return False
+        primary = next((r for _, r in runs if not r.backup), runs[0][1])
+        ended = transition(primary.job, JobStatus.CANCELLED, error="cancelled")
+        self.table.ending[job_id] = ended
+        for nid, run in runs:
+            run.abandon = "cancelled"
             run.posted.set()
+            self.running[nid].pop(job_id, None)
+            self.registry.get(nid).stats.in_flight = len(self.running[nid])
+        for _, run in runs:
             if run.task is not None:
                 run.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await run.task
-            runs.pop(job_id, None)
-            await self.runner.remove_from_node(self.registry.get(nid), run.job)
-            await self._terminal(transition(run.job, JobStatus.CANCELLED, error="cancelled"), cancelled=True)
-            self.table.wake_all()
-            return True
-        return False
+        await self._terminal(ended, cancelled=True)
+        self.table.wake_all()
+        return True
 
     def jobs_in_flight(self, node_id: str) -> list[Job]:
         return [r.job for r in self.running[node_id].values()]
@@ -275,14 +295,79 @@ class Scheduler:
     async def _node_loop(self, node_id: str) -> None:
         node = self.registry.get(node_id)
         wake = self.table.wake[node_id]
+        recheck: float | None = None
         while True:
-            await wake.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(recheck):
+                    await wake.wait()
             wake.clear()
             while not self._closing and self.queued:
                 job = router.choose_job(node_id, list(self.queued.values()), self._views())
                 if job is None:
                     break
                 self._launch(node, job)
+            recheck = self._maybe_backup(node) if self.settings.backups and not self._closing else None
+
+    # ------------------------------------------------------------------ backup copies of stragglers
+
+    def _maybe_backup(self, node: Node) -> float | None:
+        """On an idle node, copy a straggler from another node; returns when to look again (None: on a wake)."""
+        if not node.stats.healthy or self.running[node.id]:
+            return None
+        if any(router.can_run(node.config, node.stats, j) for j in self.queued.values()):
+            return None  # real work waits for it; the router decided to leave it to a faster node for now
+        candidates = self._stragglers(node)
+        choice = backups.choose_backup(candidates, self.settings.backup_after_factor)
+        if choice.job is None:
+            return choice.recheck_in
+        runs = self.table.runs_of(choice.job.id)
+        primary = next(r for _, r in runs if not r.backup)
+        copy = next(c for c in candidates if c.job.id == choice.job.id)
+        # The copy starts from the job as it was queued: its own attempt, node and prompt (not persisted).
+        job = dataclasses.replace(
+            primary.job, status=JobStatus.QUEUED, node_id=None, prompt_id=None, attempt=max(0, primary.job.attempt - 1)
+        )
+        run = Run(job=job, estimate=copy.copy_seconds, posted=asyncio.Event(), backup=True)
+        self.backups_started += 1
+        log.info(
+            "⇉ backup of job=%s from node=%s on node=%s (%s)",
+            job.id[:8],
+            copy.node_id,
+            node.id,
+            "overdue" if choice.overdue else f"{copy.copy_seconds:.1f}s here vs {copy.remaining:.1f}s there",
+        )
+        self._start_run(node, run)
+        return None
+
+    def _stragglers(self, idle: Node) -> list[backups.Straggler]:
+        now = time.monotonic()
+        loaded = idle.stats.loaded_checkpoint
+        out = []
+        for nid, runs in self.running.items():
+            if nid == idle.id:
+                continue
+            ahead = 0.0
+            for r in runs.values():
+                left = max(0.0, r.started + r.estimate - now) if r.started is not None else r.estimate
+                ahead += left
+                job = r.job
+                if r.backup or len(self.table.runs_of(job.id)) > 1 or job.id in self.table.ending:
+                    continue
+                if idle.id in job.failed_nodes or not router.can_run(idle.config, idle.stats, job):
+                    continue
+                model = job.params.model_name
+                load = 0.0 if not model or model == loaded else self.registry.load_estimate(idle.id)
+                out.append(
+                    backups.Straggler(
+                        job=job,
+                        node_id=nid,
+                        remaining=ahead,
+                        elapsed=now - r.launched,
+                        expected=r.expected,
+                        copy_seconds=load + router.run_seconds(idle.config, idle.stats, job),
+                    )
+                )
+        return out
 
     def _launch(self, node: Node, job: Job) -> None:
         del self.queued[job.id]
@@ -292,11 +377,36 @@ class Scheduler:
         if job.params.model_name and next_ckpt != job.params.model_name:
             load = self.registry.load_estimate(node.id)
         run = Run(job=job, estimate=load + router.run_seconds(node.config, node.stats, job), posted=asyncio.Event())
+        self._start_run(node, run)
+
+    def _start_run(self, node: Node, run: Run) -> None:
+        prev = self.running[node.id]
+        ahead = sum(r.estimate for r in prev.values())
+        s = self.settings
+        allowed = min(s.deadline_cap_s, max(s.deadline_floor_s, s.deadline_factor * (ahead + run.estimate)))
+        run.deadline = asyncio.get_running_loop().time() + allowed
+        run.launched = time.monotonic()
+        run.expected = ahead + run.estimate
         if prev:
             run.after = next(reversed(prev.values()))
-        prev[job.id] = run
+        prev[run.job.id] = run
         node.stats.in_flight = len(prev)
-        run.task = asyncio.create_task(self._run(node, run), name=f"job-{job.id[:8]}-{node.id}")
+        tag = "backup" if run.backup else "job"
+        run.task = asyncio.create_task(self._run(node, run), name=f"{tag}-{run.job.id[:8]}-{node.id}")
+        run.task.add_done_callback(functools.partial(self._run_ended, node, run))
+
+    def _run_ended(self, node: Node, run: Run, _task: asyncio.Task[None]) -> None:
+        # A task cancelled before its first step never enters _run, so its cleanup never ran: do it here, so a job
+        # is never left in a run whose task is gone.
+        if self.running[node.id].get(run.job.id) is not run:
+            return
+        del self.running[node.id][run.job.id]
+        node.stats.in_flight = len(self.running[node.id])
+        run.posted.set()
+        if not self._closing and run.abandon != "cancelled":
+            self._spawn(self._abandoned(node, run), name=f"abandoned-{run.job.id[:8]}")
+        self.table.check_idle()
+        self.table.wake_all()
 
     # ------------------------------------------------------------------ one job task: run it, then judge failures
 
@@ -304,30 +414,29 @@ class Scheduler:
         job = run.job
         try:
             try:
-                await self.runner.execute(node, run)
+                async with asyncio.timeout_at(run.deadline) as deadline:
+                    await self.runner.execute(node, run)
+                self._settle_race(node, run)
             except asyncio.CancelledError:
-                raise
-            except PromptRejected as e:
-                # A missing model is the node's problem (try another); any other rejection is the graph's.
-                if any(d.type == "value_not_in_list" for d in e.node_errors):
-                    await self._retry_or_fail(run.job, node.id, e.user_message)
-                else:
-                    await self._fail(run.job, e.user_message)
-            except InputMissing as e:
-                await self._fail(run.job, e.user_message)
-            except WorkflowError as e:
-                await self._retry_or_fail(run.job, node.id, e.user_message, blame_node=False)
-            except (NodeUnavailable, OSError) as e:
-                self.registry.report_failure(node.id, str(e))
-                await self._retry_or_fail(run.job, node.id, f"{node.id} stopped answering")
-            except Stalled as e:
-                await self.runner.remove_from_node(node, run.job)
-                await self._retry_or_fail(run.job, node.id, str(e))
-            except (ExecutionFailed, StoreError, ComfyError) as e:
-                await self._retry_or_fail(run.job, node.id, e.user_message)
+                if run.abandon is None or self._closing or run.abandon == "cancelled":
+                    raise
+                # Cancelled by the scheduler itself (its node went down, or its copy delivered first): the job is
+                # still this task's to hand back, so it is never left in neither the queue nor a run.
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                await self._abandoned(node, run)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                await self._judge(node, run, Stalled(f"{node.id} took longer than this image's deadline"))
             except Exception as e:
-                log.exception("job=%s node=%s unexpected failure", job.id, node.id)
-                await self._retry_or_fail(run.job, node.id, f"unexpected error ({type(e).__name__})")
+                await self._judge(node, run, e)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The judging itself failed (a bug): the reconciler finds the job in neither queue nor run and heals it.
+            log.exception("job=%s node=%s: could not settle a failed run", job.id[:8], node.id)
         finally:
             run.posted.set()
             if self.running[node.id].get(job.id) is run:
@@ -336,61 +445,142 @@ class Scheduler:
             self.table.check_idle()
             self.table.wake_all()
 
+    def _settle_race(self, node: Node, run: Run) -> None:
+        """After a run delivered, stop the job's other copy (it lost the race)."""
+        if not run.delivered:
+            return
+        if run.backup:
+            self.backups_won += 1
+        for nid, other in self.table.runs_of(run.job.id):
+            if other is not run and other.task is not None and not other.task.done():
+                log.info("job=%s delivered by node=%s; stopping its copy on node=%s", run.job.id[:8], node.id, nid)
+                other.abandon = "its copy delivered first"
+                other.task.cancel()
+
+    async def _abandoned(self, node: Node, run: Run) -> None:
+        reason = run.abandon or "abandoned"
+        if self.table.is_terminal(run.job):
+            # Lost the race to its copy: take the prompt off the node so the GPU is free for real work.
+            await self.runner.remove_from_node(node, run.job)
+            return
+        if run.backup:
+            return
+        await self._retry_or_fail(run.job, node.id, reason, run=run)
+
+    async def _judge(self, node: Node, run: Run, e: Exception) -> None:
+        """Decide what a failed run means: retry elsewhere (blaming the node or not) or fail the job."""
+        job = run.job
+        if self.table.is_terminal(job):
+            # Its copy delivered; nothing to decide but freeing the node.
+            if isinstance(e, Stalled):
+                await self.runner.remove_from_node(node, job)
+            return
+        if run.backup:
+            # A copy's failure changes nothing for its job: the original is still running.
+            log.info("backup of job=%s on node=%s ended: %s", job.id[:8], node.id, e)
+            if isinstance(e, NodeUnavailable):
+                self.registry.report_failure(node.id, str(e))
+            if isinstance(e, Stalled):
+                await self.runner.remove_from_node(node, job)
+            return
+        if isinstance(e, PromptRejected):
+            # A missing model is the node's problem (try another); any other rejection is the graph's.
+            if any(d.type == "value_not_in_list" for d in e.node_errors):
+                await self._retry_or_fail(job, node.id, e.user_message, run=run)
+            else:
+                await self._fail(job, e.user_message)
+        elif isinstance(e, InputMissing):
+            await self._fail(job, e.user_message)
+        elif isinstance(e, LocalStoreError):
+            # Our own disk: not the node's fault, so it is not reported and not excluded for the next attempt.
+            await self._retry_or_fail(job, node.id, e.user_message, blame_node=False, run=run)
+        elif isinstance(e, WorkflowError):
+            await self._retry_or_fail(job, node.id, e.user_message, blame_node=False, run=run)
+        elif isinstance(e, (NodeUnavailable, OSError)):
+            self.registry.report_failure(node.id, str(e))
+            await self._retry_or_fail(job, node.id, f"{node.id} stopped answering", run=run)
+        elif isinstance(e, Stalled):
+            await self.runner.remove_from_node(node, job)
+            await self._retry_or_fail(job, node.id, str(e), run=run)
+        elif isinstance(e, (ExecutionFailed, StoreError, ComfyError)):
+            await self._retry_or_fail(job, node.id, e.user_message, run=run)
+        else:
+            log.error("job=%s node=%s unexpected failure", job.id[:8], node.id, exc_info=e)
+            await self._retry_or_fail(job, node.id, f"unexpected error ({type(e).__name__})", run=run)
+
     # ------------------------------------------------------------------ failure handling
 
-    async def _retry_or_fail(self, job: Job, node_id: str, reason: str, *, blame_node: bool = True) -> None:
+    async def _retry_or_fail(
+        self, job: Job, node_id: str, reason: str, *, blame_node: bool = True, run: Run | None = None
+    ) -> None:
+        """Requeue a job (blaming its node unless told not to) or fail it when it is out of attempts."""
+        others = [r for _, r in self.table.runs_of(job.id) if r is not run and not r.task_done]
+        if others:
+            # Its backup copy is still running: that run carries the job now (and its row says so).
+            log.info("job=%s failed on node=%s (%s); its copy carries on", job.id[:8], node_id, reason)
+            other = others[0]
+            other.backup = False
+            await self.table.atomically(self.table.persist(other.job))
+            return
+        if job.id in self.queued or job.id in self.table.ending:
+            return  # already requeued or ending (a second verdict on the same job)
         failed_nodes = (*job.failed_nodes, node_id) if blame_node else job.failed_nodes
+        if job.status is JobStatus.QUEUED:
+            # Its run was stopped before it posted anything: no attempt was used, nothing to blame.
+            self.queued[job.id] = job
+            self.table.idle.clear()
+            self.table.wake_all()
+            return
         if job.attempt >= job.max_attempts:
             await self._fail(job.with_(failed_nodes=failed_nodes), reason)
             return
         log.warning("↻ job=%s node=%s attempt=%d: %s", job.id[:8], node_id, job.attempt, reason)
         again = transition(job, JobStatus.QUEUED, failed_nodes=failed_nodes, error=reason)
-        await self.db.update_job(again)
+        # Memory first: whatever is cancelled from here on, the job is in the queue and the reconciler sees it.
         self.queued[again.id] = again
+        self.table.idle.clear()
         self.bus.publish(
             JobRetried(
                 again.id, again.batch_id, node_id, reason, again.attempt, again.spec.session_id, again.spec.stage_id
             )
         )
         self.table.wake_all()
+        await self.table.atomically(self.table.persist(again))
 
     async def _fail(self, job: Job, reason: str) -> None:
         log.warning("! job=%s failed: %s", job.id[:8], reason)
         await self._terminal(transition(job, JobStatus.FAILED, error=reason))
 
     async def _terminal(self, job: Job, *, cancelled: bool = False) -> None:
+        self.table.ending[job.id] = job
         await self.table.atomically(self._record_terminal(job, cancelled))
 
     async def _record_terminal(self, job: Job, cancelled: bool) -> None:
-        await self.db.update_job(job)
+        await self.table.persist(job)
         self.bus.publish(
             JobFailed(job.id, job.batch_id, job.error or "", cancelled, job.spec.session_id, job.spec.stage_id)
         )
         self.table.mark_terminal(job)
 
     def _on_health(self, node_id: str, healthy: bool) -> None:
+        self.reconciler.poke()
         if healthy:
             self.table.wake_all()
             return
-        runs = list(self.running[node_id].values())
-        for r in runs:
-            if r.task is not None:
+        # Each run's own task hands its job back (see _run): no second actor touches the job.
+        for r in list(self.running[node_id].values()):
+            if r.task is not None and not r.task.done():
+                r.abandon = f"{node_id} went down"
                 r.task.cancel()
-        if runs:
-            self._spawn(self._requeue_after_down(node_id, runs), name=f"requeue-{node_id}")
 
-    async def _requeue_after_down(self, node_id: str, runs: list[Run]) -> None:
-        for r in runs:
-            if r.task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await r.task
-            self.running[node_id].pop(r.job.id, None)
-            jid = r.job.id
-            # The task may have requeued (or even relaunched) the job itself while it was being cancelled.
-            if jid in self.queued or any(jid in runs for runs in self.running.values()):
-                continue
-            current = await self.db.get_job(jid)
-            if current is not None and current.status.active and current.node_id == node_id:
-                await self._retry_or_fail(r.job.with_(attempt=current.attempt), node_id, f"{node_id} went down")
-        self.registry.get(node_id).stats.in_flight = len(self.running[node_id])
-        self.table.wake_all()
+    # ------------------------------------------------------------------ reconciliation
+
+    async def _reconcile_loop(self) -> None:
+        await self.reconciler.run(self.settings.reconcile_interval_s)
+
+    def _judge_orphan_run(self, node_id: str, run: Run) -> None:
+        """A run whose task ended without settling its job: hand the job back to the queue (a reconciler heal)."""
+        self.running[node_id].pop(run.job.id, None)
+        node = self.registry.get(node_id)
+        node.stats.in_flight = len(self.running[node_id])
+        self._spawn(self._retry_or_fail(run.job, node_id, "its run ended unsettled", run=run), f"heal-{node_id}")

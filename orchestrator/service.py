@@ -89,7 +89,7 @@ class Orchestrator:
         self._time_scale = time_scale
         self._ephemeral = ephemeral_ports
         self.farm: SimFarm | None = None
-        self.db = Database(self.settings.storage.db_path)
+        self.db = Database(self.settings.storage.db_path, busy_timeout_s=self.settings.storage.busy_timeout_s)
         self.store = ImageStore(self.settings.storage.images_dir)
         self.workflows = WorkflowEngine.load()
         self.registry: Registry | None = None

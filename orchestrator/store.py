@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
-from orchestrator.errors import StoreError
+from orchestrator.errors import LocalStoreError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,11 @@ class ImageStore:
         """Check the bytes are a sane image, store them as PNG and write a thumbnail (atomically)."""
         path = self.path_for(session_id, image_id)
         thumb = self.thumbnail_for(session_id, image_id)
-        return await asyncio.to_thread(self._save, path, thumb, data)
+        try:
+            return await asyncio.to_thread(self._save, path, thumb, data)
+        except OSError as e:
+            # The node's bytes were fine (they decoded); our disk refused them.
+            raise LocalStoreError(f"cannot write {path.name}: {e.strerror or e}") from e
 
     async def read(self, path: Path) -> bytes:
         """The bytes of a stored (or any local) image file."""

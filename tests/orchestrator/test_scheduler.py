@@ -81,7 +81,10 @@ async def test_node_killed_mid_batch_loses_no_image(farm):
 async def test_hung_node_work_moves_elsewhere(farm):
     sim, cfg = farm
     sim.simulators["gpu-standard"].faults.hang_after = 1
-    cfg = cfg.with_settings(scheduler=cfg.settings.scheduler.__class__(stall_timeout_s=0.5, http_timeout_s=5.0))
+    # Without backup copies, the stall timeout is what takes the job away from the hung node.
+    cfg = cfg.with_settings(
+        scheduler=cfg.settings.scheduler.__class__(stall_timeout_s=0.5, http_timeout_s=5.0, backups=False)
+    )
     async with Orchestrator(cfg) as orch:
         rec, result = await run_batch(orch, 8)
     assert_exactly_once(rec, result, 8)
