@@ -429,10 +429,10 @@ class Database:
 
     @_write
     async def update_job(self, job: Job) -> None:
-        """Persist a job's mutable fields (status, attempt, node, prompt id, error, times)."""
+        """Persist a job's mutable fields (status, attempt, node, prompt id, error, times); an ended job stays ended."""
         await self.conn.execute(
             """UPDATE generations SET status=?, attempt=?, node_id=?, prompt_id=?, error=?, started_at=?,
-               finished_at=?, failed_nodes=? WHERE id=?""",
+               finished_at=?, failed_nodes=? WHERE id=? AND status NOT IN ('done', 'failed', 'cancelled')""",
             (
                 job.status.value,
                 job.attempt,

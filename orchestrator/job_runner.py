@@ -182,6 +182,7 @@ class JobRunner:
             images = list(entry.images) if entry else []
         if not images:
             raise ExecutionFailed("the node finished without an output image")
+        run.rendered = True
         run.delivered = await self.deliver(node, run.job, images[0], t_start)
 
     def _learn_speed(
@@ -241,6 +242,9 @@ class JobRunner:
             index=job.spec.index,
         )
         node.stats.completed += 1
+        # From here the job's fate is sealed for memory too: a cancel of this run (its node went down a moment
+        # after sending the image) must not requeue a job whose delivery is being written.
+        self.table.ending[done.id] = done
         delivered: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         await self.table.atomically(self._record_delivery(node, done, image, delivered))
         return delivered.result()
@@ -248,7 +252,7 @@ class JobRunner:
     async def _save(self, job: Job, data: bytes) -> StoredImage:
         # A full or failing disk is ours, not the node's: wait it out here (the job's deadline bounds this) rather
         # than send the image back to a GPU; past the retries the job is requeued without blaming its node.
-        backoff = Backoff(0.05, 2.0)
+        backoff = Backoff(0.02, 1.0)
         for attempt in range(LOCAL_SAVE_ATTEMPTS):
             try:
                 return await self.store.save(job.spec.session_id, job.id, data)
@@ -265,6 +269,7 @@ class JobRunner:
         finished = await self.table.write(done.id, f"job {done.id[:8]} done", lambda: self.db.finish_job(done, image))
         delivered.set_result(finished)
         if not finished:
+            self.table.ending.pop(done.id, None)
             log.warning("job=%s already delivered; not delivering again", done.id[:8])
             return
         log.info("← job=%s node=%s %.2fs", done.id[:8], node.id, image.seconds)

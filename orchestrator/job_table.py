@@ -57,6 +57,8 @@ class Run:
     #: when it was launched (monotonic) and how long it was expected to take from then, its node's queue included
     launched: float = 0.0
     expected: float = 0.0
+    #: set once the node has finished rendering (the image is being fetched and stored): no copy helps now
+    rendered: bool = False
     #: set once this run's image is the job's delivered image
     delivered: bool = False
 
@@ -92,8 +94,9 @@ class JobTable:
         self.ending: dict[str, Job] = {}
         #: jobs of a batch being inserted: in the DB (or about to be), not yet in the queue
         self.inserting: set[str] = set()
-        #: DB writes that failed and were tried again (a locked or full disk)
+        #: DB writes that failed and were tried again (a locked or full disk); the event is set at each one
         self.db_retries = 0
+        self.db_retried = asyncio.Event()
         self._job_locks: dict[str, asyncio.Lock] = {}
         self._stopping = False
         self.queued: dict[str, Job] = {}
@@ -219,6 +222,7 @@ class JobTable:
                 if self._stopping:
                     raise
                 self.db_retries += 1
+                self.db_retried.set()
                 now = time.monotonic()
                 if first_failure is None:
                     first_failure = now

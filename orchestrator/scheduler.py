@@ -273,9 +273,14 @@ class Scheduler:
         for node in self.registry:
             runs = list(self.running[node.id].values())
             busy = 0.0
-            for r in runs:
+            for i, r in enumerate(runs):
                 if r.started is not None:
                     busy += max(0.05 * r.estimate, r.started + r.estimate - now)
+                elif i == 0 and r.launched:
+                    # First in line and still not started, past its estimate (a slow upload, a locked DB, a node
+                    # that took the prompt and went quiet): expect it to take as long again as it already has,
+                    # so that waiting work goes to an idle node instead of waiting on a promise.
+                    busy += max(r.estimate, now - r.launched)
                 else:
                     busy += r.estimate
             next_ckpt = runs[-1].job.params.model_name if runs else node.stats.loaded_checkpoint
@@ -351,7 +356,7 @@ class Scheduler:
                 left = max(0.0, r.started + r.estimate - now) if r.started is not None else r.estimate
                 ahead += left
                 job = r.job
-                if r.backup or len(self.table.runs_of(job.id)) > 1 or job.id in self.table.ending:
+                if r.backup or r.rendered or len(self.table.runs_of(job.id)) > 1 or job.id in self.table.ending:
                     continue
                 if idle.id in job.failed_nodes or not router.can_run(idle.config, idle.stats, job):
                     continue
@@ -514,7 +519,12 @@ class Scheduler:
         self, job: Job, node_id: str, reason: str, *, blame_node: bool = True, run: Run | None = None
     ) -> None:
         """Requeue a job (blaming its node unless told not to) or fail it when it is out of attempts."""
-        others = [r for _, r in self.table.runs_of(job.id) if r is not run and not r.task_done]
+        if run is not None and self.running[node_id].get(job.id) is run:
+            # The verdict is this run's last word: it no longer carries the job (its task may linger a moment in
+            # clean-up, and a later failure of the job's next run must not take it for a live copy).
+            del self.running[node_id][job.id]
+            self.registry.get(node_id).stats.in_flight = len(self.running[node_id])
+        others = [r for _, r in self.table.runs_of(job.id) if r is not run and not r.task_done and r.abandon is None]
         if others:
             # Its backup copy is still running: that run carries the job now (and its row says so).
             log.info("job=%s failed on node=%s (%s); its copy carries on", job.id[:8], node_id, reason)
