@@ -67,7 +67,7 @@ def heals(orch: Orchestrator) -> int:
 async def test_node_dying_after_its_second_prompt_loses_nothing_and_never_hangs(farm, victim):
     # Issue 11.1: the node's death was seen twice at once (the job's own failure and the health loop's "down"),
     # and the second cancelled the first while it was requeueing: the job was left in neither queue nor run.
-    _sim, cfg = farm
+    sim, cfg = farm
     sim.simulators[victim].faults.die_after = 2
     async with Orchestrator(cfg) as orch:
         rec, result = await run_batch(orch, 20)
@@ -83,7 +83,7 @@ async def test_node_dying_after_its_second_prompt_loses_nothing_and_never_hangs(
 
 async def test_a_node_that_drips_its_image_is_bounded_by_the_jobs_deadline(farm):
     # Issue 11.4: /view ran outside every deadline. Without backup copies, only the run's deadline moves it.
-    _sim, cfg = farm
+    sim, cfg = farm
     sim.simulators["gpu-premium"].faults.slow_view_seconds = 60.0 / TIME_SCALE  # a minute, in simulated time
     # Per-read timeouts longer than the whole deadline: a node that drips bytes never trips them.
     cfg = with_scheduler(cfg, backups=False, deadline_floor_s=0.5, deadline_factor=1.0, http_timeout_s=120.0)
@@ -99,7 +99,7 @@ async def test_a_node_that_drips_its_image_is_bounded_by_the_jobs_deadline(farm)
 async def test_a_locked_database_delays_jobs_but_loses_none(farm):
     # Issue 11.6: a failed DB write in the failure path killed the job's task. Another connection holds the write
     # lock well past the busy timeout while the batch runs; every write is retried until it lands.
-    _sim, cfg = farm
+    sim, cfg = farm
     cfg = cfg.with_settings(storage=replace(cfg.settings.storage, busy_timeout_s=0.05))
     sim.simulators["gpu-premium"].faults.error_after = 2  # a failure path that writes while the lock is held
     async with Orchestrator(cfg) as orch:
@@ -203,7 +203,7 @@ async def test_a_disk_full_for_a_moment_delivers_everything_once(farm):
 async def test_a_wedged_node_is_backed_up_and_the_copy_wins(farm):
     # A node that accepts a prompt and then goes silent held the batch for the whole stall timeout (121 s for 20
     # drafts). An idle node runs a copy of the overdue job; the copy delivers; the stall timeout stays long.
-    _sim, cfg = farm
+    sim, cfg = farm
     sim.simulators["gpu-standard"].faults.hang_after = 2
     cfg = with_scheduler(cfg, stall_timeout_s=600.0)
     async with Orchestrator(cfg) as orch:
