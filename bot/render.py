@@ -15,7 +15,7 @@ from bot.tracker import ProgressView
 
 if TYPE_CHECKING:
     from orchestrator.llm.changes import RefineResult
-    from orchestrator.service import NodeStatus
+    from orchestrator.service import FarmHealth, NodeStatus
     from orchestrator.sessions.models import ImageInfo, Session, StageImage, StageView
 
 #: images per gallery message (Discord: 10 attachments) and toggles per button row (Discord: 5 buttons)
@@ -372,7 +372,7 @@ def lineage_text(chain: Sequence[object]) -> str:
 # --------------------------------------------------------------------------- farm
 
 
-def gpus_embed(nodes: Sequence[NodeStatus]) -> discord.Embed:
+def gpus_embed(nodes: Sequence[NodeStatus], health: FarmHealth | None = None) -> discord.Embed:
     """`/gpus`: per node health, tier, loaded checkpoint, queue, in flight, measured speed, recent failures."""
     healthy = sum(1 for n in nodes if n.healthy)
     e = discord.Embed(title=f"GPU farm · {healthy}/{len(nodes)} healthy", colour=COLOR_DONE if healthy else COLOR_WARN)
@@ -388,7 +388,14 @@ def gpus_embed(nodes: Sequence[NodeStatus]) -> discord.Embed:
         ]
         if n.recent_failures:
             lines.append(f"recent failures: {n.recent_failures}")
+        if n.listener_restarts:
+            lines.append(f"listener restarts: {n.listener_restarts}")
         e.add_field(name=limits.truncate(f"{n.name} ({n.id})", limits.EMBED_FIELD_NAME), value="\n".join(lines))
+    if health is not None:
+        e.set_footer(
+            text=f"engine: {health.task_restarts} task restarts · {health.reconciler_heals} reconciler heals · "
+            f"{health.backups_started} backup copies ({health.backups_won} won) · {health.db_retries} DB retries"
+        )
     return limits.clamp_embed(e)
 
 

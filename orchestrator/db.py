@@ -732,3 +732,18 @@ class Database:
         async with self.conn.execute("SELECT session_id FROM refs WHERE key=? AND value=?", (key, value)) as cur:
             row = await cur.fetchone()
         return str(row[0]) if row else None
+
+
+async def peek_ref(path: Path, session_id: str, key: str) -> str | None:
+    """Read one ref from a database file without changing it (no migration, read-only); None if there is none."""
+    if not path.is_file():
+        return None
+    try:
+        async with (
+            aiosqlite.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0) as conn,
+            conn.execute("SELECT value FROM refs WHERE session_id=? AND key=?", (session_id, key)) as cur,
+        ):
+            row = await cur.fetchone()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row else None

@@ -7,17 +7,18 @@ running or pending on its node is re-attached (followed to the end); any other i
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from orchestrator import router
 from orchestrator.comfy.protocol import HistoryEntry
 from orchestrator.db import Database
-from orchestrator.errors import ComfyError, ImGenError, StoreError
-from orchestrator.job_runner import JobRunner, Stalled
+from orchestrator.errors import ComfyError, ExecutionFailed
+from orchestrator.job_runner import JobRunner
 from orchestrator.job_state import transition
 from orchestrator.job_table import JobTable, Run
 from orchestrator.models import Job, JobStatus
@@ -25,8 +26,11 @@ from orchestrator.registry import Node, Registry
 
 log = logging.getLogger(__name__)
 
-#: the scheduler's failure policy: requeue a job (blaming its node) or fail it when out of attempts
-RetryOrFail = Callable[[Job, str, str], Awaitable[None]]
+
+class StartRun(Protocol):
+    """The scheduler's way to run a job's run on a node: it judges whatever the body raises, as for any run."""
+
+    def __call__(self, node: Node, run: Run, body: Callable[[], Awaitable[None]]) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -37,7 +41,7 @@ class Recovery:
     db: Database
     table: JobTable
     runner: JobRunner
-    retry_or_fail: RetryOrFail
+    start_run: StartRun
 
     async def recover(self) -> None:
         """Reconcile jobs a previous process left queued or on a node: adopt, re-attach or requeue."""
@@ -73,44 +77,20 @@ class Recovery:
             return
         if entry is not None and entry.completed:
             run = Run(job=job)
-            self.table.running[node.id][job.id] = run
-            run.task = asyncio.create_task(self._adopt(node, run, entry), name=f"adopt-{job.id[:8]}")
             log.info("adopting finished job=%s from node=%s", job.id[:8], node.id)
+            self.start_run(node, run, functools.partial(self._adopt, node, run, entry))
             return
         if q is not None and job.prompt_id in (*q.running, *q.pending):
             run = Run(job=job, estimate=router.run_seconds(node.config, node.stats, job))
             if job.prompt_id in q.running:
                 run.started = time.monotonic()
-            self.table.running[node.id][job.id] = run
-            run.task = asyncio.create_task(self._reattached(node, run), name=f"reattach-{job.id[:8]}")
             log.info("re-attached job=%s on node=%s", job.id[:8], node.id)
+            self.start_run(node, run, functools.partial(self.runner.follow, node, run))
             return
         await self._requeue_lost(job, "lost by its node during a restart")
 
     async def _adopt(self, node: Node, run: Run, entry: HistoryEntry) -> None:
-        try:
-            if entry.status != "success" or not entry.images:
-                await self.retry_or_fail(run.job, node.id, entry.error_message or "the prompt failed")
-                return
-            await self.runner.deliver(node, run.job, entry.images[0], None)
-        except (ComfyError, StoreError, OSError) as e:
-            await self.retry_or_fail(run.job, node.id, str(e))
-        finally:
-            self.table.running[node.id].pop(run.job.id, None)
-            self.table.check_idle()
-            self.table.wake_all()
-
-    async def _reattached(self, node: Node, run: Run) -> None:
-        try:
-            await self.runner.follow(node, run)
-        except asyncio.CancelledError:
-            raise
-        except Stalled as e:
-            await self.runner.remove_from_node(node, run.job)
-            await self.retry_or_fail(run.job, node.id, str(e))
-        except (ImGenError, OSError) as e:
-            await self.retry_or_fail(run.job, node.id, str(e))
-        finally:
-            self.table.running[node.id].pop(run.job.id, None)
-            self.table.check_idle()
-            self.table.wake_all()
+        if entry.status != "success" or not entry.images:
+            raise ExecutionFailed(entry.error_message or "the prompt failed")
+        run.rendered = True
+        run.delivered = await self.runner.deliver(node, run.job, entry.images[0], None)

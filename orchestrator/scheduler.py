@@ -16,7 +16,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,7 +92,7 @@ class Scheduler:
         self.settings = settings
         self.table = JobTable(bus, registry.nodes, db)
         self.runner = JobRunner(registry, db, store, workflows, bus, settings, self.table)
-        self.recovery = Recovery(registry, db, self.table, self.runner, self._retry_or_fail)
+        self.recovery = Recovery(registry, db, self.table, self.runner, self._start_run)
         self.reconciler = Reconciler(db, self.table, self._judge_orphan_run)
         self._aux: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -384,7 +384,8 @@ class Scheduler:
         run = Run(job=job, estimate=load + router.run_seconds(node.config, node.stats, job), posted=asyncio.Event())
         self._start_run(node, run)
 
-    def _start_run(self, node: Node, run: Run) -> None:
+    def _start_run(self, node: Node, run: Run, body: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Run a job on a node in its own task (body: what to do there; by default, post and follow its prompt)."""
         prev = self.running[node.id]
         ahead = sum(r.estimate for r in prev.values())
         s = self.settings
@@ -397,7 +398,7 @@ class Scheduler:
         prev[run.job.id] = run
         node.stats.in_flight = len(prev)
         tag = "backup" if run.backup else "job"
-        run.task = asyncio.create_task(self._run(node, run), name=f"{tag}-{run.job.id[:8]}-{node.id}")
+        run.task = asyncio.create_task(self._run(node, run, body), name=f"{tag}-{run.job.id[:8]}-{node.id}")
         run.task.add_done_callback(functools.partial(self._run_ended, node, run))
 
     def _run_ended(self, node: Node, run: Run, _task: asyncio.Task[None]) -> None:
@@ -415,12 +416,12 @@ class Scheduler:
 
     # ------------------------------------------------------------------ one job task: run it, then judge failures
 
-    async def _run(self, node: Node, run: Run) -> None:
+    async def _run(self, node: Node, run: Run, body: Callable[[], Awaitable[None]] | None) -> None:
         job = run.job
         try:
             try:
                 async with asyncio.timeout_at(run.deadline) as deadline:
-                    await self.runner.execute(node, run)
+                    await (body() if body is not None else self.runner.execute(node, run))
                 self._settle_race(node, run)
             except asyncio.CancelledError:
                 if run.abandon is None or self._closing or run.abandon == "cancelled":

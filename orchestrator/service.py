@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import json
 import logging
 import random
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,9 @@ from orchestrator.workflows import WorkflowEngine
 log = logging.getLogger(__name__)
 
 MAX_SEED = 2**32 - 1
+#: where the running engine keeps its health snapshot for `vibes doctor`, and how often it is refreshed
+HEALTH_REF = ("_engine", "health")
+HEALTH_SNAPSHOT_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +76,42 @@ class NodeStatus:
     last_response_ms: float | None
     completed: int
     models: NodeModels = field(default_factory=NodeModels)
+    #: times this node's WebSocket listener crashed and was restarted by the supervisor
+    listener_restarts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FarmHealth:
+    """How the engine itself is doing, as /gpus and `vibes doctor` show it (each number but the backups a problem)."""
+
+    #: supervised task restarts in total and by task, and tasks that are dead (always empty unless a bug)
+    task_restarts: int = 0
+    restarts_by_task: dict[str, int] = field(default_factory=dict)
+    dead_tasks: tuple[str, ...] = ()
+    #: differences between the DB and memory the reconciler healed (each is a bug found), by kind
+    reconciler_heals: int = 0
+    heals_by_kind: dict[str, int] = field(default_factory=dict)
+    #: backup copies of stragglers started, and how many delivered before their original
+    backups_started: int = 0
+    backups_won: int = 0
+    #: DB writes that failed (locked, full) and were retried
+    db_retries: int = 0
+    #: when this snapshot was taken (epoch seconds)
+    taken_at: float = 0.0
+
+    def to_json(self) -> str:
+        """The snapshot as JSON (the bot stores it so that `vibes doctor` can show it)."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> FarmHealth:
+        """Read a stored snapshot; unknown keys (from another version) are ignored."""
+        raw = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in raw.items() if k in known} if isinstance(raw, dict) else {}
+        if "dead_tasks" in data:
+            data["dead_tasks"] = tuple(data["dead_tasks"])
+        return cls(**data)
 
 
 class Orchestrator:
@@ -152,6 +195,7 @@ class Orchestrator:
             pipeline=self.pipeline,
         )
         await self.sessions.start()
+        self.supervisor.spawn("health-snapshot", self._keep_health_snapshot)
         self._started = True
         log.info("orchestrator started: %d nodes", len(config.nodes))
 
@@ -268,9 +312,32 @@ class Orchestrator:
                     last_response_ms=st.last_response_ms,
                     completed=st.completed,
                     models=st.models,
+                    listener_restarts=self.supervisor.restarts(node.client.listener_name),
                 )
             )
         return out
+
+    def farm_health(self) -> FarmHealth:
+        """The engine's own health: supervised restarts, reconciler heals, backup copies, DB retries."""
+        sched = self.scheduler
+        restarts = {t.name: t.restarts for t in self.supervisor.status() if t.restarts}
+        return FarmHealth(
+            task_restarts=self.supervisor.total_restarts,
+            restarts_by_task=restarts,
+            dead_tasks=tuple(self.supervisor.dead()),
+            reconciler_heals=sched.reconciler.total_heals if sched else 0,
+            heals_by_kind=dict(sched.reconciler.heals) if sched else {},
+            backups_started=sched.backups_started if sched else 0,
+            backups_won=sched.backups_won if sched else 0,
+            db_retries=sched.table.db_retries if sched else 0,
+            taken_at=time.time(),
+        )
+
+    async def _keep_health_snapshot(self) -> None:
+        # `vibes doctor` runs in another process: it reads the running engine's health from the DB.
+        while True:
+            await self.db.set_ref(HEALTH_REF[0], HEALTH_REF[1], self.farm_health().to_json())
+            await asyncio.sleep(HEALTH_SNAPSHOT_S)
 
     def known_models(self) -> NodeModels:
         """Union of the model files every healthy node reports (for autocomplete)."""

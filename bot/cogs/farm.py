@@ -22,4 +22,5 @@ class FarmCog(commands.Cog):
 
     @app_commands.command(name="gpus", description="The GPU farm: health, loaded model, queue, speed, failures.")
     async def gpus(self, interaction: discord.Interaction) -> None:
-        await interaction.response.send_message(embed=render.gpus_embed(self.bot.orch.farm_status()))
+        orch = self.bot.orch
+        await interaction.response.send_message(embed=render.gpus_embed(orch.farm_status(), orch.farm_health()))

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 
 from orchestrator.cli.common import add_config_arg, load
 from orchestrator.comfy.client import ComfyClient
 from orchestrator.comfy.simulator import SimFarm
 from orchestrator.config import Config, NodeConfig
+from orchestrator.db import peek_ref
 from orchestrator.errors import ComfyError
 from orchestrator.llm.pipeline import FeedbackPipeline
 from orchestrator.models import Family
+from orchestrator.service import HEALTH_REF, HEALTH_SNAPSHOT_S, FarmHealth
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -77,8 +80,35 @@ async def _doctor(args: argparse.Namespace) -> int:
         for m in health.missing_models:
             print(f"  PROBLEM: model {m} is not installed (ollama pull {m})")
         bad += bool(health.missing_models)
+    bad += await _engine_health(config)
     print("all good" if not bad else f"{bad} problem(s) found")
     return 0 if not bad else 1
+
+
+async def _engine_health(config: Config) -> int:
+    """What the running bot (or the last one) recorded about itself; 1 when a supervised task is dead."""
+    print("engine:")
+    raw = await peek_ref(config.settings.storage.db_path, *HEALTH_REF)
+    if raw is None:
+        print("  no running bot has recorded its health in this data directory yet")
+        return 0
+    try:
+        h = FarmHealth.from_json(raw)
+    except (ValueError, TypeError):
+        print("  the recorded health snapshot is unreadable")
+        return 0
+    age = max(0.0, time.time() - h.taken_at)
+    print(f"  snapshot {age:.0f} s old (refreshed every {HEALTH_SNAPSHOT_S:.0f} s while a bot runs)")
+    restarts = ", ".join(f"{k} {v}" for k, v in sorted(h.restarts_by_task.items()))
+    print(f"  supervised task restarts: {h.task_restarts}" + (f" ({restarts})" if restarts else ""))
+    heals = ", ".join(f"{k} {v}" for k, v in sorted(h.heals_by_kind.items()))
+    print(f"  reconciler heals: {h.reconciler_heals}" + (f" ({heals}; each is a bug: see the log)" if heals else ""))
+    print(f"  backup copies of stragglers: {h.backups_started} ({h.backups_won} delivered first)")
+    print(f"  DB writes retried: {h.db_retries}")
+    if h.dead_tasks:
+        print(f"  PROBLEM: supervised tasks dead: {', '.join(h.dead_tasks)}")
+        return 1
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -186,6 +186,33 @@ def test_gpus_embed_never_shows_errors_or_hosts():
     assert "203.0.113" not in str(e.to_dict())
 
 
+def test_gpus_embed_shows_listener_restarts_and_the_engines_health():
+    from orchestrator.service import FarmHealth, NodeStatus
+
+    node = NodeStatus(
+        id="gpu-a",
+        name="GPU A",
+        tier="draft",
+        healthy=True,
+        capabilities=("sd15",),
+        loaded_checkpoint=None,
+        queue_length=0,
+        in_flight=0,
+        seconds_per_step={},
+        measured=False,
+        recent_failures=0,
+        last_error=None,
+        last_response_ms=None,
+        completed=0,
+        listener_restarts=2,
+    )
+    health = FarmHealth(task_restarts=3, reconciler_heals=1, backups_started=4, backups_won=3, db_retries=5)
+    e = render.gpus_embed([node], health).to_dict()
+    assert "listener restarts: 2" in e["fields"][0]["value"]
+    footer = e["footer"]["text"]
+    assert "3 task restarts" in footer and "1 reconciler heals" in footer and "4 backup copies (3 won)" in footer
+
+
 def test_progress_content_shows_bar_nodes_eta_and_failover():
     tr = StageProgress("s", "st", "drafts", 0, 4)
     tr.apply(JobStarted("j1", "b", "gpu-a", 1, "s", "st"))
