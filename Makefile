@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: test lint demo run bench sim clean
+.PHONY: test lint demo run bench soak sim clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,11 @@ run: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The chaos soak: RUNS seeded fault schedules (default 500), a table of faults x outcomes into bench/results.md;
+# SEED=N replays one schedule with the engine's log.
+soak: $(STAMP)
+	$(BIN)/python -m tests.chaos $(if $(SEED),--seed $(SEED) -v,--runs $(or $(RUNS),500))
 
 sim: $(STAMP)
 	$(BIN)/vibes sim

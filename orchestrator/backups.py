@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from orchestrator.models import Job
 
 #: a copy must be expected to finish in at most this share of the time the original still needs
-GAIN = 0.75
+GAIN = 1.0
 
 
 @dataclass(frozen=True, slots=True)

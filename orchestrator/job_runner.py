@@ -155,6 +155,7 @@ class JobRunner:
                     if first is None:
                         first = (now, ev.value)
                     last = (now, ev.value)
+                    run.progress = (first, last, ev.max)
                     self.bus.publish(
                         JobProgress(
                             job.id, job.batch_id, node.id, ev.value, ev.max, job.spec.session_id, job.spec.stage_id

@@ -57,10 +57,24 @@ class Run:
     #: when it was launched (monotonic) and how long it was expected to take from then, its node's queue included
     launched: float = 0.0
     expected: float = 0.0
+    #: sampler progress: the first and the latest (monotonic time, step) seen, and the step count
+    progress: tuple[tuple[float, int], tuple[float, int], int] | None = None
     #: set once the node has finished rendering (the image is being fetched and stored): no copy helps now
     rendered: bool = False
     #: set once this run's image is the job's delivered image
     delivered: bool = False
+
+    def remaining(self, now: float) -> float:
+        """Seconds until this run is expected to be done, from its sampler's pace once it has one."""
+        if self.started is None:
+            return self.estimate
+        if self.progress is not None:
+            (t0, s0), (t1, s1), total = self.progress
+            if s1 > s0:
+                return max(0.0, (total - s1) * (t1 - t0) / (s1 - s0) - (now - t1))
+        # Past its estimate with no pace to go by (a checkpoint load slower than expected, a quiet node): expect
+        # it to need a good part of what it has taken so far rather than to be done any moment.
+        return max(self.started + self.estimate - now, 0.25 * (now - self.started))
 
     @property
     def task_done(self) -> bool:

@@ -353,10 +353,9 @@ class Scheduler:
                 continue
             ahead = 0.0
             for r in runs.values():
-                left = max(0.0, r.started + r.estimate - now) if r.started is not None else r.estimate
-                ahead += left
+                ahead += r.remaining(now)
                 job = r.job
-                if r.backup or r.rendered or len(self.table.runs_of(job.id)) > 1 or job.id in self.table.ending:
+                if r.backup or r.rendered or len(self.table.runs_of(job.id)) > 1 or self.table.is_terminal(job):
                     continue
                 if idle.id in job.failed_nodes or not router.can_run(idle.config, idle.stats, job):
                     continue
