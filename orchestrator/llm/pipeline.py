@@ -163,8 +163,10 @@ class FeedbackPipeline:
     ) -> RefineResult:
         """The rule-based path (also the engineer of last resort when an LLM broke keep/remove)."""
         numbers = {i.number for i in req.stage_images}
+        not_understood: tuple[str, ...] = ()
         if changes is None:
-            changes = self.rules.interpret(req.feedback, req.prompt, numbers)
+            reading = self.rules.read(req.feedback, req.prompt, numbers)
+            changes, not_understood = reading.changes, reading.not_understood
         borrowed, seed = self._borrow(req, changes)
         out = apply_changes(
             req.prompt, req.negative_prompt, changes, req.family, borrowed=borrowed, extra_negative=extra_negative
@@ -172,6 +174,11 @@ class FeedbackPipeline:
         rationale = out.rationale
         if changes.borrow_from and seed is not None:
             rationale = rationale.rstrip(".") + f"; borrowed from #{changes.borrow_from[0]} and its seed {seed}."
+        if not_understood:
+            # a clause no rule maps changes nothing; saying so beats pasting the request into the prompt
+            said = "; ".join(f'"{c}"' for c in not_understood)
+            done = rationale if out.steps or (changes.borrow_from and seed is not None) else ""
+            rationale = (done.rstrip(".") + ". " if done else "") + f"I did not understand: {said}."
         return RefineResult(
             prompt=out.prompt,
             negative_prompt=out.negative_prompt,
