@@ -10,9 +10,11 @@ from orchestrator.llm.changes import Changes, Scope
 from orchestrator.llm.lexicon import lexicon, modifier_class
 from orchestrator.llm.prompt_model import (
     categories_of,
+    contradictions,
     drop_modifier,
     find_phrase,
     is_place_tag,
+    leaked_request_words,
     only_modifiers_of,
     parse_tag,
     quality_tag,
@@ -20,7 +22,7 @@ from orchestrator.llm.prompt_model import (
     replace_phrase,
     set_modifiers,
 )
-from orchestrator.llm.prompt_text import matches, option_variants, tokenize, words
+from orchestrator.llm.prompt_text import contains_verbatim, matches, option_variants, tokenize, words
 from orchestrator.llm.vocab import ADJECTIVES, LOOKS, OPPOSITES
 
 
@@ -330,6 +332,55 @@ def _smallest_edit(prompt: str, old: str, new: str) -> tuple[str, str]:
         len(re.findall(rf"(?<![\w'-]){re.escape(o.lower())}(?![\w'-])", t.text.lower())) for t in tokenize(prompt)
     )
     return (o, n) if hits == 1 else (old, new)
+
+
+def subject_of(prompt: str) -> str | None:
+    """The head noun(s) of the prompt's subject ('retriever' in 'masterpiece, a golden retriever on a beach')."""
+    c = _Compiler(prompt)
+    i = c.subject()
+    if i is None:
+        return None
+    tag = parse_tag(c.tags[i])
+    return " ".join(tag.words[tag.phrases[0].head_start : tag.phrases[0].end]) if tag.phrases else None
+
+
+def names(text: str, thing: str) -> bool:
+    """
+    A tag names the thing: a noun phrase with its head, or its content words by stem ('blur' in 'blurry').
+
+    'no X' and 'without X' do not count.
+    """
+    if text.lower().startswith(("no ", "without ")):
+        return False
+    return find_phrase(parse_tag(text), thing) is not None or matches(text, thing)
+
+
+def broken_invariant(old_prompt: str, new_prompt: str, changes: Changes) -> str | None:
+    """
+    What a new prompt (from the language model) breaks of the Changes, judged on the prompt model; None if nothing.
+
+    The same model the rules engineer edits with: a kept phrase survives verbatim, a removed thing is named by no tag,
+    the subject is still there unless the changes replace or remove it, no request words, no contradicting tags.
+    """
+    for k in changes.keep:
+        if contains_verbatim(old_prompt, k) and not contains_verbatim(new_prompt, k):
+            return f"dropped the kept phrase {k!r}"
+    new_tags = [t.text for t in tokenize(new_prompt)]
+    for r in changes.remove:
+        if any(names(t, r) for t in new_tags):
+            return f"left the removed {r!r} in the prompt"
+    subject = subject_of(old_prompt)
+    touched = [*changes.remove, *changes.modify.keys()]
+    untouched = subject and not any(matches(x, subject) or matches(subject, x) for x in touched)
+    if untouched and not any(find_phrase(parse_tag(t), subject or "") is not None for t in new_tags):
+        return f"dropped the subject {subject!r}"
+    leaked = leaked_request_words(old_prompt, new_prompt)
+    if leaked:
+        return f"pasted request words ({', '.join(leaked)}) into the prompt"
+    clashes = [c for c in contradictions(old_prompt, new_prompt) if c.startswith("two ")]
+    if clashes:
+        return f"left {clashes[0]}"
+    return None
 
 
 def compile_operations(prompt: str, operations: Sequence[Operation]) -> Changes:

@@ -27,7 +27,8 @@ from orchestrator.llm.changes import (
     Source,
     VisionComparison,
 )
-from orchestrator.llm.prompt_text import apply_changes, borrow_tokens, contains_verbatim, diff, matches, tokenize
+from orchestrator.llm.operations import broken_invariant
+from orchestrator.llm.prompt_text import apply_changes, borrow_tokens, diff, matches, tokenize
 from orchestrator.llm.rules import RuleInterpreter
 from orchestrator.llm.stages import (
     FeedbackInterpreter,
@@ -236,7 +237,7 @@ class FeedbackPipeline:
         if vision is not None:
             # rejected traits become negative candidates even when the engineer forgot them
             negative = _merge_negative(negative, vision.rejected_traits, prompt)
-        broken = _broken_invariant(req.prompt, prompt, changes)
+        broken = broken_invariant(req.prompt, prompt, changes)
         if broken:
             log.warning("engineer model=%s broke an invariant: %s", s.engineer_model, broken)
             return self.refine_rules(
@@ -348,13 +349,3 @@ def _merge_negative(negative: str, traits: Sequence[str], prompt: str) -> str:
         if not any(matches(h, trait) for h in have) and not any(matches(p.text, trait) for p in prompt_tokens):
             have.append(trait)
     return ", ".join(have)
-
-
-def _broken_invariant(old_prompt: str, new_prompt: str, changes: Changes) -> str | None:
-    for k in changes.keep:
-        if contains_verbatim(old_prompt, k) and not contains_verbatim(new_prompt, k):
-            return f"dropped the kept phrase {k!r}"
-    for r in changes.remove:
-        if any(matches(t.text, r) and not t.text.lower().startswith(("no ", "without ")) for t in tokenize(new_prompt)):
-            return f"left the removed {r!r} in the prompt"
-    return None

@@ -17,6 +17,7 @@ from orchestrator.llm.lexicon import (
     DETERMINERS,
     base_adjective,
     is_adjective,
+    is_noun,
     is_verb_only,
     lemma,
     lexicon,
@@ -379,7 +380,7 @@ class RuleInterpreter:
             if found:
                 r.ops.append(Restyle(*found))
                 return "style"
-        if not is_clean_phrase(new):
+        if not is_clean_phrase(new) or not _has_noun(new):
             return None
         r.ops.append(Swap(old, new))
         return "swap"
@@ -435,7 +436,7 @@ class RuleInterpreter:
         if verb:
             r.ops.append(SetAttribute(thing, (participle(verb),)))
             return "set"
-        if not is_clean_phrase(what):
+        if not is_clean_phrase(what) or not _has_noun(what):
             return None
         if thing is None:
             r.ops.append(Swap(None, what))
@@ -655,8 +656,14 @@ def _adjectives(text: str) -> list[str] | None:
 
 
 def _adjective_only(word: str) -> bool:
+    # "spotted", "bigger": adjectives even where they are verb forms too; "green" (also a noun) is curated
     pos = parts_of_speech(word)
-    return ("ADJ" in pos and "NOUN" not in pos and "VERB" not in pos) or (word.endswith("er") and "ADJ" in pos)
+    return "ADJ" in pos and ("NOUN" not in pos or word.endswith("er"))
+
+
+def _has_noun(text: str) -> bool:
+    tag = parse_tag(text)
+    return any(is_noun(w) for p in tag.phrases for w in tag.words[p.head_start : p.end])
 
 
 def _verb(text: str) -> str | None:
