@@ -326,10 +326,29 @@ def _order_index(cls: str) -> int:
     return order.index(cls) if cls in order else len(order)
 
 
+#: nouns of a picture itself: in "portrait of a man" the subject is the man
+FRAME_NOUNS = frozenset(
+    {"portrait", "photo", "photograph", "picture", "painting", "image", "drawing", "sketch", "illustration",
+     "render", "shot", "closeup", "close-up", "view", "scene", "study"}
+)  # fmt: skip
+
+
+def subject_phrase(tag: Tag) -> NounPhrase | None:
+    """The phrase a tag is about: its first, or the one after 'of' when the first names the picture itself."""
+    if not tag.phrases:
+        return None
+    first = tag.phrases[0]
+    if tag.head(first)[-1] in FRAME_NOUNS and first.end < len(tag.words) and _clean(tag.words[first.end]) == "of":
+        after = next((p for p in tag.phrases if p.start == first.end + 1), None)
+        if after is not None:
+            return after
+    return first
+
+
 def set_modifiers(text: str, thing: str | None, adjectives: Sequence[str], *, loose: bool = True) -> str | None:
-    """Give the named thing (the tag's first phrase when None) these adjectives, replacing any of the same class."""
+    """Give the named thing (the tag's subject when None) these adjectives, replacing any of the same class."""
     tag = parse_tag(text)
-    np = find_phrase(tag, thing, loose=loose) if thing else (tag.phrases[0] if tag.phrases else None)
+    np = find_phrase(tag, thing, loose=loose) if thing else subject_phrase(tag)
     if np is None:
         return None
     mods = list(tag.words[np.det_end : np.head_start])
@@ -371,7 +390,7 @@ def drop_modifier(text: str, word: str) -> str | None:
 def replace_phrase(text: str, thing: str | None, new: str, *, loose: bool = True) -> str | None:
     """Swap the phrase naming `thing` (the first phrase when None) for a new noun phrase, keeping the rest."""
     tag = parse_tag(text)
-    np = find_phrase(tag, thing, loose=loose) if thing else (tag.phrases[0] if tag.phrases else None)
+    np = find_phrase(tag, thing, loose=loose) if thing else subject_phrase(tag)
     if np is None:
         return None
     new_words = new.split()

@@ -62,11 +62,13 @@ _INTENSIFIERS = re.compile(
 _LEADING = re.compile(
     r"^(?:please|pls|plz|can you|could you|would you|maybe|perhaps|i think|i want you to|"
     r"let's|lets|try to|try|just|also|and|but|so|ok|okay|now|then|we need to|you should|kindly|hmm+|"
-    r"i'd prefer|i prefer|how about|what about|go for|actually|oh|ah|yeah|yes|no,|hey)\s+"
+    r"i'd prefer|i prefer|how about|what about|go for|actually|oh|ah|yeah|yes|no,|hey|only|rather|i'd rather have|"
+    r"i'd rather|i would rather)\s+"
 )
 _TRAILING = re.compile(
     r"\s+(?:please|pls|too|as well|instead|a bit|a little|in it|to it|in there|anymore|overall|next to it|"
-    r"for me|if possible|if you can|thanks|thank you|though|maybe|again)$"
+    r"for me|if possible|if you can|thanks|thank you|though|maybe|again|at all|completely|entirely|altogether|"
+    r"for now|somehow)$"
 )
 _GROUP_COMMA = "\x1f"
 _SPLIT = re.compile(r"\s*[,;.!?\n]+\s*|\s+(?:and|or|nor|but|also|plus|then|while|&)\s+")
@@ -120,10 +122,11 @@ _TOO = re.compile(
     r"(?:way\s+|much\s+|a bit\s+|a little\s+|far\s+)?too\s+(.+)$"
 )
 _NOT_ENOUGH = re.compile(r"^(?:(?:.+?)\s+(?:is|are|isn't|aren't|looks?|is not|are not)\s+)?not\s+(.+?)\s+enough$")
-_WANT = re.compile(
-    r"^(?:i\s+(?:want|need|would like|'d like)|i'd like|we\s+(?:want|need))\s+(?:to see\s+)?(.+?)\s+"
-    r"(?:to be\s+|to look\s+)?(.+)$"
+_WANT_TO_BE = re.compile(
+    r"^(?:i\s+(?:want|need|would like|'d like|wish)|i'd like|we\s+(?:want|need)|i'd love|i would love)\s+(.+?)\s+"
+    r"(?:to be|to look|to get|to seem|to feel)\s+(.+)$"
 )
+_WANT = re.compile(r"^(?:i\s+(?:want|need|would like|'d like)|i'd like|we\s+(?:want|need))\s+(.+?)\s+(\S+)$")
 _THERE = re.compile(
     r"^(?:there should be|there needs to be|there could be|there must be|i'd like there to be|(?:can|could|may)\s+"
     r"(?:she|he|it|they|we|i|you|the\s+\w+)\s+(?:have|get|hold|wear|carry))\s+(.+)$"
@@ -180,6 +183,8 @@ class _Reading:
     target: str | None = None
     #: the clause was joined to the previous one by "and"/"or" (not a comma)
     joined: bool = False
+    #: the clause ended in "instead": a new thing replaces the subject rather than joining it
+    instead: bool = False
 
 
 def subject_head(prompt: str) -> str | None:
@@ -236,6 +241,7 @@ class RuleInterpreter:
 
     def _clause(self, raw: str, quotes: list[str], r: _Reading, shout: bool) -> None:
         said = _restore(raw.strip(), quotes)
+        r.instead = bool(re.search(r"\binstead\s*[.!?]*$", raw.strip()))
         clause = raw.strip()
         strong = shout or bool(_STRONG.search(clause))
         weak = bool(_WEAK.search(clause))
@@ -325,9 +331,12 @@ class RuleInterpreter:
             return self._more(phrase(m.group(1)), r, strong, weak)
         if m := _NEEDS.match(clause):
             return self._add(phrase(m.group(2)), r, strong)
+        if m := _WANT_TO_BE.match(clause):
+            return self._describe(phrase(m.group(1)), _restore(m.group(2), quotes), r, strong, weak)
         if m := _WANT.match(clause):
+            # "I want the background sharp": a thing and how it should be
             thing, what = phrase(m.group(1)), _restore(m.group(2), quotes)
-            if _adjectives(what) or term_of(what):
+            if _is_thing(thing) and (_adjectives(what) or term_of(what)):
                 return self._describe(thing, what, r, strong, weak)
         if m := _ADD.match(clause):
             return self._add(phrase(m.group(1)), r, strong)
@@ -435,6 +444,11 @@ class RuleInterpreter:
         verb = _verb(what)
         if verb:
             r.ops.append(SetAttribute(thing, (participle(verb),)))
+            return "set"
+        first, _, rest = what.partition(" ")
+        rest_adjs = _adjectives(rest) if rest else None
+        if _verb(first) and rest_adjs:
+            r.ops.append(SetAttribute(thing, (*rest_adjs, participle(first))))
             return "set"
         if not is_clean_phrase(what) or not _has_noun(what):
             return None
@@ -593,6 +607,16 @@ class RuleInterpreter:
         if present and len(tag.phrases) == 1 and tag.phrases[0].end == len(tag.words):
             r.ops.append(Swap(head[-1], _base_phrase(p)))
             return "swap"
+        # "thing comparative": "house way bigger", "sky more purple"
+        ws_p = p.split()
+        for k in range(len(ws_p) - 1, 0, -1):
+            thing, rest_adj = " ".join(ws_p[:k]), " ".join(ws_p[k:])
+            adjs = _adjectives(rest_adj)
+            if adjs and any(find_phrase(parse_tag(t.text), thing, loose=True) for t in tokenize(r.prompt)):
+                return self._adjectives(thing, adjs, r, strong, weak)
+        if r.instead and _has_noun(p):
+            r.ops.append(Swap(None, _base_phrase(text)))
+            return "swap"
         r.ops.append(Add(_base_phrase(p), strong))
         return "add"
 
@@ -662,8 +686,10 @@ def _adjective_only(word: str) -> bool:
 
 
 def _has_noun(text: str) -> bool:
+    # a head that is a noun and not a colour or other curated adjective ("a koala", not "glow blue")
     tag = parse_tag(text)
-    return any(is_noun(w) for p in tag.phrases for w in tag.words[p.head_start : p.end])
+    heads = [w.lower() for p in tag.phrases for w in tag.words[p.head_start : p.end]]
+    return any(is_noun(w) and w not in lexicon().modifier_class for w in heads)
 
 
 def _verb(text: str) -> str | None:
