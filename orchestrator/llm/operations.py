@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from orchestrator.llm.changes import Changes, Scope
 from orchestrator.llm.lexicon import lexicon, modifier_class
 from orchestrator.llm.prompt_model import (
+    attach,
     categories_of,
     contradictions,
     drop_modifier,
@@ -47,6 +48,14 @@ class Swap:
 
     target: str | None
     new: str
+
+
+@dataclass(frozen=True, slots=True)
+class Attach:
+    """'he should wear a scarf', 'make her hold a lantern': a phrase joins a thing (None: the subject)."""
+
+    target: str | None
+    phrase: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +127,19 @@ class Borrow:
 
 
 Operation = (
-    SetAttribute | DropAttribute | Swap | Relocate | Restyle | Look | Add | Remove | Weight | Keep | Fix | Borrow
+    SetAttribute
+    | DropAttribute
+    | Swap
+    | Attach
+    | Relocate
+    | Restyle
+    | Look
+    | Add
+    | Remove
+    | Weight
+    | Keep
+    | Fix
+    | Borrow
 )
 
 
@@ -172,6 +193,8 @@ class _Compiler:
                 self._drop(word)
             case Swap(target, new):
                 self._swap(target, new)
+            case Attach(target, phrase):
+                self._attach(target, phrase)
             case Relocate(prep, place):
                 self._relocate(prep, place)
             case Restyle(_, term):
@@ -240,6 +263,11 @@ class _Compiler:
             return
         if target and not self.is_subject(i):
             self.targets.append(target)
+
+    def _attach(self, target: str | None, phrase: str) -> None:
+        i = self.subject() if target is None else self.locate(target)
+        if i is None or not self._edit(i, attach(self.tags[i], target, phrase)):
+            self.add.append(phrase)
 
     def _relocate(self, prep: str, place: str) -> None:
         s = self.subject()

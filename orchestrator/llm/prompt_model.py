@@ -405,6 +405,15 @@ def replace_phrase(text: str, thing: str | None, new: str, *, loose: bool = True
     return _join([*tag.words[: np.start], *new_words, *tag.words[np.end :]])
 
 
+def attach(text: str, thing: str | None, phrase: str) -> str | None:
+    """Put a phrase right after the named thing (the subject when None): 'a cat' + 'wearing sunglasses'."""
+    tag = parse_tag(text)
+    np = find_phrase(tag, thing, loose=True) if thing else subject_phrase(tag)
+    if np is None:
+        return None
+    return _join([*tag.words[: np.end], *phrase.split(), *tag.words[np.end :]])
+
+
 def set_count(text: str, thing: str, n: int) -> str | None:
     """'two cats' -> 'three cats'; n == 1 -> 'a cat'."""
     tag = parse_tag(text)

@@ -28,6 +28,7 @@ from orchestrator.llm.lexicon import (
 )
 from orchestrator.llm.operations import (
     Add,
+    Attach,
     Borrow,
     DropAttribute,
     Fix,
@@ -159,6 +160,8 @@ _ADD = re.compile(
     r"could we get|could we have|can i get|can i have|can you add|put in|i want to see|i'd like to see|"
     r"i want|i'd like|i would like|want|maybe add)\s+(.+)$"
 )
+#: "X should wear Y": verbs whose object joins the thing instead of replacing it
+_ATTACH_VERBS = frozenset({"wear", "hold", "carry", "have", "has", "eat", "ride", "play", "read", "drink", "use"})
 _ARTICLE = re.compile(r"^(?:the|a|an|some|any|all|those|these|that|this|of the|more of the|his|her|their|its)\s+")
 _CONTEXT_PP = re.compile(r"\s+(?:on|of|in|for|to)\s+(?:the\s+)?(?:\w+'s\s+)?\w+$")
 
@@ -446,6 +449,11 @@ class RuleInterpreter:
             r.ops.append(SetAttribute(thing, (participle(verb),)))
             return "set"
         first, _, rest = what.partition(" ")
+        if first in _ATTACH_VERBS and rest and is_clean_phrase(rest) and _has_noun(rest):
+            # "he should wear a scarf": the thing gets the phrase, it is not replaced by it
+            verb = "with" if first in ("have", "has") else participle(first)
+            r.ops.append(Attach(thing, f"{verb} {rest}"))
+            return "set"
         rest_adjs = _adjectives(rest) if rest else None
         if _verb(first) and rest_adjs:
             r.ops.append(SetAttribute(thing, (*rest_adjs, participle(first))))
