@@ -137,14 +137,14 @@ def _outcome(case: Case, result: RefineResult, asked_ollama: bool) -> Outcome:
     )
 
 
-async def _ollama_outcomes(cases: Sequence[Case], host: str) -> list[Outcome]:
+async def ollama_path(cases: Sequence[Case], host: str) -> PathQuality:
+    """The same cases through the full Ollama pipeline at `host`; no outcomes when it does not answer."""
     pipe = FeedbackPipeline(LlmSettings(host=host, timeout_s=120.0))
-    return [_outcome(c, await pipe.refine(_request(c)), True) for c in cases]
-
-
-async def _ollama_answers(host: str) -> bool:
-    health = await FeedbackPipeline(LlmSettings(host=host, timeout_s=10.0)).health()
-    return health.reachable and not health.missing_models
+    health = await pipe.health()
+    name = f"ollama {pipe.settings.engineer_model} at {host}"
+    if not health.reachable or health.missing_models:
+        return PathQuality(f"{name} (not reachable or models missing: not scored)", ())
+    return PathQuality(name, tuple([_outcome(c, await pipe.refine(_request(c)), True) for c in cases]))
 
 
 def run_quality(
@@ -155,11 +155,8 @@ def run_quality(
     cases = load_all(dev, held)
     rules = FeedbackPipeline(LlmSettings(enabled=False))
     paths = [PathQuality("rules", tuple(_outcome(c, rules.refine_rules(_request(c)), False) for c in cases))]
-    if host and asyncio.run(_ollama_answers(host)):
-        outcomes = asyncio.run(_ollama_outcomes(cases, host))
-        paths.append(PathQuality(f"ollama {LlmSettings().engineer_model} at {host}", tuple(outcomes)))
-    elif host:
-        paths.append(PathQuality(f"ollama at {host} (not reachable or models missing: not scored)", ()))
+    if host:
+        paths.append(asyncio.run(ollama_path(cases, host)))
     return QualityReport(paths=tuple(paths), case_files=(dev, held))
 
 

@@ -41,3 +41,42 @@ def test_rules_accuracy_on_both_parts():
     assert rules.global_failures() == 0
     md = format_markdown(report)
     assert "| rules |" in md and "held-out" in md and "--host" in md
+
+
+async def test_the_same_cases_run_through_ollama_when_it_answers():
+    from bench.feedback_quality import ollama_path
+    from tests.fakes.fake_ollama import FakeOllama, Reply
+
+    def answer(body: dict) -> Reply:
+        user = body["messages"][-1]["content"]
+        if body["model"] == "hermes3:8b":
+            remove = ["sofa"] if "no sofa" in user else []
+            return Reply.json({"keep": [], "remove": remove, "add": [], "modify": {}, "emphasis_up": [],
+                               "emphasis_down": []})  # fmt: skip
+        # an engineer that changes nothing, and pastes the request in when something is to be removed
+        prompt = user.split("Current prompt: ", 1)[1].split("\n", 1)[0]
+        out = f"{prompt}, should be without sofa" if "sofa" in user.split("Structured changes:", 1)[1] else prompt
+        return Reply.json({"prompt": out, "negative_prompt": "", "rationale": "ok"})
+
+    cases = (
+        _case(feedback="golden hour", has=("golden hour",)),
+        _case(feedback="no sofa", has=("cat",), lacks=("sofa",), part="held-out"),
+    )
+    async with FakeOllama(handler=answer) as fake:
+        path = await ollama_path(cases, fake.url)
+    assert path.source.startswith("ollama phi4:14b at")
+    # the unchanged prompt fails its check; the pasted request is overruled by the invariant check (rules answer)
+    assert path.accuracy("development") == 0.0
+    assert path.accuracy("held-out") == 1.0 and path.fallbacks == 1
+
+
+async def test_an_unreachable_ollama_is_reported_not_scored():
+    import socket
+
+    from bench.feedback_quality import ollama_path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = await ollama_path((_case(),), f"http://127.0.0.1:{port}")
+    assert path.outcomes == () and "not reachable" in path.source
