@@ -143,16 +143,19 @@ class FeedbackPipeline:
 
     async def refine(self, req: RefineRequest) -> RefineResult:
         """One piece of feedback -> a refined prompt; never raises for LLM trouble (the rules answer instead)."""
+        # the rules parse with lemminflect's tables (loaded on first use) and edit the prompt model: CPU work,
+        # so it runs off the event loop
         if not self.settings.enabled:
-            return self.refine_rules(req)
+            return await asyncio.to_thread(self.refine_rules, req)
         try:
             return await self._refine_ollama(req)
         except LlmError as e:
             log.info("feedback pipeline fell back to rules: %s", e)
-            return self.refine_rules(req, fallback_reason=str(e))
+            return await asyncio.to_thread(self.refine_rules, req, fallback_reason=str(e))
         except Exception:
             log.exception("unexpected error in the Ollama feedback pipeline")
-            return self.refine_rules(req, fallback_reason="unexpected error in the language-model pipeline")
+            reason = "unexpected error in the language-model pipeline"
+            return await asyncio.to_thread(self.refine_rules, req, fallback_reason=reason)
 
     def refine_rules(
         self,
@@ -237,10 +240,11 @@ class FeedbackPipeline:
         if vision is not None:
             # rejected traits become negative candidates even when the engineer forgot them
             negative = _merge_negative(negative, vision.rejected_traits, prompt)
-        broken = broken_invariant(req.prompt, prompt, changes)
+        broken = await asyncio.to_thread(broken_invariant, req.prompt, prompt, changes)
         if broken:
             log.warning("engineer model=%s broke an invariant: %s", s.engineer_model, broken)
-            return self.refine_rules(
+            return await asyncio.to_thread(
+                self.refine_rules,
                 req,
                 changes=changes,
                 extra_negative=vision.rejected_traits if vision is not None else (),
