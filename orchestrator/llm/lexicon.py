@@ -7,11 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import inflect
+if TYPE_CHECKING:
+    import inflect
+
 import yaml
-from lemminflect import getAllLemmas, getInflection
 
 #: articles and words that only point; they never decide what a phrase names
 ARTICLES = frozenset({"a", "an", "the", "some"})
@@ -125,10 +126,17 @@ def _synonyms() -> dict[str, str]:
     return {str(a).lower(): str(b) for a, b in data("lexicon.yaml")["synonyms"].items() if " " not in str(b)}
 
 
+def _all_lemmas(word: str) -> dict[str, tuple[str, ...]]:
+    # imported on first use: lemminflect brings numpy (~16 MB), which only the feedback rules need
+    from lemminflect import getAllLemmas
+
+    return dict(getAllLemmas(word))
+
+
 @cache
 def parts_of_speech(word: str) -> frozenset[str]:
     """Universal POS tags lemminflect knows for a word (NOUN, ADJ, VERB, ...); empty for unknown words."""
-    return frozenset(getAllLemmas(word.lower()))
+    return frozenset(_all_lemmas(word.lower()))
 
 
 @cache
@@ -138,7 +146,7 @@ def lemma(word: str) -> str:
     w = _synonyms().get(w, w)
     if w.endswith("'s"):
         w = w[:-2]
-    lemmas = getAllLemmas(w)
+    lemmas = _all_lemmas(w)
     for upos in ("NOUN", "ADJ", "VERB", "ADV", "PROPN"):
         if upos in lemmas:
             return str(lemmas[upos][0])
@@ -181,7 +189,7 @@ def modifier_class(word: str) -> str:
 def base_adjective(word: str) -> str:
     """'bigger' -> 'big', 'happier' -> 'happy': the positive form of a comparative or superlative."""
     w = word.lower()
-    lemmas_ = getAllLemmas(w)
+    lemmas_ = _all_lemmas(w)
     if "ADJ" in lemmas_:
         return str(lemmas_["ADJ"][0])
     return w
@@ -189,12 +197,16 @@ def base_adjective(word: str) -> str:
 
 def participle(verb: str) -> str:
     """'smile' -> 'smiling' (a verb said as an attribute: 'make her smile')."""
+    from lemminflect import getInflection
+
     forms = getInflection(lemma(verb), tag="VBG")
     return str(forms[0]) if forms else verb
 
 
 @cache
 def _inflect() -> inflect.engine:
+    import inflect
+
     return inflect.engine()
 
 
