@@ -225,6 +225,11 @@ class _Compiler:
 
     def _set(self, target: str | None, adjectives: Sequence[str]) -> None:
         i = self.subject() if target is None else self.locate(target)
+        owner, _, part = (target or "").partition("'s ")
+        if i is None and part and self.locate(owner) is not None:
+            # "the gnome's hat should be blue" on a prompt without a hat: the gnome gets a blue hat
+            self._attach(owner, f"with {' '.join([*adjectives, part])}")
+            return
         if i is None:
             if target:
                 self.add.append(" ".join([*adjectives, target]))

@@ -221,7 +221,14 @@ def find_terms(tag: Tag, category: str) -> list[tuple[int, int]]:
     for term in cat.terms:
         n = len(term)
         for i in range(len(lem) - n + 1):
-            if lem[i : i + n] == term and not taken.intersection(range(i, i + n)):
+            # "snow leopard", "autumn leaves": a term inside a compound noun names the thing, not the weather
+            compound = (
+                tag.roles[i + n - 1] is Role.HEAD
+                and i + n < len(lem)
+                and tag.roles[i + n] is Role.HEAD
+                and _clean(tag.words[i + n]) not in GENERIC_WORDS | FRAME_NOUNS
+            )
+            if lem[i : i + n] == term and not taken.intersection(range(i, i + n)) and not compound:
                 spans.append((i, i + n))
                 taken.update(range(i, i + n))
     return sorted(spans)
@@ -245,7 +252,7 @@ def term_of(text: str) -> tuple[str, str] | None:
     """(category, the term as spelled) when a short phrase is a category term or a word for one."""
     low = " ".join(split_words(text.replace("&", " and ")))
     # "in color", "like a charcoal sketch", "as a photo": the term is what follows
-    low = re.sub(r"^(?:in|into|as|like|to)\s+(?:a\s+|an\s+|the\s+)?(?=\S)", "", low)
+    low = re.sub(r"^(?:in|into|as|like|to|at|during|by)\s+(?:a\s+|an\s+|the\s+)?(?=\S)", "", low)
     lx = lexicon()
     for name, mapping in lx.category_words.items():
         if low in mapping:

@@ -43,7 +43,7 @@ from orchestrator.llm.operations import (
     Weight,
     compile_operations,
 )
-from orchestrator.llm.prompt_model import find_phrase, is_clean_phrase, parse_tag, term_of
+from orchestrator.llm.prompt_model import Role, find_phrase, is_clean_phrase, parse_tag, term_of
 from orchestrator.llm.prompt_text import matches, tokenize
 from orchestrator.llm.vocab import ADJECTIVES, ASPECT_NOUNS, LOOKS, OPPOSITES, QUALITY_TAGS
 
@@ -160,6 +160,11 @@ _ADD = re.compile(
     r"could we get|could we have|can i get|can i have|can you add|put in|i want to see|i'd like to see|"
     r"i want|i'd like|i would like|want|maybe add)\s+(.+)$"
 )
+#: "so cute!!": a compliment about the image, not a request for more of it
+_COMPLIMENT = re.compile(
+    r"(?:so+|very|really|super|soo+|how|omg)\s+(?:cute|pretty|good|nice|cool|beautiful|lovely|awesome|great|gorgeous|"
+    r"adorable|amazing|sweet|fun|funny)\W*"
+)
 #: "X should wear Y": verbs whose object joins the thing instead of replacing it
 _ATTACH_VERBS = frozenset({"wear", "hold", "carry", "have", "has", "eat", "ride", "play", "read", "drink", "use"})
 _ARTICLE = re.compile(r"^(?:the|a|an|some|any|all|those|these|that|this|of the|more of the|his|her|their|its)\s+")
@@ -246,6 +251,8 @@ class RuleInterpreter:
         said = _restore(raw.strip(), quotes)
         r.instead = bool(re.search(r"\binstead\s*[.!?]*$", raw.strip()))
         clause = raw.strip()
+        if _COMPLIMENT.fullmatch(clause):
+            return
         strong = shout or bool(_STRONG.search(clause))
         weak = bool(_WEAK.search(clause))
         clause = _tidy(clause)
@@ -556,13 +563,13 @@ class RuleInterpreter:
         if key and all(w in ASPECT_NOUNS for w in ws[1:]):
             r.ops.append(Look(key, strong and not weak))
             return "look"
+        if any(matches(t.text, what) for t in tokenize(r.prompt)):
+            r.ops.append(Weight(what, 2 if strong else 1))
+            return "more"
         found = term_of(what)
         if found:
             r.ops.append(Restyle(*found))
             return "style"
-        if any(matches(t.text, what) for t in tokenize(r.prompt)):
-            r.ops.append(Weight(what, 2 if strong else 1))
-            return "more"
         adjs = _adjectives(what)
         if adjs and len(adjs) == len(ws):
             return self._adjectives(thing, adjs, r, strong, weak)
@@ -694,8 +701,11 @@ def _adjective_only(word: str) -> bool:
 
 
 def _has_noun(text: str) -> bool:
-    # a head that is a noun and not a colour or other curated adjective ("a koala", not "glow blue")
+    # a head that is a noun and not a colour or other curated adjective ("a koala", not "glow blue"), and a phrase
+    # that starts as a noun phrase does ("at night" is no thing to swap in)
     tag = parse_tag(text)
+    if not tag.roles or tag.roles[0] not in (Role.DET, Role.MOD, Role.HEAD):
+        return False
     heads = [w.lower() for p in tag.phrases for w in tag.words[p.head_start : p.end]]
     return any(is_noun(w) and w not in lexicon().modifier_class for w in heads)
 
