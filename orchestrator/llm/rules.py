@@ -69,7 +69,7 @@ _LEADING = re.compile(
 _TRAILING = re.compile(
     r"\s+(?:please|pls|too|as well|instead|a bit|a little|in it|to it|in there|anymore|overall|next to it|"
     r"for me|if possible|if you can|thanks|thank you|though|maybe|again|at all|completely|entirely|altogether|"
-    r"for now|somehow)$"
+    r"for now|somehow|i guess|i think|i suppose|perhaps|or something|if that makes sense|lol|haha)$"
 )
 _GROUP_COMMA = "\x1f"
 _SPLIT = re.compile(r"\s*[,;.!?\n]+\s*|\s+(?:and|or|nor|but|also|plus|then|while|&)\s+")
@@ -132,6 +132,7 @@ _THERE = re.compile(
     r"^(?:there should be|there needs to be|there could be|there must be|i'd like there to be|(?:can|could|may)\s+"
     r"(?:she|he|it|they|we|i|you|the\s+\w+)\s+(?:have|get|hold|wear|carry))\s+(.+)$"
 )
+_PUT_THERE = re.compile(r"^(?:put|place|add|have|use)\s+(.+?)\s+(?:there|here|in its place|in their place)$")
 _GIVE = re.compile(r"^give\s+(?:it|him|her|them|the\s+\w+)\s+(.+)$")
 _NEEDS = re.compile(r"^(?:the\s+)?(.+?)\s+(?:needs|could use|should have|must have|deserves)\s+(.+)$")
 _REMOVE = re.compile(
@@ -266,13 +267,13 @@ class RuleInterpreter:
             )
         ):
             return
-        before = len(r.ops)
+        before = list(r.ops)
         if re.match(r"^(?:just|only)\s+(?:the|a|an|my|this)\s+", raw.strip()) and r.kind == "remove":
             r.ops.append(Keep(_ARTICLE.sub("", clause)))
             r.kind = "nothing"
             return
         kind = self._read(clause, quotes, r, strong, weak)
-        if kind is None or (len(r.ops) == before and kind not in ("nothing", "instead")):
+        if kind is None or (r.ops == before and kind not in ("nothing", "instead")):
             r.unknown.append(said)
             r.kind = None
             return
@@ -318,6 +319,14 @@ class RuleInterpreter:
             return self._put(phrase(m.group(1)), m.group(2), _restore(_tidy(m.group(3)), quotes), r)
         if m := _REPLACE.match(clause):
             return self._swap(phrase(m.group(1)), _restore(_tidy(m.group(2)), quotes), r)
+        if m := _PUT_THERE.match(clause):
+            # "remove the lighthouse and put a windmill there": the removal was a swap
+            new = _restore(_tidy(m.group(1)), quotes)
+            last = r.ops[-1] if r.ops else None
+            if isinstance(last, Remove) and is_clean_phrase(new) and _has_noun(new):
+                r.ops[-1] = Swap(last.thing, new)
+                return "swap"
+            return self._add(phrase(m.group(1)), r, strong)
         if m := _THERE.match(clause):
             return self._add(phrase(m.group(1)), r, strong)
         if m := _GIVE.match(clause):
@@ -359,7 +368,7 @@ class RuleInterpreter:
         if not thing or re.fullmatch(_SUBJECT, thing):
             return None
         lead = thing.split()[0] if thing.split() else ""
-        if lead in ("more", "less") or not _is_thing(thing):
+        if lead in ("more", "less") or not _is_thing(thing) or not is_clean_phrase(thing):
             return None
         known = any(matches(t.text, thing) for t in tokenize(r.prompt))
         if not known and len(split_words(thing)) > 4:
@@ -486,7 +495,8 @@ class RuleInterpreter:
             elif thing is None and key and (modifier_class(a) == "other" or key in ("dark", "bright", "cozy", "scary")):
                 r.ops.append(Look(key, strong and not weak))
             else:
-                attrs.append(base_adjective(a) if modifier_class(base_adjective(a)) != "other" else a)
+                # a comparative asks for the quality: "lonelier" -> "lonely", "bigger" -> "big"
+                attrs.append(" ".join(base_adjective(w) for w in a.split()))
         if attrs:
             r.ops.append(SetAttribute(thing, tuple(attrs)))
         r.target = thing
@@ -641,6 +651,7 @@ class RuleInterpreter:
 
 def _normalise(text: str) -> str:
     low = text.lower().replace("\u2019", "'").replace(" & ", " and ")
+    low = re.sub(r"\bnot (?:so|as|that) (?:much|many)\b", "less", low)
     synonyms = lexicon().synonyms
     # typos and short forms ("remvoe", "colorfull", "dont") become the words the patterns know
     return re.sub(r"[a-z']+", lambda m: synonyms.get(m.group(0), m.group(0)), low)
