@@ -44,7 +44,7 @@ from orchestrator.llm.operations import (
     compile_operations,
 )
 from orchestrator.llm.prompt_model import Role, find_phrase, is_clean_phrase, parse_tag, term_of
-from orchestrator.llm.prompt_text import matches, tokenize
+from orchestrator.llm.prompt_text import matches, normalize, stem, tokenize
 from orchestrator.llm.vocab import ADJECTIVES, ASPECT_NOUNS, LOOKS, OPPOSITES, QUALITY_TAGS
 
 #: phrases whose "and" is part of the phrase, not a list separator
@@ -440,6 +440,10 @@ class RuleInterpreter:
                 continue
             if _adjectives(what) or _verb(what) or term_of(what) or re.match(r"^(?:a|an|into|look|more|less)\b", what):
                 return self._make_into(thing, what, r, strong, weak)
+            if len(what.split()) == 1 and is_noun(what) and what not in DETERMINERS:
+                # "make the pot terracotta", "make the walls brick": a noun said as the thing's material
+                r.ops.append(SetAttribute(thing, (what,)))
+                return "set"
         return None
 
     def _make_into(self, thing: str | None, what: str, r: _Reading, strong: bool, weak: bool) -> str | None:
@@ -557,6 +561,12 @@ class RuleInterpreter:
         if any(_has_modifier(t.text, ws[0]) for t in tokenize(r.prompt)):
             r.ops.append(DropAttribute(ws[0]))
             return "less"
+        if len(ws) == 1:
+            # "less mist" of "a misty lake": the adjective made of the word goes
+            made_of = _modifier_by_stem(r.prompt, ws[0])
+            if made_of:
+                r.ops.append(DropAttribute(made_of))
+                return "less"
         if key and key in OPPOSITES and all(w in ASPECT_NOUNS for w in ws[1:]):
             r.ops.append(DropAttribute(ws[0]))
             return "less"
@@ -630,6 +640,17 @@ class RuleInterpreter:
         head = tag.head(tag.phrases[-1]) if tag.phrases else ()
         present = bool(head) and any(find_phrase(parse_tag(t.text), head[-1], loose=True) for t in tokenize(r.prompt))
         if present and len(tag.phrases) == 1 and tag.phrases[0].end == len(tag.words):
+            np = tag.phrases[0]
+            mods = [base_adjective(w) for w in tag.modifiers(np)]
+            if np.det_end == np.start and mods and all(modifier_class(m) != "other" for m in mods):
+                # "green apple", "bigger boat": new qualities of the same thing, its other adjectives stay
+                r.ops.append(SetAttribute(head[-1], tuple(mods)))
+                return "set"
+            if any(normalize(t.text) == normalize(p) for t in tokenize(r.prompt)) or (
+                not mods and np.det_end == np.start
+            ):
+                # "swans" said of a prompt with swans: nothing to change
+                return "nothing"
             r.ops.append(Swap(head[-1], _base_phrase(p)))
             return "swap"
         # "thing comparative": "house way bigger", "sky more purple"
@@ -754,6 +775,15 @@ def _term_inside(clause: str) -> tuple[str, str] | None:
 def _words_in_prompt(term: str, prompt: str) -> list[str]:
     want = [lemma(w) for w in split_words(term)]
     return [t.text for t in tokenize(prompt) if all(w in [lemma(x) for x in split_words(t.text)] for w in want)]
+
+
+def _modifier_by_stem(prompt: str, word: str) -> str | None:
+    for t in tokenize(prompt):
+        tag = parse_tag(t.text)
+        for w, role in zip(tag.words, tag.roles, strict=True):
+            if role == "mod" and stem(w) == stem(word):
+                return w.lower()
+    return None
 
 
 def _has_modifier(text: str, word: str) -> bool:
