@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from orchestrator.llm.changes import Changes, Scope
 from orchestrator.llm.lexicon import lexicon, modifier_class
 from orchestrator.llm.prompt_model import (
+    Role,
     attach,
     categories_of,
     contradictions,
@@ -282,7 +283,7 @@ class _Compiler:
         tag = parse_tag(self.tags[s])
         lx = lexicon()
         has_place = any(
-            r == "prep"
+            r is Role.PREP
             and tag.words[k].lower() in ("in", "on", "at", "by", "near", "under", "inside", "outside")
             and any(p.start == k + 1 and not set(tag.head(p)) & lx.wearables for p in tag.phrases)
             for k, r in enumerate(tag.roles)

@@ -285,11 +285,10 @@ class RuleInterpreter:
 
         if m := _KEEP.match(clause):
             what = phrase(m.group(1))
-            if what in ("it", "that", "this", "them", "anything", "everything", "the rest", "it all", "all"):
-                if what in ("anything", "everything", "it all", "all"):
-                    r.ops.append(Keep("everything"))
-                return "nothing" if what not in ("anything", "everything", "it all", "all") else "keep"
-            r.ops.append(Keep(what))
+            if what in ("it", "that", "this", "them", "the rest"):
+                # "keep it" after praise: the praise already said it
+                return "nothing"
+            r.ops.append(Keep("everything" if what in ("anything", "everything", "it all", "all") else what))
             return "keep"
         if (m := _LIKE.match(clause)) or (m := _PRAISE.match(clause)):
             what = phrase(m.group(1))
@@ -454,7 +453,7 @@ class RuleInterpreter:
         if not what:
             return None
         if what.startswith("less "):
-            return self._less(what[5:], r, strong, thing)
+            return self._less(what[5:], r, strong)
         if what.startswith("more "):
             return self._more(what[5:], r, strong, weak, thing)
         found = term_of(what)
@@ -510,11 +509,8 @@ class RuleInterpreter:
         """'<thing> should be <what>' and its kin."""
         what = _tidy(what)
         what = re.sub(r"^(?:made of|made from|in)\s+", "", what)
-        if re.fullmatch(_SUBJECT, thing) or thing in ("it", "everything", "the image"):
-            return self._make_into(None, what, r, strong, weak)
-        if what.startswith(("a ", "an ")):
-            return self._make_into(thing, what, r, strong, weak)
-        return self._make_into(thing, what, r, strong, weak)
+        subject = re.fullmatch(_SUBJECT, thing) or thing in ("it", "everything", "the image")
+        return self._make_into(None if subject else thing, what, r, strong, weak)
 
     def _too(self, thing: str | None, what: str, r: _Reading, strong: bool) -> str | None:
         """'the grass is too tall' -> short grass; 'too bright' -> the dark look; 'too many people' -> fewer."""
@@ -549,13 +545,14 @@ class RuleInterpreter:
             return "less"
         return None
 
-    def _less(self, what: str, r: _Reading, strong: bool, thing: str | None = None) -> str | None:
+    def _less(self, what: str, r: _Reading, strong: bool) -> str | None:
         ws = what.split()
         if not ws:
             return None
-        medium = term_of(what)
-        if medium and any(drop for drop in _words_in_prompt(medium[1], r.prompt)):
-            r.ops.append(DropAttribute(medium[1]))
+        style = term_of(what)
+        if style and _in_prompt(style[1], r.prompt):
+            # "less cartoony" of "a cartoon frog": the style word goes
+            r.ops.append(DropAttribute(style[1]))
             return "less"
         key = ADJECTIVES.get(" ".join(ws[:2])) or ADJECTIVES.get(ws[0])
         if any(_has_modifier(t.text, ws[0]) for t in tokenize(r.prompt)):
@@ -772,16 +769,16 @@ def _term_inside(clause: str) -> tuple[str, str] | None:
     return term_of(stripped) if stripped != clause or stripped else None
 
 
-def _words_in_prompt(term: str, prompt: str) -> list[str]:
+def _in_prompt(term: str, prompt: str) -> bool:
     want = [lemma(w) for w in split_words(term)]
-    return [t.text for t in tokenize(prompt) if all(w in [lemma(x) for x in split_words(t.text)] for w in want)]
+    return any(all(w in [lemma(x) for x in split_words(t.text)] for w in want) for t in tokenize(prompt))
 
 
 def _modifier_by_stem(prompt: str, word: str) -> str | None:
     for t in tokenize(prompt):
         tag = parse_tag(t.text)
         for w, role in zip(tag.words, tag.roles, strict=True):
-            if role == "mod" and stem(w) == stem(word):
+            if role is Role.MOD and stem(w) == stem(word):
                 return w.lower()
     return None
 
@@ -789,4 +786,4 @@ def _modifier_by_stem(prompt: str, word: str) -> str | None:
 def _has_modifier(text: str, word: str) -> bool:
     tag = parse_tag(text)
     target = lemma(word)
-    return any(r == "mod" and lemma(w.lower()) == target for w, r in zip(tag.words, tag.roles, strict=True))
+    return any(r is Role.MOD and lemma(w.lower()) == target for w, r in zip(tag.words, tag.roles, strict=True))
