@@ -435,9 +435,14 @@ class RuleInterpreter:
         for k in range(1, len(ws)):
             thing, what = " ".join(ws[:k]), " ".join(ws[k:])
             thing = _ARTICLE.sub("", thing)
-            if not thing or not _is_thing(thing) or thing.split()[-1] in DETERMINERS:
+            if not thing or not _is_thing(thing) or not _one_phrase(thing):
                 continue
-            if _adjectives(what) or _verb(what) or term_of(what) or re.match(r"^(?:a|an|into|look|more|less)\b", what):
+            if (
+                _adjectives(_plain(what))
+                or _verb(what)
+                or term_of(what)
+                or re.match(r"^(?:a|an|into|look|more|less)\b", what)
+            ):
                 return self._make_into(thing, what, r, strong, weak)
             if len(what.split()) == 1 and is_noun(what) and what not in DETERMINERS:
                 # "make the pot terracotta", "make the walls brick": a noun said as the thing's material
@@ -447,9 +452,7 @@ class RuleInterpreter:
 
     def _make_into(self, thing: str | None, what: str, r: _Reading, strong: bool, weak: bool) -> str | None:
         """'make <thing> <what>': <what> is a look, a style, an adjective list, a verb, or a new noun phrase."""
-        what = _tidy(what)
-        what = re.sub(r"^(?:look|feel|seem|be|appear)\s+(?:more\s+)?", "", what)
-        what = re.sub(r"^(?:into|like)\s+", "", what)
+        what = _plain(what)
         if not what:
             return None
         if what.startswith("less "):
@@ -727,6 +730,20 @@ def _adjective_only(word: str) -> bool:
     # "spotted", "bigger": adjectives even where they are verb forms too; "green" (also a noun) is curated
     pos = parts_of_speech(word)
     return "ADJ" in pos and ("NOUN" not in pos or word.endswith("er"))
+
+
+def _plain(what: str) -> str:
+    """'look more like a photo' -> 'a photo'; 'bigger than the cat' -> 'bigger' (the comparison only explains)."""
+    what = _tidy(what)
+    what = re.sub(r"^(?:look|feel|seem|be|appear)\s+(?:more\s+)?", "", what)
+    what = re.sub(r"^(?:into|like)\s+", "", what)
+    return re.sub(r"\s+(?:than|like|as in|similar to)\s+.*$", "", what)
+
+
+def _one_phrase(text: str) -> bool:
+    # "bridge", "owl's eyes", "her hair": one noun phrase, nothing else ("bridge golden like the" is not)
+    tag = parse_tag(text)
+    return len(tag.phrases) == 1 and tag.phrases[0].start == 0 and tag.phrases[0].end == len(tag.words)
 
 
 def _has_noun(text: str) -> bool:
