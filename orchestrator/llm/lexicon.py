@@ -66,6 +66,8 @@ class Lexicon:
     wearables: frozenset[str]
     #: a general word -> the specific nouns it can mean ("dog" -> retriever, husky, ...)
     kinds: Mapping[str, frozenset[str]]
+    #: verbs that describe what a subject does or shows ("make her smile")
+    pose_verbs: frozenset[str]
 
 
 def _load_yaml(name: str) -> Any:
@@ -109,6 +111,7 @@ def lexicon() -> Lexicon:
         places=frozenset(str(w) for w in d["places"]),
         wearables=frozenset(str(w) for w in d["wearables"]),
         kinds={str(k): frozenset(str(x) for x in v) for k, v in d["kinds"].items()},
+        pose_verbs=frozenset(str(v) for v in d["pose_verbs"]),
     )
 
 

@@ -233,7 +233,13 @@ class _Compiler:
             return
         if i is None:
             if target:
-                self.add.append(" ".join([*adjectives, target]))
+                # a thing the prompt lacks: added with its qualities, or given more of them when already added
+                j = next((k for k, a in enumerate(self.add) if find_phrase(parse_tag(a), target) is not None), None)
+                new = set_modifiers(self.add[j], target, adjectives) if j is not None else None
+                if j is not None and new:
+                    self.add[j] = new
+                else:
+                    self.add.append(" ".join([*adjectives, target]))
                 self.targets.append(target)
             return
         if not self._edit(i, set_modifiers(self.tags[i], target, adjectives)):

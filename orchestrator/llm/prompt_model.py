@@ -333,6 +333,12 @@ def _order_index(cls: str) -> int:
     return order.index(cls) if cls in order else len(order)
 
 
+_NOT_IN_TAGS = frozenset(
+    {"more", "less", "too", "very", "much", "again", "enough", "really", "looks", "look", "seems", "seem", "feels",
+     "feel", "is", "are", "was", "were", "be", "been", "would", "could", "should", "can", "will", "not", "than",
+     "why", "what", "how", "if", "because", "but", "maybe", "try"}
+)  # fmt: skip
+
 #: nouns of a picture itself: in "portrait of a man" the subject is the man
 FRAME_NOUNS = frozenset(
     {"portrait", "photo", "photograph", "picture", "painting", "image", "drawing", "sketch", "illustration",
@@ -508,8 +514,12 @@ def is_clean_phrase(text: str) -> bool:
     ws = split_words(text)
     if not ws or len(ws) > 8:
         return False
-    pronouns = {"i", "me", "you", "it", "he", "she", "we", "they", "him", "her", "them", "us", "this", "that"}
+    pronouns = {"i", "me", "you", "it", "he", "she", "we", "they", "him", "her", "them", "us", "this", "that",
+                "something", "anything", "everything", "nothing", "someone", "stuff", "whatever"}  # fmt: skip
     if any(w in pronouns for w in ws) and not (ws[0] in ("her", "his", "their") and len(ws) > 1):
+        return False
+    # words of a request or a description of the image, not of a thing in it
+    if any(w in _NOT_IN_TAGS for w in ws):
         return False
     low = " ".join(ws)
     if any(re.search(rf"\b{re.escape(r)}\b", low) for r in lexicon().request_words):

@@ -127,7 +127,9 @@ _WANT_TO_BE = re.compile(
     r"^(?:i\s+(?:want|need|would like|'d like|wish)|i'd like|we\s+(?:want|need)|i'd love|i would love)\s+(.+?)\s+"
     r"(?:to be|to look|to get|to seem|to feel)\s+(.+)$"
 )
-_WANT = re.compile(r"^(?:i\s+(?:want|need|would like|'d like)|i'd like|we\s+(?:want|need))\s+(.+?)\s+(\S+)$")
+_WANT = re.compile(
+    r"^(?:i\s+(?:want|need|would like|'d like)|i'd like|we\s+(?:want|need))\s+(.+?)\s+((?:more|less)\s+\S+|\S+)$"
+)
 _THERE = re.compile(
     r"^(?:there should be|there needs to be|there could be|there must be|i'd like there to be|(?:can|could|may)\s+"
     r"(?:she|he|it|they|we|i|you|the\s+\w+)\s+(?:have|get|hold|wear|carry))\s+(.+)$"
@@ -354,7 +356,8 @@ class RuleInterpreter:
         if m := _WANT.match(clause):
             # "I want the background sharp": a thing and how it should be
             thing, what = phrase(m.group(1)), _restore(m.group(2), quotes)
-            if _is_thing(thing) and (_adjectives(what) or term_of(what)):
+            named = _is_thing(thing) or re.fullmatch(_SUBJECT, thing)
+            if named and (_adjectives(re.sub(r"^(?:more|less)\s+", "", what)) or term_of(what)):
                 return self._describe(thing, what, r, strong, weak)
         if m := _ADD.match(clause):
             return self._add(phrase(m.group(1)), r, strong)
@@ -452,8 +455,12 @@ class RuleInterpreter:
 
     def _make_into(self, thing: str | None, what: str, r: _Reading, strong: bool, weak: bool) -> str | None:
         """'make <thing> <what>': <what> is a look, a style, an adjective list, a verb, or a new noun phrase."""
+        simile = bool(re.match(r"^(?:(?:look|feel|seem)\s+(?:more\s+)?)?like\s", _tidy(what)))
         what = _plain(what)
         if not what:
+            return None
+        if simile and not term_of(what):
+            # "feel like a dream", "look like a castle": a comparison, not a new subject
             return None
         if what.startswith("less "):
             return self._less(what[5:], r, strong)
@@ -471,6 +478,7 @@ class RuleInterpreter:
             r.ops.append(SetAttribute(thing, (participle(verb),)))
             return "set"
         first, _, rest = what.partition(" ")
+        first = lemma(first) if first.endswith("ing") else first
         if first in _ATTACH_VERBS and rest and is_clean_phrase(rest) and _has_noun(rest):
             # "he should wear a scarf": the thing gets the phrase, it is not replaced by it
             verb = "with" if first in ("have", "has") else participle(first)
@@ -653,12 +661,13 @@ class RuleInterpreter:
                 return "nothing"
             r.ops.append(Swap(head[-1], _base_phrase(p)))
             return "swap"
-        # "thing comparative": "house way bigger", "sky more purple"
+        # "thing comparative": "house way bigger", "the table white" (after "make the tea green and")
         ws_p = p.split()
         for k in range(len(ws_p) - 1, 0, -1):
             thing, rest_adj = " ".join(ws_p[:k]), " ".join(ws_p[k:])
             adjs = _adjectives(rest_adj)
-            if adjs and any(find_phrase(parse_tag(t.text), thing, loose=True) for t in tokenize(r.prompt)):
+            known = any(find_phrase(parse_tag(t.text), thing, loose=True) for t in tokenize(r.prompt))
+            if adjs and _one_phrase(thing) and (known or r.kind == "set"):
                 return self._adjectives(thing, adjs, r, strong, weak)
         if r.instead and _has_noun(p):
             r.ops.append(Swap(None, _base_phrase(text)))
@@ -757,8 +766,9 @@ def _has_noun(text: str) -> bool:
 
 
 def _verb(text: str) -> str | None:
-    ws = text.split()
-    if len(ws) == 1 and is_verb_only(ws[0]):
+    # "smile", "smile more", "smiling": a pose or expression the subject takes ("make it pop" is no pose)
+    ws = re.sub(r"\s+(?:more|a lot|again|too|please)$", "", text.strip()).split()
+    if len(ws) == 1 and is_verb_only(ws[0]) and lemma(ws[0]) in lexicon().pose_verbs:
         return ws[0]
     return None
 
