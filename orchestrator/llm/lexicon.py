@@ -232,8 +232,3 @@ def is_plural(noun: str) -> bool:
 def article_for(word: str) -> str:
     """'a' or 'an' for the word that follows."""
     return str(_inflect().a(word)).split(" ", 1)[0]
-
-
-def number_word(n: int) -> str:
-    """3 -> 'three'."""
-    return str(_inflect().number_to_words(str(n)))

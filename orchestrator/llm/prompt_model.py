@@ -26,13 +26,11 @@ from orchestrator.llm.lexicon import (
     lemma,
     lexicon,
     modifier_class,
-    number_word,
     parts_of_speech,
-    plural,
-    singular,
     split_words,
 )
 from orchestrator.llm.tokens import tokenize
+from orchestrator.llm.vocab import QUALITY_TAGS
 
 #: weights a checkpoint tolerates without artefacts (the rules engineer stays inside; checks enforce it)
 MIN_WEIGHT = 0.5
@@ -42,10 +40,6 @@ GENERIC_WORDS = frozenset(
     {"day", "time", "style", "shot", "lighting", "light", "sky", "weather", "colors", "color", "tones", "tone",
      "palette", "look", "vibe", "vibes", "feel", "season", "scene", "image", "picture", "version", "colours",
      "colour", "instead", "in", "a", "an", "the", "of", "it", "effect", "mode", "angle"}
-)  # fmt: skip
-_QUALITY = frozenset(
-    {"masterpiece", "best quality", "high quality", "highly detailed", "ultra detailed", "8k", "4k", "hdr",
-     "absurdres", "photorealistic", "sharp focus", "intricate details", "cinematic"}
 )  # fmt: skip
 
 
@@ -201,7 +195,7 @@ def find_phrase(tag: Tag, thing: str, *, loose: bool = False) -> NounPhrase | No
 def quality_tag(text: str) -> bool:
     """Boilerplate like 'masterpiece' or 'score_9': never the subject."""
     low = text.strip().lower()
-    return low in _QUALITY or low.startswith("score_")
+    return low in QUALITY_TAGS or low.startswith("score_")
 
 
 # ---------------------------------------------------------------------- categories
@@ -427,19 +421,6 @@ def attach(text: str, thing: str | None, phrase: str) -> str | None:
     return _join([*tag.words[: np.end], *phrase.split(), *tag.words[np.end :]])
 
 
-def set_count(text: str, thing: str, n: int) -> str | None:
-    """'two cats' -> 'three cats'; n == 1 -> 'a cat'."""
-    tag = parse_tag(text)
-    np = find_phrase(tag, thing)
-    if np is None:
-        return None
-    head = list(tag.words[np.head_start : np.end])
-    noun = head[-1]
-    head[-1] = singular(noun) if n == 1 else (noun if is_plural(noun) else plural(noun))
-    det = ["a"] if n == 1 else [number_word(n)]
-    return _join([*tag.words[: np.start], *det, *tag.words[np.det_end : np.head_start], *head, *tag.words[np.end :]])
-
-
 def remove_thing(text: str, thing: str) -> str | None:
     """The tag without the named thing, grammatical; '' when nothing of the tag is left; None when not found."""
     tag = parse_tag(text)
@@ -502,11 +483,6 @@ def only_modifiers_of(text: str, cls: str) -> bool:
     """A tag made only of adjectives of one class ('blue', 'red and gold')."""
     ws = [w for w in split_words(text) if w not in CONJUNCTIONS]
     return bool(ws) and all(modifier_class(w) == cls for w in ws)
-
-
-def mentions(text: str, thing: str) -> bool:
-    """True when a phrase of the text names the thing (by head lemma, kinds not included)."""
-    return find_phrase(parse_tag(text), thing) is not None
 
 
 def is_clean_phrase(text: str) -> bool:

@@ -42,9 +42,6 @@ OPPOSITES: dict[str, str] = {str(k): str(v) for k, v in _LOOKS["opposites"].item
 #: nouns after an adjective that only say which aspect it is about ("warmer light", "darker tones")
 ASPECT_NOUNS: frozenset[str] = frozenset(str(x) for x in _LOOKS["aspect_nouns"])
 
-#: words that make an "it is a ..." phrase a style rather than a new subject
-STYLE_NOUNS: frozenset[str] = frozenset(str(x) for x in _LOOKS["style_nouns"])
-
 #: tokens that are quality boilerplate, never the subject
 QUALITY_TAGS: frozenset[str] = frozenset(str(x) for x in _LOOKS["quality_tags"])
 

@@ -33,7 +33,6 @@ from orchestrator.llm.prompt_model import (
     relocate,
     remove_thing,
     replace_phrase,
-    set_count,
     set_modifiers,
     term_of,
     tidy,
@@ -100,11 +99,6 @@ def test_replace_phrase_swaps_only_the_phrase_and_fixes_the_article():
     assert replace_phrase("a heron standing in a pond", None, "otter") == "an otter standing in a pond"
     # a general word finds the specific subject
     assert replace_phrase("a corgi on a sofa", "dog", "a cat") == "a cat on a sofa"
-
-
-def test_set_count_changes_number_and_noun_form():
-    assert set_count("two geese on a lake", "goose", 4) == "four geese on a lake"
-    assert set_count("three lanterns", "lantern", 1) == "a lantern"
 
 
 @pytest.mark.parametrize(
