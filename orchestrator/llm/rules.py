@@ -473,6 +473,12 @@ class RuleInterpreter:
         adjs = _adjectives(what)
         if adjs is not None:
             return self._adjectives(thing, adjs, r, strong, weak)
+        quality, _, part = what.partition(" with ")
+        if part and _adjectives(quality) and is_clean_phrase(part) and _has_noun(part):
+            # "white with red laces": a quality and a part
+            self._adjectives(thing, _adjectives(quality) or [], r, strong, weak)
+            r.ops.append(Attach(thing, f"with {part}"))
+            return "set"
         verb = _verb(what)
         if verb:
             r.ops.append(SetAttribute(thing, (participle(verb),)))
@@ -539,7 +545,9 @@ class RuleInterpreter:
         base = base_adjective(word)
         opposite = lexicon().modifier_opposites.get(base)
         key = ADJECTIVES.get(word)
-        if target is not None and opposite:
+        person = thing is not None and thing.strip() in ("he", "she", "they", "him", "her", "them")
+        if (target is not None or person) and opposite:
+            # "the grass is too tall", "he looks too young": the thing gets the opposite quality
             r.ops.append(SetAttribute(target, (opposite,)))
             return "set"
         if key and key in OPPOSITES and target is None:
@@ -669,6 +677,10 @@ class RuleInterpreter:
             known = any(find_phrase(parse_tag(t.text), thing, loose=True) for t in tokenize(r.prompt))
             if adjs and _one_phrase(thing) and (known or r.kind == "set"):
                 return self._adjectives(thing, adjs, r, strong, weak)
+        if p in ("outdoors", "outside", "indoors", "inside"):
+            # "outdoors instead": where the subject is changes, not what it is
+            r.ops.append(Relocate("", p))
+            return "put"
         if r.instead and _has_noun(p):
             r.ops.append(Swap(None, _base_phrase(text)))
             return "swap"
