@@ -1,7 +1,9 @@
-"""Precision and recall of the feedback interpreter on bench/feedback_cases.yaml (rules, and Ollama when asked).
+"""Accuracy of the feedback pipeline on bench/feedback_cases.yaml (development) and bench/feedback_heldout.yaml
+(held-out): the rules path always, and the same cases through Ollama when `--host` answers.
 
-Run: `python -m bench.feedback_quality` (rules only) or `python -m bench.feedback_quality --host http://HOST:11434`
-to score the configured Ollama interpreter model on the same set.
+Run: `python -m bench.feedback_quality` (rules only) or `python -m bench.feedback_quality --host http://HOST:11434`.
+A case passes when every one of its checks holds on the new prompt (has / lacks / neg) and the global checks hold:
+no request words leaked, no orphaned articles or prepositions, no duplicate or contradictory tags, weights in range.
 """
 
 from __future__ import annotations
@@ -16,201 +18,180 @@ from pathlib import Path
 import yaml
 
 from orchestrator.config import LlmSettings
-from orchestrator.errors import LlmError
-from orchestrator.llm.changes import Changes
+from orchestrator.llm.changes import RefineRequest, RefineResult, Source
 from orchestrator.llm.pipeline import FeedbackPipeline
-from orchestrator.llm.prompt_text import matches, stems, tokenize
-from orchestrator.llm.rules import RuleInterpreter
-from orchestrator.llm.stages import FeedbackInterpreter, StageCall
-from orchestrator.llm.vocab import LOOKS
+from orchestrator.llm.prompt_model import contradictions, leaked_request_words, orphans, phrase_in
+from orchestrator.llm.tokens import tokenize
+from orchestrator.models import Family
 
-FIELDS = ("keep", "remove", "add")
-DEFAULT_CASES = Path(__file__).resolve().parent / "feedback_cases.yaml"
+HERE = Path(__file__).resolve().parent
+DEFAULT_CASES = HERE / "feedback_cases.yaml"
+HELDOUT_CASES = HERE / "feedback_heldout.yaml"
+PARTS = ("development", "held-out")
 
 
 @dataclass(frozen=True, slots=True)
 class Case:
-    """One feedback example with the expected keep/remove/add."""
+    """One feedback line and the checks its result must pass."""
 
     prompt: str
     feedback: str
-    keep: tuple[str, ...]
-    remove: tuple[str, ...]
-    add: tuple[str, ...]
-
-    def expected(self, field: str) -> tuple[str, ...]:
-        return tuple(getattr(self, field))
+    has: tuple[str, ...]
+    lacks: tuple[str, ...]
+    neg: tuple[str, ...]
+    part: str
 
 
 @dataclass(frozen=True, slots=True)
-class FieldScore:
-    """Counts for one field: predicted items that match, all predicted, expected items found, all expected."""
+class Outcome:
+    """One case's result: the new prompt and the checks it failed (empty = pass)."""
 
-    field: str
-    pred_hits: int
-    pred_total: int
-    exp_hits: int
-    exp_total: int
-
-    @property
-    def precision(self) -> float:
-        return self.pred_hits / self.pred_total if self.pred_total else 1.0
-
-    @property
-    def recall(self) -> float:
-        return self.exp_hits / self.exp_total if self.exp_total else 1.0
+    case: Case
+    prompt: str
+    negative: str
+    failed: tuple[str, ...]
+    #: the answer came from the rules although Ollama was asked (Ollama failed or broke an invariant)
+    fell_back: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class PathQuality:
-    """Scores of one interpreter (rules or an Ollama model) over the whole set."""
+    """Outcomes of one path (rules, or Ollama) over both parts."""
 
     source: str
-    fields: tuple[FieldScore, ...]
-    cases: int
-    #: cases where the interpreter gave no answer (Ollama failures); they count as empty predictions
-    failures: int
-    #: feedback texts where some expected item was missed or something unexpected was predicted
-    misses: tuple[str, ...]
+    outcomes: tuple[Outcome, ...]
+
+    def accuracy(self, part: str) -> float:
+        """Share of the part's cases that pass every check."""
+        xs = [o for o in self.outcomes if o.case.part == part]
+        return sum(not o.failed for o in xs) / len(xs) if xs else 1.0
+
+    def count(self, part: str) -> int:
+        """Cases in the part."""
+        return sum(o.case.part == part for o in self.outcomes)
+
+    @property
+    def gap(self) -> float:
+        """Development minus held-out accuracy: how much of the development score is tuning."""
+        return self.accuracy("development") - self.accuracy("held-out")
+
+    def global_failures(self) -> int:
+        """Cases failing a global check (leak, orphan, contradiction)."""
+        return sum(any(f.startswith("global:") for f in o.failed) for o in self.outcomes)
+
+    @property
+    def fallbacks(self) -> int:
+        """Cases the rules answered although Ollama was asked."""
+        return sum(o.fell_back for o in self.outcomes)
 
 
 @dataclass(frozen=True, slots=True)
 class QualityReport:
-    """The quality of each interpreter path that was run."""
+    """The quality of each path that was run."""
 
     paths: tuple[PathQuality, ...]
-    cases_path: Path
+    case_files: tuple[Path, ...]
 
 
-def load_cases(path: Path) -> tuple[Case, ...]:
-    """Read the YAML set."""
+def load_cases(path: Path, part: str = "development") -> tuple[Case, ...]:
+    """Read one YAML case file."""
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    out = []
-    for c in doc["cases"]:
-        out.append(
-            Case(
-                prompt=str(c["prompt"]),
-                feedback=str(c["feedback"]),
-                keep=tuple(str(x) for x in c.get("keep") or ()),
-                remove=tuple(str(x) for x in c.get("remove") or ()),
-                add=tuple(str(x) for x in c.get("add") or ()),
-            )
+    return tuple(
+        Case(
+            prompt=str(c["prompt"]),
+            feedback=str(c["feedback"]),
+            has=tuple(str(x) for x in c.get("has") or ()),
+            lacks=tuple(str(x) for x in c.get("lacks") or ()),
+            neg=tuple(str(x) for x in c.get("neg") or ()),
+            part=part,
         )
-    return tuple(out)
-
-
-def predicted(changes: Changes, prompt: str) -> dict[str, tuple[str, ...]]:
-    """Changes -> keep/remove/add as scored: modify counts as remove old + add new; "more X" of a new X as add."""
-    present = [t.text for t in tokenize(prompt)]
-    new_emphasis = tuple(e for e in changes.emphasis_up if not any(matches(p, e) for p in present))
-    return {
-        "keep": changes.keep,
-        "remove": (*changes.remove, *changes.modify.keys()),
-        "add": (*changes.add, *changes.modify.values(), *new_emphasis),
-    }
-
-
-def same_thing(a: str, b: str) -> bool:
-    """Two phrases name the same thing when one's content words are all in the other (by stem)."""
-    if not stems(a) or not stems(b):
-        return False
-    return matches(a, b) or matches(b, a)
-
-
-def _same_look(item: str, matched: Sequence[str]) -> bool:
-    return any(item in look.add and any(m in look.add for m in matched) for look in LOOKS.values())
-
-
-def _score(cases: Sequence[Case], preds: Sequence[dict[str, tuple[str, ...]] | None], source: str) -> PathQuality:
-    counts = {f: [0, 0, 0, 0] for f in FIELDS}
-    misses: list[str] = []
-    for case, pred in zip(cases, preds, strict=True):
-        wrong = False
-        for f in FIELDS:
-            p = tuple(dict.fromkeys((pred or {}).get(f, ())))
-            e = case.expected(f)
-            hit = [any(same_thing(x, y) for y in e) for x in p]
-            # the rules expand one adjective into a few tags ("warmer" -> warm golden light, warm color palette):
-            # an unmatched tag of the same look as a matched one names the same concept
-            hit = [
-                h or _same_look(x, [q for q, qh in zip(p, hit, strict=True) if qh]) for x, h in zip(p, hit, strict=True)
-            ]
-            ph = sum(hit)
-            eh = sum(any(same_thing(y, x) for x in p) for y in e)
-            c = counts[f]
-            c[0] += ph
-            c[1] += len(p)
-            c[2] += eh
-            c[3] += len(e)
-            wrong = wrong or ph < len(p) or eh < len(e)
-        if wrong:
-            misses.append(case.feedback)
-    return PathQuality(
-        source=source,
-        fields=tuple(FieldScore(f, *counts[f]) for f in FIELDS),
-        cases=len(cases),
-        failures=sum(p is None for p in preds),
-        misses=tuple(misses),
+        for c in doc["cases"]
     )
 
 
-async def _ollama_predictions(cases: Sequence[Case], host: str) -> list[dict[str, tuple[str, ...]] | None]:
-    settings = LlmSettings(host=host, timeout_s=120.0)
-    pipe = FeedbackPipeline(settings)
-    out: list[dict[str, tuple[str, ...]] | None] = []
-    async with pipe._ollama() as client:
-        interpreter = FeedbackInterpreter(StageCall(client, pipe.host, settings.timeout_s), settings.interpreter_model)
-        for case in cases:
-            try:
-                ch = await interpreter.interpret(
-                    feedback=case.feedback,
-                    prompt=case.prompt,
-                    negative="",
-                    selected=(),
-                    rejected=(),
-                    stage_images=(),
-                    intent=(),
-                )
-                out.append(predicted(ch, case.prompt))
-            except LlmError:
-                out.append(None)
-    return out
+def load_all(dev: Path = DEFAULT_CASES, heldout: Path = HELDOUT_CASES) -> tuple[Case, ...]:
+    """Both parts."""
+    return (*load_cases(dev, "development"), *load_cases(heldout, "held-out"))
 
 
-def run_quality(cases_path: Path | str = DEFAULT_CASES, host: str | None = None) -> QualityReport:
-    """Score the rules (always) and the Ollama interpreter at `host` (when given) on the case set."""
-    path = Path(cases_path)
-    cases = load_cases(path)
-    rules = RuleInterpreter()
-    rule_preds = [predicted(rules.interpret(c.feedback, c.prompt, range(1, 21)), c.prompt) for c in cases]
-    paths = [_score(cases, rule_preds, "rules")]
+def check(case: Case, prompt: str, negative: str) -> tuple[str, ...]:
+    """The failed checks of one result (empty when it passes)."""
+    failed = [f"missing {h!r}" for h in case.has if not phrase_in(prompt, h)]
+    failed += [f"still has {x!r}" for x in case.lacks if phrase_in(prompt, x)]
+    failed += [f"negative lacks {n!r}" for n in case.neg if not phrase_in(negative, n)]
+    failed += [f"global: leaked {w!r}" for w in leaked_request_words(case.prompt, prompt)]
+    old_tags = {t.text.lower() for t in tokenize(case.prompt)}
+    failed += [f"global: orphaned words in {o!r}" for o in orphans(prompt) if o.lower() not in old_tags]
+    failed += [f"global: {c}" for c in contradictions(case.prompt, prompt)]
+    return tuple(failed)
+
+
+def _request(case: Case) -> RefineRequest:
+    return RefineRequest(prompt=case.prompt, feedback=case.feedback, family=Family.SDXL)
+
+
+def _outcome(case: Case, result: RefineResult, asked_ollama: bool) -> Outcome:
+    fell_back = asked_ollama and result.source is Source.RULES
+    return Outcome(
+        case, result.prompt, result.negative_prompt, check(case, result.prompt, result.negative_prompt), fell_back
+    )
+
+
+async def ollama_path(cases: Sequence[Case], host: str) -> PathQuality:
+    """The same cases through the full Ollama pipeline at `host`; no outcomes when it does not answer."""
+    pipe = FeedbackPipeline(LlmSettings(host=host, timeout_s=120.0))
+    health = await pipe.health()
+    name = f"ollama {pipe.settings.engineer_model} at {host}"
+    if not health.reachable or health.missing_models:
+        return PathQuality(f"{name} (not reachable or models missing: not scored)", ())
+    return PathQuality(name, tuple([_outcome(c, await pipe.refine(_request(c)), True) for c in cases]))
+
+
+def run_quality(
+    cases_path: Path | str = DEFAULT_CASES, host: str | None = None, heldout_path: Path | str = HELDOUT_CASES
+) -> QualityReport:
+    """Score the rules (always) and the full Ollama pipeline at `host` (when it answers) on both parts."""
+    dev, held = Path(cases_path), Path(heldout_path)
+    cases = load_all(dev, held)
+    rules = FeedbackPipeline(LlmSettings(enabled=False))
+    paths = [PathQuality("rules", tuple(_outcome(c, rules.refine_rules(_request(c)), False) for c in cases))]
     if host:
-        llm_preds = asyncio.run(_ollama_predictions(cases, host))
-        paths.append(_score(cases, llm_preds, f"ollama {LlmSettings().interpreter_model} at {host}"))
-    return QualityReport(paths=tuple(paths), cases_path=path)
+        paths.append(asyncio.run(ollama_path(cases, host)))
+    return QualityReport(paths=tuple(paths), case_files=(dev, held))
 
 
 def format_markdown(report: QualityReport) -> str:
-    """A Markdown section: precision/recall per field and path, and how to run it against Ollama."""
+    """A Markdown section: accuracy per part and path, the gap, and how to run it against Ollama."""
+    dev_n = report.paths[0].count("development")
+    held_n = report.paths[0].count("held-out")
     lines = [
         "## Feedback interpreter quality",
         "",
-        f"{report.paths[0].cases} feedback cases from `{report.cases_path.name}`; an item counts when it names the "
-        "same thing as an expected one (content words by stem); the several tags one adjective expands to count as one "
-        "concept. modify counts as remove + add.",
+        f"{dev_n + held_n} feedback lines: {dev_n} development cases (`{report.case_files[0].name}`, the rules are "
+        f"tuned on them) and {held_n} held-out cases (`{report.case_files[1].name}`, written before the rules were "
+        "rebuilt and only scored). A case passes when its new prompt has every phrase it must have, none it must "
+        "lack, its negative prompt has what it must, and the global checks hold (no request words such as "
+        '"should" or "make it", no orphaned articles or prepositions, no duplicate or contradictory tags, '
+        "weights in range).",
         "",
-        "| path | field | precision | recall |",
-        "|---|---|---|---|",
+        "| path | development | held-out | gap | cases failing a global check |",
+        "|---|---|---|---|---|",
     ]
     for p in report.paths:
-        for f in p.fields:
-            lines.append(f"| {p.source} | {f.field} | {f.precision:.2f} | {f.recall:.2f} |")
+        if not p.outcomes:
+            lines.append(f"| {p.source} | - | - | - | - |")
+            continue
+        lines.append(
+            f"| {p.source} | {p.accuracy('development'):.1%} | **{p.accuracy('held-out'):.1%}** | "
+            f"{p.gap:+.1%} | {p.global_failures()} |"
+        )
     for p in report.paths:
-        if p.failures:
-            lines.append(f"\n{p.source}: {p.failures} case(s) without an answer (counted as empty).")
+        if p.fallbacks:
+            lines.append(f"\n{p.source}: {p.fallbacks} case(s) answered by the rules fallback.")
     lines += [
         "",
-        "Same set against a real Ollama: `python -m bench.feedback_quality --host http://HOST:11434`.",
+        "Same cases through a real Ollama (interpreter + engineer, with their invariant checks): "
+        "`python -m bench.feedback_quality --host http://HOST:11434`; `-v` lists every failed case and why.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -219,14 +200,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Print the report (and with -v the cases each path got wrong)."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--cases", default=str(DEFAULT_CASES))
+    ap.add_argument("--heldout", default=str(HELDOUT_CASES))
     ap.add_argument("--host", default=None, help="score an Ollama too (e.g. http://127.0.0.1:11434)")
-    ap.add_argument("-v", "--verbose", action="store_true", help="list the cases with a miss")
+    ap.add_argument("--part", choices=PARTS, default=None, help="with -v: list the failures of one part only")
+    ap.add_argument("-v", "--verbose", action="store_true", help="list the failed cases")
     args = ap.parse_args(argv)
-    report = run_quality(args.cases, args.host)
+    report = run_quality(args.cases, args.host, args.heldout)
     sys.stdout.write(format_markdown(report))
     if args.verbose:
         for p in report.paths:
-            sys.stdout.write(f"\n{p.source} misses:\n" + "".join(f"  - {m}\n" for m in p.misses))
+            bad = [o for o in p.outcomes if o.failed and (args.part is None or o.case.part == args.part)]
+            sys.stdout.write(f"\n{p.source}: {len(bad)} failed\n")
+            for o in bad:
+                sys.stdout.write(
+                    f"  - [{o.case.part}] {o.case.prompt!r} + {o.case.feedback!r}\n"
+                    f"      -> {o.prompt!r} (neg {o.negative!r}): {'; '.join(o.failed)}\n"
+                )
     return 0
 
 

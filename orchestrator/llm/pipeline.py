@@ -27,7 +27,8 @@ from orchestrator.llm.changes import (
     Source,
     VisionComparison,
 )
-from orchestrator.llm.prompt_text import apply_changes, borrow_tokens, contains_verbatim, diff, matches, tokenize
+from orchestrator.llm.operations import broken_invariant
+from orchestrator.llm.prompt_text import apply_changes, borrow_tokens, diff, matches, tokenize
 from orchestrator.llm.rules import RuleInterpreter
 from orchestrator.llm.stages import (
     FeedbackInterpreter,
@@ -142,16 +143,19 @@ class FeedbackPipeline:
 
     async def refine(self, req: RefineRequest) -> RefineResult:
         """One piece of feedback -> a refined prompt; never raises for LLM trouble (the rules answer instead)."""
+        # the rules parse with lemminflect's tables (loaded on first use) and edit the prompt model: CPU work,
+        # so it runs off the event loop
         if not self.settings.enabled:
-            return self.refine_rules(req)
+            return await asyncio.to_thread(self.refine_rules, req)
         try:
             return await self._refine_ollama(req)
         except LlmError as e:
             log.info("feedback pipeline fell back to rules: %s", e)
-            return self.refine_rules(req, fallback_reason=str(e))
+            return await asyncio.to_thread(self.refine_rules, req, fallback_reason=str(e))
         except Exception:
             log.exception("unexpected error in the Ollama feedback pipeline")
-            return self.refine_rules(req, fallback_reason="unexpected error in the language-model pipeline")
+            reason = "unexpected error in the language-model pipeline"
+            return await asyncio.to_thread(self.refine_rules, req, fallback_reason=reason)
 
     def refine_rules(
         self,
@@ -163,8 +167,10 @@ class FeedbackPipeline:
     ) -> RefineResult:
         """The rule-based path (also the engineer of last resort when an LLM broke keep/remove)."""
         numbers = {i.number for i in req.stage_images}
+        not_understood: tuple[str, ...] = ()
         if changes is None:
-            changes = self.rules.interpret(req.feedback, req.prompt, numbers)
+            reading = self.rules.read(req.feedback, req.prompt, numbers)
+            changes, not_understood = reading.changes, reading.not_understood
         borrowed, seed = self._borrow(req, changes)
         out = apply_changes(
             req.prompt, req.negative_prompt, changes, req.family, borrowed=borrowed, extra_negative=extra_negative
@@ -172,6 +178,11 @@ class FeedbackPipeline:
         rationale = out.rationale
         if changes.borrow_from and seed is not None:
             rationale = rationale.rstrip(".") + f"; borrowed from #{changes.borrow_from[0]} and its seed {seed}."
+        if not_understood:
+            # a clause no rule maps changes nothing; saying so beats pasting the request into the prompt
+            said = "; ".join(f'"{c}"' for c in not_understood)
+            done = rationale if out.steps or (changes.borrow_from and seed is not None) else ""
+            rationale = (done.rstrip(".") + ". " if done else "") + f"I did not understand: {said}."
         return RefineResult(
             prompt=out.prompt,
             negative_prompt=out.negative_prompt,
@@ -229,10 +240,11 @@ class FeedbackPipeline:
         if vision is not None:
             # rejected traits become negative candidates even when the engineer forgot them
             negative = _merge_negative(negative, vision.rejected_traits, prompt)
-        broken = _broken_invariant(req.prompt, prompt, changes)
+        broken = await asyncio.to_thread(broken_invariant, req.prompt, prompt, changes)
         if broken:
             log.warning("engineer model=%s broke an invariant: %s", s.engineer_model, broken)
-            return self.refine_rules(
+            return await asyncio.to_thread(
+                self.refine_rules,
                 req,
                 changes=changes,
                 extra_negative=vision.rejected_traits if vision is not None else (),
@@ -341,13 +353,3 @@ def _merge_negative(negative: str, traits: Sequence[str], prompt: str) -> str:
         if not any(matches(h, trait) for h in have) and not any(matches(p.text, trait) for p in prompt_tokens):
             have.append(trait)
     return ", ".join(have)
-
-
-def _broken_invariant(old_prompt: str, new_prompt: str, changes: Changes) -> str | None:
-    for k in changes.keep:
-        if contains_verbatim(old_prompt, k) and not contains_verbatim(new_prompt, k):
-            return f"dropped the kept phrase {k!r}"
-    for r in changes.remove:
-        if any(matches(t.text, r) and not t.text.lower().startswith(("no ", "without ")) for t in tokenize(new_prompt)):
-            return f"left the removed {r!r} in the prompt"
-    return None

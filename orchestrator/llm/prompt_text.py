@@ -8,78 +8,25 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 from orchestrator.llm.changes import Changes, PromptDiff
+from orchestrator.llm.lexicon import lexicon
+from orchestrator.llm.prompt_model import MAX_WEIGHT, MIN_WEIGHT, find_terms, parse_tag, remove_thing, term_of, tidy
+from orchestrator.llm.tokens import (
+    Token,
+    parse_token,
+    tokenize as tokenize,  # re-exported: callers read prompts through prompt_text
+)
 from orchestrator.models import Family
 
-#: weights stack in 0.2 steps and stay within what SD checkpoints tolerate without artefacts
+#: weights stack in 0.2 steps and stay within what SD checkpoints tolerate without artefacts (MIN/MAX_WEIGHT)
 WEIGHT_STEP = 0.2
-MAX_WEIGHT = 1.5
-MIN_WEIGHT = 0.5
 #: removed phrases longer than this are scene clauses, not concepts: they do not belong in a negative prompt
 NEGATIVE_MAX_WORDS = 4
 
-_WEIGHTED = re.compile(r"^\((.+):\s*([0-9]*\.?[0-9]+)\)$")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _FILLER = {"a", "an", "the", "some", "of", "with", "and", "any", "very", "really"}
 _FLUX_DOWN = "subtle "
 _LEAD_WORDS = {"a", "an", "the", "on", "in", "at", "with", "by", "near", "under", "over", "and", "of", "along"}
 _FLUX_UP = "pronounced "
-
-
-@dataclass(frozen=True, slots=True)
-class Token:
-    """One comma-separated piece of a prompt and its attention weight (1.0 = plain)."""
-
-    text: str
-    weight: float = 1.0
-
-    def render(self, family: Family) -> str:
-        """The token as the family writes it: (tag:1.2) for tag families, plain text for Flux."""
-        if not family.uses_tags or abs(self.weight - 1.0) < 1e-6:
-            return self.text
-        return f"({self.text}:{self.weight:.1f})"
-
-
-def _split_top_level(text: str, seps: str) -> list[str]:
-    # commas inside (a, b:1.2) groups must not split the group
-    parts: list[str] = []
-    depth = 0
-    cur: list[str] = []
-    for ch in text:
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth = max(0, depth - 1)
-        if ch in seps and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur))
-    return [p.strip() for p in parts if p.strip()]
-
-
-def parse_token(raw: str) -> Token:
-    """'(tag:1.2)' -> Token('tag', 1.2); '((tag))' -> 1.21; '[tag]' -> 0.9; plain text -> 1.0."""
-    text = raw.strip()
-    m = _WEIGHTED.match(text)
-    if m:
-        return Token(m.group(1).strip(), round(float(m.group(2)), 2))
-    weight = 1.0
-    while len(text) > 2 and text[0] == "(" and text[-1] == ")":
-        text, weight = text[1:-1].strip(), weight * 1.1
-    while len(text) > 2 and text[0] == "[" and text[-1] == "]":
-        text, weight = text[1:-1].strip(), weight / 1.1
-    return Token(text, round(weight, 2))
-
-
-def tokenize(prompt: str) -> list[Token]:
-    """Split a prompt into weighted tokens (commas; also sentence ends, so Flux prose splits into clauses)."""
-    tokens = []
-    for part in _split_top_level(prompt, ",;\n"):
-        for sentence in re.split(r"(?<=[a-z0-9)\]])\.\s+|\.$", part):
-            if sentence.strip():
-                tokens.append(parse_token(sentence.strip().rstrip(".")))
-    return [t for t in tokens if t.text]
 
 
 def words(text: str) -> list[str]:
@@ -302,9 +249,14 @@ def apply_changes(
     # 1. modify: replace in place so the subject keeps its position (SD weighs early tokens more)
     for old, new in changes.modify.items():
         i = _find(tokens, old)
+        if i is not None and not new.strip() and normalize(tokens[i].text) == normalize(old):
+            # an emptied tag (a bare "blue" when the subject became green) goes
+            del tokens[i]
+            steps.append(f"dropped {old!r}")
+            continue
         replaced = _replace_in(tokens[i].text, old, new) if i is not None else None
         if i is not None and replaced is not None:
-            tokens[i] = replace(tokens[i], text=replaced)
+            tokens[i] = replace(tokens[i], text=replaced if "{" in replaced else tidy(replaced, keep_leading_prep=True))
         else:
             added.append(Token(new))
         steps.append(f"changed {old!r} to {new!r}")
@@ -315,7 +267,14 @@ def apply_changes(
         hit = False
         for i in range(len(tokens) - 1, -1, -1):
             t = tokens[i]
-            if not matches(t.text, phrase) or protected(t.text):
+            if not matches(t.text, phrase):
+                continue
+            if protected(t.text):
+                # a kept phrase in the same tag stays: only the named thing may go ("no cars, just the road")
+                rest = remove_thing(t.text, phrase)
+                if rest and all(contains_verbatim(rest, k) for k in kept if contains_verbatim(t.text, k)):
+                    tokens[i] = replace(t, text=rest)
+                    hit = True
                 continue
             hit = True
             dropped = _rewrite_options(t.text, phrase, lambda _: None) if "{" in t.text else None
@@ -325,14 +284,16 @@ def apply_changes(
                 else:
                     del tokens[i]
                 continue
-            if len(words(t.text)) <= len(words(phrase)) + 2 or (i > 0 and len(words(t.text)) <= 3):
-                del tokens[i]
+            # the prompt model takes out just the named thing and keeps the phrase grammatical ("a desk with a
+            # laptop and a lamp" - lamp -> "a desk with a laptop"); a thing it cannot place falls back to words
+            rest = remove_thing(t.text, phrase)
+            if rest is None:
+                short = len(words(t.text)) <= len(words(phrase)) + 2 or (i > 0 and len(words(t.text)) <= 3)
+                rest = "" if short else _strip_phrase(t.text, phrase)
+            if rest:
+                tokens[i] = replace(t, text=rest)
             else:
-                rest = _strip_phrase(t.text, phrase)
-                if rest:
-                    tokens[i] = replace(t, text=rest)
-                else:
-                    del tokens[i]
+                del tokens[i]
         if len(words(phrase)) <= NEGATIVE_MAX_WORDS and _find(neg, phrase) is None:
             neg.append(Token(_negative_form(phrase)))
         steps.append(f"removed {phrase!r}" if hit else f"kept {phrase!r} out")
@@ -342,11 +303,13 @@ def apply_changes(
         phrase = _clean_phrase(phrase)
         if not phrase or _find(tokens, phrase) is not None or _find(added, phrase) is not None:
             continue
-        added.append(Token(phrase))
+        restyled = _restyle(tokens, phrase, protected)
+        if restyled is None:
+            added.append(Token(phrase))
         for j in range(len(neg) - 1, -1, -1):
             if matches(neg[j].text, phrase) or matches(phrase, neg[j].text):
                 del neg[j]
-        steps.append(f"added {phrase!r}")
+        steps.append(restyled or f"added {phrase!r}")
 
     # 4. keep: a kept phrase of the old prompt must survive verbatim (one the prompt never had is a visual
     # property the user likes, not a token to invent)
@@ -369,9 +332,65 @@ def apply_changes(
 
     if not family.uses_tags:
         neg = [_flux_plain(t) for t in neg]
+    tokens, added = _unique(tokens, added)
     new_prompt = assemble(tokens, family, added)
     new_negative = ", ".join(t.render(family) for t in neg)
     return Engineered(new_prompt, new_negative, tuple(dict.fromkeys(steps)))
+
+
+def _restyle(tokens: list[Token], phrase: str, protected: Callable[[str], bool]) -> str | None:
+    """
+    A term of an exclusive category (medium, time, background, ...) replaces the prompt's term of it in place.
+
+    Appending it would leave a contradiction; None when the prompt has no term of that category.
+    """
+    found = term_of(phrase)
+    if found is None:
+        return None
+    category, term = found
+    if category != "background" and not lexicon().categories[category].exclusive:
+        return None
+    first: str | None = None
+    for i in range(len(tokens) - 1, -1, -1):
+        t = tokens[i]
+        if "{" in t.text or protected(t.text):
+            continue
+        tag = parse_tag(t.text)
+        spans = find_terms(tag, category)
+        if not spans:
+            continue
+        ws = list(tag.words)
+        if first is None:
+            first = " ".join(ws[spans[0][0] : spans[0][1]])
+        else:
+            spans.insert(0, (0, 0))
+        for s, e in reversed(spans[1:]):
+            del ws[s:e]
+        if spans[0] != (0, 0):
+            s, e = spans[0]
+            ws[s:e] = (phrase if category == "background" else term).split()
+        text = tidy(" ".join(ws), keep_leading_prep=True)
+        if text and any(ch.isalnum() for ch in text):
+            tokens[i] = replace(t, text=text)
+        else:
+            del tokens[i]
+    if first is None:
+        return None
+    return f"replaced {first!r} with {phrase!r}"
+
+
+def _unique(tokens: list[Token], added: list[Token]) -> tuple[list[Token], list[Token]]:
+    # the same tag twice says nothing more; weights stay inside what a checkpoint tolerates
+    seen: set[str] = set()
+    out: tuple[list[Token], list[Token]] = ([], [])
+    for pool, dest in ((tokens, out[0]), (added, out[1])):
+        for t in pool:
+            key = " ".join(words(t.text))
+            if key and key in seen:
+                continue
+            seen.add(key)
+            dest.append(replace(t, weight=round(min(MAX_WEIGHT, max(MIN_WEIGHT, t.weight)), 2)))
+    return out
 
 
 _NEGATIVE_FORMS = {"blur": "blurry", "noise": "noisy", "grain": "grainy", "watermark": "watermark", "text": "text"}

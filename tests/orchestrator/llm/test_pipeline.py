@@ -263,3 +263,21 @@ def test_resolve_host_follows_ollama_conventions(monkeypatch):
     assert resolve_host("https://x.example:8443/") == "https://x.example:8443"
     monkeypatch.setenv("OLLAMA_HOST", "0.0.0.0:9999")
     assert resolve_host(None) == "http://127.0.0.1:9999"
+
+
+@pytest.mark.parametrize(
+    ("engineer_prompt", "reason"),
+    [
+        ("a dog on a sofa, golden hour, the dog should be fluffy", "pasted request words (should)"),
+        ("a dog on a sofa, golden hour, photo, pencil sketch", "left two medium tags"),
+        ("a sofa, golden hour", "dropped the subject"),
+    ],
+)
+async def test_engineer_answers_are_judged_on_the_prompt_model(fake, engineer_prompt, reason):
+    changes = {**GOOD_CHANGES, "modify": {}}
+    prompt = "a dog on a sofa, blurry, photo"
+    fake.script(INTERP, changes)
+    fake.script(ENG, {"prompt": engineer_prompt, "negative_prompt": "blurry", "rationale": "x"})
+    r = await pipeline(fake).refine(req(prompt=prompt, feedback="golden hour, no blur"))
+    assert r.source is Source.RULES and reason in (r.fallback_reason or "")
+    assert r.prompt == "a dog on a sofa, photo, golden hour"
