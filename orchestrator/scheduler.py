@@ -408,8 +408,10 @@ class Scheduler:
         del self.running[node.id][run.job.id]
         node.stats.in_flight = len(self.running[node.id])
         run.posted.set()
-        if not self._closing and run.abandon != "cancelled":
-            self._spawn(self._abandoned(node, run), name=f"abandoned-{run.job.id[:8]}")
+        if not self._closing and run.abandon != "cancelled" and not run.backup and not self.table.is_terminal(run.job):
+            write = self._settle(run.job, node.id, run.abandon or "its run ended unsettled", run=run)
+            if write is not None:
+                self._spawn(write, name=f"settle-{run.job.id[:8]}")
         self.table.check_idle()
         self.table.wake_all()
 
@@ -519,6 +521,19 @@ class Scheduler:
         self, job: Job, node_id: str, reason: str, *, blame_node: bool = True, run: Run | None = None
     ) -> None:
         """Requeue a job (blaming its node unless told not to) or fail it when it is out of attempts."""
+        write = self._settle(job, node_id, reason, blame_node=blame_node, run=run)
+        if write is not None:
+            await write
+
+    def _settle(
+        self, job: Job, node_id: str, reason: str, *, blame_node: bool = True, run: Run | None = None
+    ) -> Coroutine[Any, Any, None] | None:
+        """
+        The verdict on a failed run, in memory at once; returns the DB write (and event) still to be awaited.
+
+        Synchronous on purpose: whatever is cancelled afterwards, the job is already queued again, ending, or
+        carried by its copy, so it is never in neither the queue nor a run (which the reconciler would heal).
+        """
         if run is not None and self.running[node_id].get(job.id) is run:
             # The verdict is this run's last word: it no longer carries the job (its task may linger a moment in
             # clean-up, and a later failure of the job's next run must not take it for a live copy).
@@ -530,40 +545,37 @@ class Scheduler:
             log.info("job=%s failed on node=%s (%s); its copy carries on", job.id[:8], node_id, reason)
             other = others[0]
             other.backup = False
-            await self.table.atomically(self.table.persist(other.job))
-            return
+            return self.table.atomically(self.table.persist(other.job))
         if job.id in self.queued or job.id in self.table.ending:
-            return  # already requeued or ending (a second verdict on the same job)
+            return None  # already requeued or ending (a second verdict on the same job)
+        self.table.idle.clear()
+        self.table.wake_all()
         failed_nodes = (*job.failed_nodes, node_id) if blame_node else job.failed_nodes
         if job.status is JobStatus.QUEUED:
             # Its run was stopped before it posted anything: no attempt was used, nothing to blame.
             self.queued[job.id] = job
-            self.table.idle.clear()
-            self.table.wake_all()
-            return
+            return None
         if job.attempt >= job.max_attempts:
-            await self._fail(job.with_(failed_nodes=failed_nodes), reason)
-            return
+            log.warning("! job=%s failed: %s", job.id[:8], reason)
+            return self._terminal(transition(job.with_(failed_nodes=failed_nodes), JobStatus.FAILED, error=reason))
         log.warning("↻ job=%s node=%s attempt=%d: %s", job.id[:8], node_id, job.attempt, reason)
         again = transition(job, JobStatus.QUEUED, failed_nodes=failed_nodes, error=reason)
-        # Memory first: whatever is cancelled from here on, the job is in the queue and the reconciler sees it.
         self.queued[again.id] = again
-        self.table.idle.clear()
         self.bus.publish(
             JobRetried(
                 again.id, again.batch_id, node_id, reason, again.attempt, again.spec.session_id, again.spec.stage_id
             )
         )
-        self.table.wake_all()
-        await self.table.atomically(self.table.persist(again))
+        return self.table.atomically(self.table.persist(again))
 
     async def _fail(self, job: Job, reason: str) -> None:
         log.warning("! job=%s failed: %s", job.id[:8], reason)
         await self._terminal(transition(job, JobStatus.FAILED, error=reason))
 
-    async def _terminal(self, job: Job, *, cancelled: bool = False) -> None:
+    def _terminal(self, job: Job, *, cancelled: bool = False) -> Coroutine[Any, Any, None]:
+        """Mark a job ended in memory now; returns its DB write and event to await."""
         self.table.ending[job.id] = job
-        await self.table.atomically(self._record_terminal(job, cancelled))
+        return self.table.atomically(self._record_terminal(job, cancelled))
 
     async def _record_terminal(self, job: Job, cancelled: bool) -> None:
         await self.table.persist(job)
@@ -593,4 +605,6 @@ class Scheduler:
         self.running[node_id].pop(run.job.id, None)
         node = self.registry.get(node_id)
         node.stats.in_flight = len(self.running[node_id])
-        self._spawn(self._retry_or_fail(run.job, node_id, "its run ended unsettled", run=run), f"heal-{node_id}")
+        write = self._settle(run.job, node_id, "its run ended unsettled", run=run)
+        if write is not None:
+            self._spawn(write, f"heal-{node_id}")

@@ -215,3 +215,23 @@ async def test_a_wedged_node_is_backed_up_and_the_copy_wins(farm):
     assert_exactly_once(rec, result, 20)
     assert not any(j.prompt_id == hung for j in jobs.values()), "the hung prompt delivered nothing"
     assert not rec.of(JobRetried), "the copy won; the original was never retried"
+
+
+async def test_the_reconciler_heals_a_job_memory_lost_and_counts_it(farm):
+    # A job the DB holds as queued but memory never heard of (what issue 11.1 left behind): the reconciler
+    # queues it again, it is delivered once, and the heal is counted (each heal is a bug found).
+    from orchestrator.models import Job
+
+    _sim, cfg = farm
+    async with Orchestrator(cfg) as orch:
+        rec = Recorder(orch.bus)
+        [spec] = orch.build_specs(GenerateRequest(prompt="lost", seed=7))
+        lost = Job(id="lost-job", batch_id="lost-batch", spec=spec)
+        await orch.db.insert_jobs([lost])
+        assert await orch.sched.reconciler.reconcile_once() == 1
+        result = await orch.wait_batch("lost-batch")
+        await rec.close()
+        assert dict(orch.sched.reconciler.heals) == {"orphan": 1}
+        assert orch.farm_health().reconciler_heals == 1
+    assert [im.id for im in result.images] == ["lost-job"]
+    assert rec.finished_per_job() == {"lost-job": 1}
