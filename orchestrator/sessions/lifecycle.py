@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 
@@ -28,6 +29,9 @@ from orchestrator.sessions.voting import distinct_voters
 
 log = logging.getLogger(__name__)
 
+#: the supervised task that completes stages as their batches finish
+PUMP_TASK = "sessions-pump"
+
 LIVE_STATES = (SessionState.GENERATING, SessionState.VOTING, SessionState.FINISHED)
 
 
@@ -39,13 +43,12 @@ class StageLifecycle:
         self.stages = stages
         self.moves = moves
         self._sub: Subscription | None = None
-        self._pump_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Listen for stage batches, then resume sessions left by a previous process."""
         ctx = self.ctx
         self._sub = ctx.bus.subscribe(maxsize=10_000, accept=_is_stage_batch)
-        self._pump_task = asyncio.create_task(self._pump(self._sub), name="sessions-pump")
+        ctx.scheduler.supervisor.spawn(PUMP_TASK, functools.partial(self._pump, self._sub))
         for row in await ctx.db.sessions_in_states([s.value for s in LIVE_STATES]):
             async with ctx.lock(row.id):
                 await self._resume(row.id)
@@ -54,14 +57,14 @@ class StageLifecycle:
         """Cancel the listener and every deadline timer; sessions stay in the DB as they are."""
         if self._sub is not None:
             self._sub.close()
-        tasks = [t for t in (self._pump_task, *self.ctx.timers.values()) if t is not None]
+        await self.ctx.scheduler.supervisor.cancel(PUMP_TASK)
+        tasks = list(self.ctx.timers.values())
         for t in tasks:
             t.cancel()
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self.ctx.timers.clear()
-        self._pump_task = None
 
     async def _pump(self, sub: Subscription) -> None:
         ctx = self.ctx
@@ -192,6 +195,10 @@ class StageLifecycle:
                 log.info("session=%s deadline passed, not advancing: %s", session_id, e.user_message)
                 # Otherwise the group waits on a rule that already fired: say so, and Continue stays the way on.
                 ctx.bus.publish(DeadlineMissed(session_id, stage_id, e.user_message))
+            except Exception:
+                # A one-shot timer has no supervisor to restart it: it must not die unseen.
+                log.exception("session=%s: advancing at the deadline failed", session_id)
+                ctx.bus.publish(DeadlineMissed(session_id, stage_id, "something went wrong; press Continue"))
 
 
 def _is_stage_batch(ev: Event) -> bool:

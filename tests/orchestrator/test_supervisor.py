@@ -65,7 +65,7 @@ async def test_the_engine_runs_its_loops_supervised_and_doctor_reads_its_health(
         names = {t.name for t in orch.supervisor.status() if t.alive}
         nodes = [n.id for n in orch.config.nodes]
         assert {f"pull-{n}" for n in nodes} | {f"comfy-ws-{n}" for n in nodes} <= names
-        assert {"registry-health", "reconciler", "health-snapshot"} <= names
+        assert {"registry-health", "reconciler", "health-snapshot", "sessions-pump"} <= names
         health = orch.farm_health()
         assert health.task_restarts == 0 and health.reconciler_heals == 0 and not health.dead_tasks
     assert await _engine_health(cfg) == 0
