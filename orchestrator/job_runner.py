@@ -270,8 +270,10 @@ class JobRunner:
         finished = await self.table.write(done.id, f"job {done.id[:8]} done", lambda: self.db.finish_job(done, image))
         delivered.set_result(finished)
         if not finished:
+            # The row was done already (its copy won): memory counts it ended too, idempotently.
             self.table.ending.pop(done.id, None)
-            log.warning("job=%s already delivered; not delivering again", done.id[:8])
+            self.table.mark_terminal(done)
+            log.info("job=%s already delivered; not delivering again", done.id[:8])
             return
         log.info("← job=%s node=%s %.2fs", done.id[:8], node.id, image.seconds)
         self.bus.publish(JobFinished(done.id, done.batch_id, image, done.spec.session_id, done.spec.stage_id))
