@@ -44,6 +44,8 @@ async def soak(seeds: list[int], verbose: bool) -> list[Outcome]:
             out = await run_schedule(schedule, Path(d) / str(seed))
             outcomes.append(out)
             mark = "ok" if out.ok else "FAIL"
+            for crash in out.crashes:
+                print(f"seed={seed}: supervised task restarted: {crash}")
             if verbose or not out.ok:
                 print(f"{mark} {schedule.describe()} -> {out.delivered}/{out.jobs} delivered, {out.seconds:.2f}s")
                 for v in out.violations:

@@ -79,6 +79,8 @@ class Outcome:
     lost: int = 0
     heals: int = 0
     restarts: int = 0
+    #: supervised tasks that crashed and were restarted, with their last error (each is a bug to look at)
+    crashes: list[str] = field(default_factory=list)
     backups: int = 0
     seconds: float = 0.0
     violations: list[str] = field(default_factory=list)
@@ -254,6 +256,7 @@ async def _check(out: Outcome, orch: Orchestrator, batches: list[str], recorders
     if not expected <= alive:
         v.append(f"supervised tasks not running at the end: {sorted(expected - alive)}")
     out.restarts = orch.supervisor.total_restarts
+    out.crashes = [f"{t.name}: {t.last_error}" for t in orch.supervisor.status() if t.restarts]
     out.backups = orch.sched.backups_started
 
 
