@@ -16,7 +16,7 @@ from types import TracebackType
 
 from orchestrator.comfy.simulator import SimFarm, is_loopback
 from orchestrator.config import Config
-from orchestrator.db import Database
+from orchestrator.db import DB_WRITE_ERRORS, Database
 from orchestrator.errors import ConfigError, InputError
 from orchestrator.events import EventBus
 from orchestrator.llm.pipeline import FeedbackPipeline
@@ -336,7 +336,11 @@ class Orchestrator:
     async def _keep_health_snapshot(self) -> None:
         # `vibes doctor` runs in another process: it reads the running engine's health from the DB.
         while True:
-            await self.db.set_ref(HEALTH_REF[0], HEALTH_REF[1], self.farm_health().to_json())
+            try:
+                await self.db.set_ref(HEALTH_REF[0], HEALTH_REF[1], self.farm_health().to_json())
+            except DB_WRITE_ERRORS as e:
+                # A locked or full DB: this snapshot is skipped (the next one comes soon); jobs retry their own writes.
+                log.info("health snapshot not written: %s", e)
             await asyncio.sleep(HEALTH_SNAPSHOT_S)
 
     def known_models(self) -> NodeModels:
