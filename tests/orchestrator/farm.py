@@ -9,6 +9,8 @@ from pathlib import Path
 
 from orchestrator.config import Config, HealthSettings, SchedulerSettings, StorageSettings, load_config
 from orchestrator.events import Event, EventBus, JobFinished, JobRetried, JobStarted, Subscription
+from orchestrator.scheduler import BatchResult
+from orchestrator.service import GenerateRequest, Orchestrator
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,3 +73,22 @@ class Recorder:
         """Stop listening after taking in every event already published."""
         self._sub.close()
         await asyncio.wait_for(self._task, 10)
+
+
+async def run_batch(orch: Orchestrator, count: int, **kw) -> tuple[Recorder, BatchResult]:
+    """One batch of `count` drafts with seeds 100.., and every event it caused."""
+    rec = Recorder(orch.bus)
+    batch = await orch.generate(GenerateRequest(prompt="a lighthouse at dusk", count=count, seed=100, **kw))
+    result = await orch.wait_batch(batch)
+    await rec.close()
+    return rec, result
+
+
+def assert_exactly_once(rec: Recorder, result: BatchResult, count: int) -> None:
+    """Every image of a `run_batch` delivered, each once, every seed rendered once."""
+    per_job = rec.finished_per_job()
+    assert len(result.images) == count, [j.error for j in result.failed]
+    assert sorted(per_job) == sorted(im.id for im in result.images)
+    assert set(per_job.values()) == {1}, "an image was delivered more than once"
+    seeds = sorted(im.seed for im in result.images)
+    assert seeds == list(range(100, 100 + count)), "every seed rendered exactly once"

@@ -18,7 +18,7 @@ from orchestrator.comfy.simulator import SimFarm
 from orchestrator.events import JobFailed, JobFinished, JobRetried
 from orchestrator.models import JobStatus
 from orchestrator.service import GenerateRequest, Orchestrator
-from tests.orchestrator.farm import TIME_SCALE, Recorder, farm_config
+from tests.orchestrator.farm import TIME_SCALE, Recorder, assert_exactly_once, farm_config, run_batch
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -34,22 +34,6 @@ async def farm(tmp_path):
 
 def with_scheduler(cfg, **kw):
     return cfg.with_settings(scheduler=replace(cfg.settings.scheduler, **kw))
-
-
-async def run_batch(orch: Orchestrator, count: int, **kw):
-    rec = Recorder(orch.bus)
-    batch = await orch.generate(GenerateRequest(prompt="a lighthouse at dusk", count=count, seed=100, **kw))
-    result = await orch.wait_batch(batch)
-    await rec.close()
-    return rec, result
-
-
-def assert_exactly_once(rec: Recorder, result, count: int) -> None:
-    per_job = rec.finished_per_job()
-    assert len(result.images) == count, [j.error for j in result.failed]
-    assert set(per_job.values()) == {1}, "an image was delivered more than once"
-    assert sorted(per_job) == sorted(im.id for im in result.images)
-    assert sorted(im.seed for im in result.images) == list(range(100, 100 + count))
 
 
 async def db_retries_reach(orch: Orchestrator, n: int) -> None:

@@ -14,7 +14,7 @@ from orchestrator.events import BatchDone, JobFinished, JobRetried, NodeHealthCh
 from orchestrator.models import Family, GenerationParams, JobSpec, JobStatus, LoraSpec, Mode, TaskKind
 from orchestrator.scheduler import IllegalTransition, transition
 from orchestrator.service import GenerateRequest, Orchestrator
-from tests.orchestrator.farm import TIME_SCALE, Recorder, farm_config
+from tests.orchestrator.farm import TIME_SCALE, Recorder, assert_exactly_once, farm_config, run_batch
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -27,23 +27,6 @@ async def farm(tmp_path):
     bound = await sim.start()
     yield sim, bound
     await sim.stop()
-
-
-async def run_batch(orch: Orchestrator, count: int, **kw) -> tuple[Recorder, object]:
-    rec = Recorder(orch.bus)
-    batch = await orch.generate(GenerateRequest(prompt="a lighthouse at dusk", count=count, seed=100, **kw))
-    result = await orch.wait_batch(batch)
-    await rec.close()
-    return rec, result
-
-
-def assert_exactly_once(rec: Recorder, result, count: int) -> None:
-    per_job = rec.finished_per_job()
-    assert len(result.images) == count, [j.error for j in result.failed]
-    assert sorted(per_job) == sorted(im.id for im in result.images)
-    assert set(per_job.values()) == {1}, "an image was delivered more than once"
-    seeds = sorted(im.seed for im in result.images)
-    assert seeds == list(range(100, 100 + count)), "every seed rendered exactly once"
 
 
 async def test_twenty_drafts_spread_by_node_speed(tmp_path):
