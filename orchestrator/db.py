@@ -428,9 +428,13 @@ class Database:
         await self.conn.commit()
 
     @_write
-    async def update_job(self, job: Job) -> None:
-        """Persist a job's mutable fields (status, attempt, node, prompt id, error, times); an ended job stays ended."""
-        await self.conn.execute(
+    async def update_job(self, job: Job) -> bool:
+        """
+        Persist a job's mutable fields (status, attempt, node, prompt id, error, times).
+
+        An ended job stays ended: False when the row had ended already (and nothing was written).
+        """
+        cur = await self.conn.execute(
             """UPDATE generations SET status=?, attempt=?, node_id=?, prompt_id=?, error=?, started_at=?,
                finished_at=?, failed_nodes=? WHERE id=? AND status NOT IN ('done', 'failed', 'cancelled')""",
             (
@@ -446,6 +450,7 @@ class Database:
             ),
         )
         await self.conn.commit()
+        return cur.rowcount == 1
 
     @_write
     async def finish_job(self, job: Job, image: ImageRecord) -> bool:

@@ -119,7 +119,7 @@ class JobTable:
         #: one per pull loop, set when that node might have something to take
         self.wake: dict[str, asyncio.Event] = {nid: asyncio.Event() for nid in node_ids}
         #: DB writes with their events, which a stop lets finish
-        self.commits: set[asyncio.Task[None]] = set()
+        self.commits: set[asyncio.Task[object]] = set()
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -187,7 +187,7 @@ class JobTable:
             log.info("✓ batch=%s done=%d failed=%d", batch_id, b.done, b.failed)
             self.bus.publish(BatchDone(batch_id, b.done, b.failed, b.session_id, b.stage_id))
 
-    async def atomically(self, work: Coroutine[Any, Any, None]) -> None:
+    async def atomically(self, work: Coroutine[Any, Any, object]) -> None:
         """
         Run a DB write and the event announcing it to the end even when the caller is cancelled meanwhile.
 
@@ -221,9 +221,9 @@ class JobTable:
         async with lock:
             return await self.retrying(what, call)
 
-    async def persist(self, job: Job) -> None:
-        """Write a job's state (status, node, attempt, error) in order with its other writes, retried."""
-        await self.write(job.id, f"job {job.id[:8]} {job.status.value}", lambda: self.db.update_job(job))
+    async def persist(self, job: Job) -> bool:
+        """Write a job's state in order with its other writes, retried; False if its row had already ended."""
+        return await self.write(job.id, f"job {job.id[:8]} {job.status.value}", lambda: self.db.update_job(job))
 
     async def retrying(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
         """Run a DB call until it succeeds; a locked or full DB is waited out, not allowed to lose a job."""

@@ -99,6 +99,8 @@ class Scheduler:
         #: backup copies started, and how many of them delivered before the original
         self.backups_started = 0
         self.backups_won = 0
+        #: jobs a cancel came too late for (their image was being stored): they end cancelled if that fails
+        self._cancel_after: set[str] = set()
         registry.listeners.append(self._on_health)
 
     @property
@@ -243,7 +245,12 @@ class Scheduler:
             await self._terminal(transition(job, JobStatus.CANCELLED, error="cancelled"), cancelled=True)
             return True
         runs = self.table.runs_of(job_id)
-        if not runs:
+        if not runs or job_id in self.table.ending:
+            return False  # nothing to cancel, or too late: its image (or its failure) is being recorded
+        if any(r.rendered and not r.task_done for _, r in runs):
+            # Its image is made and being stored: too late to cancel (an interrupted store would leave a file no
+            # row names). Should storing it fail, the job ends cancelled instead of going round again.
+            self._cancel_after.add(job_id)
             return False
         primary = next((r for _, r in runs if not r.backup), runs[0][1])
         ended = transition(primary.job, JobStatus.CANCELLED, error="cancelled")
@@ -456,6 +463,7 @@ class Scheduler:
         """After a run delivered, stop the job's other copy (it lost the race)."""
         if not run.delivered:
             return
+        self._cancel_after.discard(run.job.id)
         if run.backup:
             self.backups_won += 1
         for nid, other in self.table.runs_of(run.job.id):
@@ -548,6 +556,9 @@ class Scheduler:
             return self.table.atomically(self.table.persist(other.job))
         if job.id in self.queued or job.id in self.table.ending:
             return None  # already requeued or ending (a second verdict on the same job)
+        if job.id in self._cancel_after:
+            self._cancel_after.discard(job.id)
+            return self._terminal(transition(job, JobStatus.CANCELLED, error="cancelled"), cancelled=True)
         self.table.idle.clear()
         self.table.wake_all()
         failed_nodes = (*job.failed_nodes, node_id) if blame_node else job.failed_nodes
@@ -578,7 +589,11 @@ class Scheduler:
         return self.table.atomically(self._record_terminal(job, cancelled))
 
     async def _record_terminal(self, job: Job, cancelled: bool) -> None:
-        await self.table.persist(job)
+        if not await self.table.persist(job):
+            # Its row ended first (a delivery that was already being written won): that ending stands.
+            log.info("job=%s had already ended; not marking it %s", job.id[:8], job.status.value)
+            self.table.ending.pop(job.id, None)
+            return
         self.bus.publish(
             JobFailed(job.id, job.batch_id, job.error or "", cancelled, job.spec.session_id, job.spec.stage_id)
         )
@@ -591,7 +606,8 @@ class Scheduler:
             return
         # Each run's own task hands its job back (see _run): no second actor touches the job.
         for r in list(self.running[node_id].values()):
-            if r.task is not None and not r.task.done():
+            # A run whose image is already here (being stored) no longer needs its node.
+            if r.task is not None and not r.task.done() and not r.rendered:
                 r.abandon = f"{node_id} went down"
                 r.task.cancel()
 

@@ -71,7 +71,7 @@ def table(outcomes: list[Outcome], baseline: float, wall: float) -> str:
         f"simulated farm at time scale x0.01, invariants checked after each (tests/chaos/harness.py). "
         f"Fault-free batch of 14: {baseline:.2f} s. Run took {wall:.0f} s.",
         "",
-        "| fault | injected | schedules with it | jobs | delivered | failed (with a reason) | lost | "
+        "| fault | injected | schedules with it | jobs | delivered | failed with a reason (of them cancelled) | lost | "
         "worst batch time / fault-free | schedules breaking an invariant |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -82,13 +82,15 @@ def table(outcomes: list[Outcome], baseline: float, wall: float) -> str:
         worst = max(o.seconds for o in runs) / baseline
         lines.append(
             f"| {kind} | {injected[kind]} | {len(runs)} | {sum(o.jobs for o in runs)} | "
-            f"{sum(o.delivered for o in runs)} | {sum(o.failed for o in runs)} | {sum(o.lost for o in runs)} | "
+            f"{sum(o.delivered for o in runs)} | {sum(o.failed for o in runs)} ({sum(o.cancelled for o in runs)}) | "
+            f"{sum(o.lost for o in runs)} | "
             f"{worst:.1f}x | {sum(not o.ok for o in runs)} |"
         )
     total_worst = max(o.seconds for o in outcomes) / baseline
     lines.append(
         f"| **all** | {sum(injected.values())} | {len(outcomes)} | {sum(o.jobs for o in outcomes)} | "
-        f"{sum(o.delivered for o in outcomes)} | {sum(o.failed for o in outcomes)} | "
+        f"{sum(o.delivered for o in outcomes)} | {sum(o.failed for o in outcomes)} "
+        f"({sum(o.cancelled for o in outcomes)}) | "
         f"**{sum(o.lost for o in outcomes)}** | {total_worst:.1f}x | **{sum(not o.ok for o in outcomes)}** |"
     )
     lines += [

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.comfy.simulator import ComfySimulator, SimFarm
+from orchestrator.service import Orchestrator
 from orchestrator.store import ImageStore
 
 
@@ -47,6 +48,9 @@ class World:
     #: faults set here are undone at the end of a run even if their own undo never came
     undo: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     disk_full: bool = False
+    #: the orchestrator running now and the batches it runs (a user's cancel acts on them)
+    orch: Orchestrator | None = None
+    batches: list[str] = field(default_factory=list)
 
     def sim(self, node: str) -> ComfySimulator:
         return self.farm.simulators[node]
@@ -147,6 +151,12 @@ def install_disk(world: World, store: ImageStore) -> None:
     world.store = store
 
 
+async def _cancel(world: World, f: Fault) -> None:
+    """A user cancels a batch mid-way (End on a session): every job ends once, delivered or cancelled."""
+    if world.orch is not None and world.orch.scheduler is not None and world.batches:
+        await world.orch.cancel_batch(world.batches[f.n % len(world.batches)])
+
+
 #: fault kind -> what it does; "restart" is the harness's own (it replaces the orchestrator)
 ACTIONS: dict[str, FaultAction] = {
     "kill": _kill,
@@ -156,6 +166,7 @@ ACTIONS: dict[str, FaultAction] = {
     "slow_view": _slow_view,
     "db_lock": _db_lock,
     "disk_full": _disk_full,
+    "cancel": _cancel,
 }
 KINDS: tuple[str, ...] = (*ACTIONS, "restart")
 #: faults aimed at one node

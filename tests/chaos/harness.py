@@ -64,6 +64,7 @@ def bound_seconds(schedule: Schedule) -> float:
         "db_lock": 1.5,
         "disk_full": 3.0,
         "restart": 3.0,
+        "cancel": 0.5,
     }
     return 5.0 + sum(cost.get(f.kind, 3.0) + f.duration for f in schedule.faults)
 
@@ -75,7 +76,9 @@ class Outcome:
     schedule: Schedule
     jobs: int = 0
     delivered: int = 0
+    #: failed or cancelled (cancelled: also counted here, by a user's cancel)
     failed: int = 0
+    cancelled: int = 0
     lost: int = 0
     heals: int = 0
     restarts: int = 0
@@ -147,6 +150,7 @@ async def run_schedule(schedule: Schedule, tmp: Path) -> Outcome:
         recorders.append(Recorder(orch.bus))  # before start: a restart's recovery publishes while starting
         orchs.append(orch)
         await orch.start()
+        world.orch = orch
         watch.orch = orch
         return orch
 
@@ -158,6 +162,7 @@ async def run_schedule(schedule: Schedule, tmp: Path) -> Outcome:
             for i, count in enumerate(schedule.counts):
                 req = GenerateRequest(prompt=f"chaos {schedule.seed}", count=count, seed=1000 * i, user_id=f"u{i}")
                 batches.append(await orch.generate(req))
+            world.batches = batches
             fault_tasks = [asyncio.create_task(_apply(world, f)) for f in schedule.faults if f.kind != "restart"]
             restart = schedule.restart
             waiting = asyncio.gather(*(orch.wait_batch(b) for b in batches))
@@ -168,7 +173,7 @@ async def run_schedule(schedule: Schedule, tmp: Path) -> Outcome:
                     waiting.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await waiting
-                    watch.orch = None
+                    watch.orch = world.orch = None
                     await orch.stop()
                     orch = await start_orch()
                     waiting = asyncio.gather(*(orch.wait_batch(b) for b in batches))
@@ -224,6 +229,7 @@ async def _check(out: Outcome, orch: Orchestrator, batches: list[str], recorders
     out.jobs = len(jobs)
     out.delivered = sum(j.status is JobStatus.DONE for j in jobs)
     out.failed = sum(j.status in (JobStatus.FAILED, JobStatus.CANCELLED) for j in jobs)
+    out.cancelled = sum(j.status is JobStatus.CANCELLED for j in jobs)
     await _count_lost(out, orch)
     ends: Counter[str] = Counter()
     for rec in recorders:
