@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from functools import cache
 
 from orchestrator.llm.changes import Changes
 from orchestrator.llm.lexicon import (
@@ -819,9 +820,24 @@ def _tidy(clause: str) -> str:
         prev = c
         c = _LEADING.sub("", c)
         c = _TRAILING.sub("", c)
-        c = _INTENSIFIERS.sub(" ", c)
+        c = _INTENSIFIERS.sub(_intensifier, c)
         c = re.sub(r"\s+", " ", c).strip().strip("?!.")
     return c
+
+
+@cache
+def _countable_things() -> frozenset[str]:
+    lx = lexicon()
+    return lx.wearables | lx.places | frozenset(lx.kinds) | frozenset(w for ws in lx.kinds.values() for w in ws)
+
+
+def _intensifier(m: re.Match[str]) -> str:
+    # "a little warmer" softens; "a little jacket", "a little house" is an article and a size of a thing
+    if m.group(0) == "a little":
+        following = m.string[m.end() :].split()
+        if following and following[0] in _countable_things():
+            return m.group(0)
+    return " "
 
 
 def _adjectives(text: str) -> list[str] | None:

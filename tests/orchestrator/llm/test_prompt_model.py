@@ -250,6 +250,8 @@ def test_invariants_are_judged_on_the_prompt_model():
         # a wearable put on someone is worn, not a new place
         ("a pug on a cushion", "put a bow tie on the pug", ["pug wearing a bow tie", "cushion"]),
         ("a grandpa in a garden", "put sunglasses on him", ["grandpa wearing sunglasses", "garden"]),
+        # "a little" before a thing is its size, not a softener
+        ("a hamster in a cage", "can the hamster wear a little scarf?", ["hamster wearing a little scarf", "cage"]),
     ],
 )
 def test_actions_asked_of_someone_attach_to_their_doer(prompt, feedback, has):
