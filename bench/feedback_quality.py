@@ -3,7 +3,9 @@
 
 Run: `python -m bench.feedback_quality` (rules only) or `python -m bench.feedback_quality --host http://HOST:11434`.
 A case passes when every one of its checks holds on the new prompt (has / lacks / neg) and the global checks hold:
-no request words leaked, no orphaned articles or prepositions, no duplicate or contradictory tags, weights in range.
+no request words leaked into the prompt or the negative prompt (nor, into the negative, a verb the request asked
+someone to do: 'wear' of "make the cat wear a crown"), no orphaned articles or prepositions, no duplicate or
+contradictory tags, weights in range.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import yaml
 from orchestrator.config import LlmSettings
 from orchestrator.llm.changes import RefineRequest, RefineResult, Source
 from orchestrator.llm.pipeline import FeedbackPipeline
-from orchestrator.llm.prompt_model import contradictions, leaked_request_words, orphans, phrase_in
+from orchestrator.llm.prompt_model import contradictions, leaked_request_words, negative_leaks, orphans, phrase_in
 from orchestrator.llm.tokens import tokenize
 from orchestrator.models import Family
 
@@ -120,6 +122,7 @@ def check(case: Case, prompt: str, negative: str) -> tuple[str, ...]:
     failed += [f"still has {x!r}" for x in case.lacks if phrase_in(prompt, x)]
     failed += [f"negative lacks {n!r}" for n in case.neg if not phrase_in(negative, n)]
     failed += [f"global: leaked {w!r}" for w in leaked_request_words(case.prompt, prompt)]
+    failed += [f"global: leaked {w!r} into the negative" for w in negative_leaks(case.feedback, "", negative)]
     old_tags = {t.text.lower() for t in tokenize(case.prompt)}
     failed += [f"global: orphaned words in {o!r}" for o in orphans(prompt) if o.lower() not in old_tags]
     failed += [f"global: {c}" for c in contradictions(case.prompt, prompt)]
@@ -171,7 +174,8 @@ def format_markdown(report: QualityReport) -> str:
         f"tuned on them) and {held_n} held-out cases (`{report.case_files[1].name}`, written before the rules were "
         "rebuilt and only scored). A case passes when its new prompt has every phrase it must have, none it must "
         "lack, its negative prompt has what it must, and the global checks hold (no request words such as "
-        '"should" or "make it", no orphaned articles or prepositions, no duplicate or contradictory tags, '
+        '"should" or "make it" in either prompt, nor in the negative a verb the request asked for, no orphaned '
+        "articles or prepositions, no duplicate or contradictory tags, "
         "weights in range).",
         "",
         "| path | development | held-out | gap | cases failing a global check |",

@@ -179,6 +179,20 @@ def is_verb_only(word: str) -> bool:
     return "VERB" in pos and "ADJ" not in pos and word.lower() not in lexicon().modifier_class
 
 
+def verb_lemma(word: str) -> str:
+    """The verb's dictionary form ('holding' -> 'hold', which `lemma` reads as the noun 'holding'); else the word."""
+    w = word.lower()
+    verbs = _all_lemmas(w).get("VERB", ())
+    return str(verbs[0]) if verbs else w
+
+
+def is_base_verb(word: str) -> bool:
+    """A verb in its dictionary form that is no adjective ('wear', 'sit', 'rain'; not 'wears', 'clean', 'purple')."""
+    w = word.lower()
+    verbs = _all_lemmas(w).get("VERB", ())
+    return w in verbs and "ADJ" not in parts_of_speech(w) and w not in lexicon().modifier_class
+
+
 def modifier_class(word: str) -> str:
     """The adjective class of a word (colour, size, ...) or 'other'."""
     w = word.lower()

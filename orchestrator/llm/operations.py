@@ -17,6 +17,7 @@ from orchestrator.llm.prompt_model import (
     find_phrase,
     is_place_tag,
     leaked_request_words,
+    negative_leaks,
     only_modifiers_of,
     parse_tag,
     quality_tag,
@@ -359,13 +360,18 @@ def _smallest_edit(prompt: str, old: str, new: str) -> tuple[str, str]:
     q = 0
     while q < min(len(ow), len(nw)) - p and ow[-1 - q].lower() == nw[-1 - q].lower():
         q += 1
-    head_roles = parse_tag(old).roles
-    # widen to the phrase: the noun after changed modifiers, the article before the change
-    while q > 0 and (p >= len(ow) - q or head_roles[len(ow) - q - 1] != "head"):
-        q -= 1
-    while p > 0 and ow[p - 1].lower() in ("a", "an", "the"):
-        p -= 1
-    o, n = " ".join(ow[p : len(ow) - q]), " ".join(nw[p : len(nw) - q])
+    tag = parse_tag(old)
+    before = next((np for np in tag.phrases if np.end == p), None) if p + q == len(ow) else None
+    if before is not None:
+        # words inserted after a noun phrase ("a cat" -> "a cat wearing a crown") change that phrase
+        o, n = " ".join(ow[before.start : p]), " ".join(nw[before.start : len(nw) - q])
+    else:
+        # widen to the phrase: the noun after changed modifiers, the article before the change
+        while q > 0 and (p >= len(ow) - q or tag.roles[len(ow) - q - 1] != "head"):
+            q -= 1
+        while p > 0 and ow[p - 1].lower() in ("a", "an", "the"):
+            p -= 1
+        o, n = " ".join(ow[p : len(ow) - q]), " ".join(nw[p : len(nw) - q])
     if not o or not n:
         return old, new
     hits = sum(
@@ -395,12 +401,21 @@ def names(text: str, thing: str) -> bool:
     return find_phrase(parse_tag(text), thing) is not None or matches(text, thing)
 
 
-def broken_invariant(old_prompt: str, new_prompt: str, changes: Changes) -> str | None:
+def broken_invariant(
+    old_prompt: str,
+    new_prompt: str,
+    changes: Changes,
+    *,
+    feedback: str = "",
+    old_negative: str = "",
+    new_negative: str = "",
+) -> str | None:
     """
     What a new prompt (from the language model) breaks of the Changes, judged on the prompt model; None if nothing.
 
     The same model the rules engineer edits with: a kept phrase survives verbatim, a removed thing is named by no tag,
-    the subject is still there unless the changes replace or remove it, no request words, no contradicting tags.
+    the subject is still there unless the changes replace or remove it, no request words (in the prompt, nor in the
+    negative prompt together with the verbs the feedback asked someone to do), no contradicting tags.
     """
     for k in changes.keep:
         if contains_verbatim(old_prompt, k) and not contains_verbatim(new_prompt, k):
@@ -417,6 +432,9 @@ def broken_invariant(old_prompt: str, new_prompt: str, changes: Changes) -> str 
     leaked = leaked_request_words(old_prompt, new_prompt)
     if leaked:
         return f"pasted request words ({', '.join(leaked)}) into the prompt"
+    leaked = negative_leaks(feedback, old_negative, new_negative)
+    if leaked:
+        return f"pasted request words ({', '.join(leaked)}) into the negative prompt"
     clashes = [c for c in contradictions(old_prompt, new_prompt) if c.startswith("two ")]
     if clashes:
         return f"left {clashes[0]}"

@@ -11,6 +11,7 @@ import re
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -240,7 +241,17 @@ class FeedbackPipeline:
         if vision is not None:
             # rejected traits become negative candidates even when the engineer forgot them
             negative = _merge_negative(negative, vision.rejected_traits, prompt)
-        broken = await asyncio.to_thread(broken_invariant, req.prompt, prompt, changes)
+        broken = await asyncio.to_thread(
+            partial(
+                broken_invariant,
+                req.prompt,
+                prompt,
+                changes,
+                feedback=req.feedback,
+                old_negative=req.negative_prompt,
+                new_negative=negative,
+            )
+        )
         if broken:
             log.warning("engineer model=%s broke an invariant: %s", s.engineer_model, broken)
             return await asyncio.to_thread(

@@ -21,6 +21,7 @@ from orchestrator.llm.lexicon import (
     PLACE_PREPOSITIONS,
     PREPOSITIONS,
     article_for,
+    is_base_verb,
     is_noun,
     is_plural,
     lemma,
@@ -418,6 +419,12 @@ def attach(text: str, thing: str | None, phrase: str) -> str | None:
     np = find_phrase(tag, thing, loose=True) if thing else subject_phrase(tag)
     if np is None:
         return None
+    verb, *rest = phrase.split()
+    if rest and np.end < len(tag.words) and _clean(tag.words[np.end]) == verb.lower():
+        # "a boy wearing glasses" + "wearing a hat" -> "a boy wearing glasses and a hat", not two "wearing"s
+        obj = next((p for p in tag.phrases if p.start == np.end + 1), None)
+        if obj is not None:
+            return _join([*tag.words[: obj.end], "and", *rest, *tag.words[obj.end :]])
     return _join([*tag.words[: np.end], *phrase.split(), *tag.words[np.end :]])
 
 
@@ -541,6 +548,76 @@ def leaked_request_words(old_prompt: str, new_prompt: str) -> list[str]:
         for r in lexicon().request_words
         if re.search(rf"\b{re.escape(r)}\b", new) and not re.search(rf"\b{re.escape(r)}\b", old)
     ]
+
+
+#: words that ask for something or point at the image: they belong to the request, never to a prompt's tag
+REQUEST_ONLY_WORDS = frozenset(
+    {"make", "let", "should", "please", "can", "could", "would", "must", "want", "it", "he", "she", "they", "him",
+     "her", "them", "i", "me", "you", "we", "us"}
+)  # fmt: skip
+#: verbs that ask for an action of someone: "make the cat wear ...", "let the fox carry ...", "get him to smile"
+_CAUSATIVES = frozenset({"make", "makes", "have", "let", "lets", "get", "help"})
+#: "make it look like", "make her seem older": verbs of appearance, said of the picture and not done by the subject
+APPEARANCE_VERBS = frozenset({"be", "look", "feel", "seem", "appear", "become", "turn", "get", "stay", "keep", "go"})
+
+
+def request_verbs(feedback: str) -> frozenset[str]:
+    """
+    The verbs a request asks someone to do: 'wear' in 'make the cat wear a crown', 'smile' in 'get him to smile'.
+
+    After a causative (make/have/let/get/help) come a pronoun or a short noun phrase, then the verb (after an
+    optional "to"): a base-form verb followed by nothing, a determiner or a preposition.
+    """
+    ws = split_words(feedback)
+    out: set[str] = set()
+    for i, w in enumerate(ws):
+        if w not in _CAUSATIVES or (w == "get" and ws[i + 1 : i + 2] == ["rid"]):
+            continue
+        # the verb follows its doer: a pronoun, or a noun phrase whose first word after the determiner is the noun
+        first = i + 3 if ws[i + 1 : i + 2] and ws[i + 1] in (DETERMINERS | ARTICLES) - {"her"} else i + 2
+        for k in range(first, min(i + 7, len(ws))):
+            v = ws[k]
+            if v == "to":
+                continue
+            if v in APPEARANCE_VERBS or v in DETERMINERS or v in PREPOSITIONS or v in CONJUNCTIONS:
+                # "make it look like", "make it a dog", "have a dog in the corner": no action asked of anyone
+                break
+            if not is_base_verb(v):
+                continue
+            after = ws[k + 1] if k + 1 < len(ws) else None
+            if after is None or after in DETERMINERS or after in PREPOSITIONS or after in lexicon().numbers:
+                out.add(v)
+                break
+    return frozenset(out)
+
+
+def has_request_words(text: str) -> bool:
+    """A phrase with a word only a request uses ('make', 'should', a pronoun): no tag of either prompt."""
+    ws = split_words(text)
+    low = " ".join(ws)
+    return any(w in REQUEST_ONLY_WORDS for w in ws) or any(
+        " " in r and re.search(rf"\b{re.escape(r)}\b", low) for r in lexicon().request_words
+    )
+
+
+def negative_leaks(feedback: str, old_negative: str, new_negative: str) -> list[str]:
+    """
+    Words of the request in the new negative prompt that the old one did not have.
+
+    Only content an operation produced may reach the negative prompt: no request words ('make', 'should',
+    'please'), no pronouns, and no verb the request asked someone to do ('wear' of 'make the cat wear a crown').
+    """
+    old = set(split_words(old_negative))
+    new = [w for w in dict.fromkeys(split_words(new_negative)) if w not in old]
+    verbs = request_verbs(feedback)
+    low = " ".join(split_words(new_negative))
+    old_low = " ".join(split_words(old_negative))
+    phrases = [
+        r
+        for r in lexicon().request_words
+        if " " in r and re.search(rf"\b{re.escape(r)}\b", low) and not re.search(rf"\b{re.escape(r)}\b", old_low)
+    ]
+    return [*phrases, *(w for w in new if w in REQUEST_ONLY_WORDS or w in verbs)]
 
 
 def orphans(prompt: str) -> list[str]:

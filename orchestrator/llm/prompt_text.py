@@ -9,7 +9,16 @@ from functools import partial
 
 from orchestrator.llm.changes import Changes, PromptDiff
 from orchestrator.llm.lexicon import lexicon
-from orchestrator.llm.prompt_model import MAX_WEIGHT, MIN_WEIGHT, find_terms, parse_tag, remove_thing, term_of, tidy
+from orchestrator.llm.prompt_model import (
+    MAX_WEIGHT,
+    MIN_WEIGHT,
+    find_terms,
+    has_request_words,
+    parse_tag,
+    remove_thing,
+    term_of,
+    tidy,
+)
 from orchestrator.llm.tokens import (
     Token,
     parse_token,
@@ -294,7 +303,8 @@ def apply_changes(
                 tokens[i] = replace(t, text=rest)
             else:
                 del tokens[i]
-        if len(words(phrase)) <= NEGATIVE_MAX_WORDS and _find(neg, phrase) is None:
+        # only a thing goes to the negative prompt, never the words of the request that named it
+        if len(words(phrase)) <= NEGATIVE_MAX_WORDS and _find(neg, phrase) is None and not has_request_words(phrase):
             neg.append(Token(_negative_form(phrase)))
         steps.append(f"removed {phrase!r}" if hit else f"kept {phrase!r} out")
 
@@ -326,7 +336,8 @@ def apply_changes(
     # 6. negatives asked for directly or suggested by the vision comparison
     for phrase in [*changes.negative_add, *extra_negative]:
         phrase = _clean_phrase(phrase)
-        if phrase and _find(neg, phrase) is None and _find([*tokens, *added], phrase) is None:
+        fresh = _find(neg, phrase) is None and _find([*tokens, *added], phrase) is None
+        if phrase and fresh and not has_request_words(phrase):
             neg.append(Token(phrase))
             steps.append(f"negative {phrase!r}")
 

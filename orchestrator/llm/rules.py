@@ -11,13 +11,17 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from functools import cache
 
 from orchestrator.llm.changes import Changes
 from orchestrator.llm.lexicon import (
     DETERMINERS,
+    article_for,
     base_adjective,
     is_adjective,
+    is_base_verb,
     is_noun,
+    is_plural,
     is_verb_only,
     lemma,
     lexicon,
@@ -25,6 +29,7 @@ from orchestrator.llm.lexicon import (
     participle,
     parts_of_speech,
     split_words,
+    verb_lemma,
 )
 from orchestrator.llm.operations import (
     Add,
@@ -43,7 +48,7 @@ from orchestrator.llm.operations import (
     Weight,
     compile_operations,
 )
-from orchestrator.llm.prompt_model import Role, find_phrase, is_clean_phrase, parse_tag, term_of
+from orchestrator.llm.prompt_model import APPEARANCE_VERBS, Role, find_phrase, is_clean_phrase, parse_tag, term_of
 from orchestrator.llm.prompt_text import matches, normalize, stem, tokenize
 from orchestrator.llm.vocab import ADJECTIVES, ASPECT_NOUNS, LOOKS, OPPOSITES, QUALITY_TAGS
 
@@ -135,7 +140,7 @@ _THERE = re.compile(
     r"(?:she|he|it|they|we|i|you|the\s+\w+)\s+(?:have|get|hold|wear|carry))\s+(.+)$"
 )
 _PUT_THERE = re.compile(r"^(?:put|place|add|have|use)\s+(.+?)\s+(?:there|here|in its place|in their place)$")
-_GIVE = re.compile(r"^give\s+(?:it|him|her|them|the\s+\w+)\s+(.+)$")
+_GIVE = re.compile(r"^give\s+(it|him|her|them|the\s+\w+)\s+(.+)$")
 _NEEDS = re.compile(r"^(?:the\s+)?(.+?)\s+(?:needs|could use|should have|must have|deserves)\s+(.+)$")
 _REMOVE = re.compile(
     r"^(?:no|without|remove|get rid of|lose|drop|delete|take out|take away|ditch|eliminate|erase|no more|"
@@ -168,6 +173,16 @@ _COMPLIMENT = re.compile(
     r"(?:so+|very|really|super|soo+|how|omg)\s+(?:cute|pretty|good|nice|cool|beautiful|lovely|awesome|great|gorgeous|"
     r"adorable|amazing|sweet|fun|funny)\W*"
 )
+#: "make the cat wear a crown", "let the fox carry a lantern", "get him to smile", "can the rabbit wear a hat":
+#: someone (a pronoun or a noun phrase) and what they should do
+_CAUSE = re.compile(
+    r"^(?:make|have|let|get(?! rid\b)|help|can|could|(?:i|we)\s+(?:want|need|would like|'d like|would love|'d love)|"
+    r"i'?d like|i'?d love)\s+(.+)$"
+)
+#: "have the cat look at the camera": a look that is an action, not an appearance ("make it look like a sketch")
+_LOOK_ACTION = frozenset({"at", "up", "down", "into", "toward", "towards", "away", "out", "over", "around"})
+#: "put a hat on him", "give her a scarf": how a wearable joins its wearer
+_WORN_VERB = "wearing"
 #: "X should wear Y": verbs whose object joins the thing instead of replacing it
 _ATTACH_VERBS = frozenset({"wear", "hold", "carry", "have", "has", "eat", "ride", "play", "read", "drink", "use"})
 _ARTICLE = re.compile(r"^(?:the|a|an|some|any|all|those|these|that|this|of the|more of the|his|her|their|its)\s+")
@@ -316,6 +331,8 @@ class RuleInterpreter:
             return self._swap(phrase(m.group(1)), _restore(_tidy(m.group(2)), quotes), r)
         if m := _INSTEAD.match(clause):
             return self._swap(phrase(m.group(2)), _restore(_tidy(m.group(1)), quotes), r)
+        if (m := _CAUSE.match(clause)) and (kind := self._action(_restore(m.group(1), quotes), r)):
+            return kind
         if m := _PUT.match(clause):
             return self._put(phrase(m.group(1)), m.group(2), _restore(_tidy(m.group(3)), quotes), r)
         if m := _REPLACE.match(clause):
@@ -331,7 +348,8 @@ class RuleInterpreter:
         if m := _THERE.match(clause):
             return self._add(phrase(m.group(1)), r, strong)
         if m := _GIVE.match(clause):
-            return self._add(phrase(m.group(1)), r, strong)
+            given = phrase(m.group(2))
+            return self._put_on(given, "on", m.group(1), r) or self._add(given, r, strong)
         if m := _TOO_MUCH.match(clause):
             r.ops.append(Weight(phrase(m.group(1)), -1))
             return "less"
@@ -415,8 +433,76 @@ class RuleInterpreter:
         r.ops.append(Swap(old, new))
         return "swap"
 
+    def _action(self, rest: str, r: _Reading) -> str | None:
+        """
+        'the cat wear a tiny crown' (after make/have/let/get/can/I want): the doer gets the action as a participle.
+
+        The doer is a pronoun (the subject) or the shortest noun phrase followed by a base-form verb; the verb is
+        part of the request, so it only ever reaches the prompt inflected and attached to its doer.
+        """
+        ws = rest.split()
+        for k in range(1, min(len(ws), 5)):
+            who, tail = " ".join(ws[:k]), ws[k:]
+            if tail[:1] == ["to"]:
+                tail = tail[1:]
+            if not tail or not is_base_verb(tail[0]):
+                continue
+            if tail[0] in APPEARANCE_VERBS and not (tail[0] == "look" and tail[1:2] and tail[1] in _LOOK_ACTION):
+                continue
+            verb, obj = tail[0], " ".join(tail[1:])
+            subject = bool(re.fullmatch(_SUBJECT, who))
+            thing = None if subject else _ARTICLE.sub("", who)
+            if thing is not None and (not _is_thing(thing) or not _one_phrase(thing) or not _has_noun(thing)):
+                continue
+            if thing is not None and _names_subject(thing, r.prompt):
+                thing = None
+            return self._do(thing, verb, obj, r)
+        return None
+
+    def _do(self, thing: str | None, verb: str, obj: str, r: _Reading) -> str | None:
+        """A doer (None: the subject) and a verb with its object: 'wearing a crown', 'sitting on a bench'."""
+        if not obj:
+            found = term_of(verb)
+            if thing is None and found and found[0] == "weather":
+                # "make it rain": the weather, not an action of the subject
+                r.ops.append(Restyle(*found))
+                return "style"
+            if verb_lemma(verb) not in lexicon().pose_verbs:
+                return None
+            r.ops.append(SetAttribute(thing, (participle(verb),)))
+            r.target = thing
+            return "set"
+        phrase = f"with {obj}" if verb in ("have", "has") else f"{participle(verb)} {obj}"
+        if not is_clean_phrase(phrase) or not parse_tag(obj).phrases:
+            return None
+        r.ops.append(Attach(thing, phrase))
+        r.target = thing
+        return "set"
+
+    def _put_on(self, what: str, prep: str, wearer: str, r: _Reading) -> str | None:
+        """'put a party hat on the dog', 'put a hat on him': a wearable put on someone is worn, not a new place."""
+        tag = parse_tag(what)
+        head = tag.head(tag.phrases[-1]) if tag.phrases else ()
+        if prep != "on" or not head or head[-1].lower() not in lexicon().wearables or not is_clean_phrase(what):
+            return None
+        who = _ARTICLE.sub("", wearer.strip())
+        # "on her head": the body part's owner wears it
+        owned = re.fullmatch(r"(?:his|her|their|its)\s+\S+", wearer.strip())
+        if owned or re.fullmatch(_SUBJECT, wearer.strip()) or _names_subject(who, r.prompt):
+            target = None
+        elif any(find_phrase(parse_tag(t.text), who, loose=True) for t in tokenize(r.prompt)):
+            target = who
+        else:
+            return None
+        r.ops.append(Attach(target, f"{_WORN_VERB} {_with_article(what)}"))
+        r.target = target
+        return "set"
+
     def _put(self, who: str, prep: str, place: str, r: _Reading) -> str | None:
         prep = {"to": "in", "into": "in", "onto": "on", "inside": "in"}.get(prep, prep)
+        worn = self._put_on(who, prep, place, r)
+        if worn:
+            return worn
         if not is_clean_phrase(place):
             return None
         if re.fullmatch(_SUBJECT, who) or who in ("him", "her", "them", "it") or _names_subject(who, r.prompt):
@@ -484,7 +570,7 @@ class RuleInterpreter:
             r.ops.append(SetAttribute(thing, (participle(verb),)))
             return "set"
         first, _, rest = what.partition(" ")
-        first = lemma(first) if first.endswith("ing") else first
+        first = verb_lemma(first) if first.endswith("ing") else first
         if first in _ATTACH_VERBS and rest and is_clean_phrase(rest) and _has_noun(rest):
             # "he should wear a scarf": the thing gets the phrase, it is not replaced by it
             verb = "with" if first in ("have", "has") else participle(first)
@@ -622,6 +708,18 @@ class RuleInterpreter:
             return self._adjectives(r.target, _adjectives(p) or [], r, strong, weak)
         if r.kind == "instead" and r.target:
             return self._swap(r.target, text, r)
+        last = r.ops[-1] if r.ops else None
+        pose = _verb(p)
+        if r.joined and isinstance(last, Attach) and pose:
+            # "make her hold a cup and smile": the same doer does the second thing too
+            r.ops.append(SetAttribute(last.target, (participle(pose),)))
+            return "set"
+        if r.joined and isinstance(last, Attach) and is_clean_phrase(p) and _has_noun(p):
+            # "make the dog wear boots and a raincoat": the second thing is worn too, not a new tag
+            verb = last.phrase.split()[0]
+            if verb == "with" or verb.endswith("ing"):
+                r.ops.append(Attach(last.target, f"{verb} {text}"))
+                return "set"
         ws = clause.split()
         # "warmer", "warmer light", "darker mood"
         two = " ".join(ws[:2])
@@ -722,9 +820,24 @@ def _tidy(clause: str) -> str:
         prev = c
         c = _LEADING.sub("", c)
         c = _TRAILING.sub("", c)
-        c = _INTENSIFIERS.sub(" ", c)
+        c = _INTENSIFIERS.sub(_intensifier, c)
         c = re.sub(r"\s+", " ", c).strip().strip("?!.")
     return c
+
+
+@cache
+def _countable_things() -> frozenset[str]:
+    lx = lexicon()
+    return lx.wearables | lx.places | frozenset(lx.kinds) | frozenset(w for ws in lx.kinds.values() for w in ws)
+
+
+def _intensifier(m: re.Match[str]) -> str:
+    # "a little warmer" softens; "a little jacket", "a little house" is an article and a size of a thing
+    if m.group(0) == "a little":
+        following = m.string[m.end() :].split()
+        if following and following[0] in _countable_things():
+            return m.group(0)
+    return " "
 
 
 def _adjectives(text: str) -> list[str] | None:
@@ -793,6 +906,14 @@ def _is_thing(text: str) -> bool:
 def _names_subject(who: str, prompt: str) -> bool:
     head = subject_head(prompt)
     return bool(head) and find_phrase(parse_tag(head or ""), who, loose=True) is not None
+
+
+def _with_article(phrase: str) -> str:
+    # "party hat" (its article stripped with the request's words) -> "a party hat"; plurals and mass nouns stay bare
+    ws = phrase.split()
+    if not ws or ws[0] in DETERMINERS or is_plural(ws[-1]):
+        return phrase
+    return f"{article_for(ws[0])} {phrase}"
 
 
 def _base_phrase(text: str) -> str:

@@ -281,3 +281,15 @@ async def test_engineer_answers_are_judged_on_the_prompt_model(fake, engineer_pr
     r = await pipeline(fake).refine(req(prompt=prompt, feedback="golden hour, no blur"))
     assert r.source is Source.RULES and reason in (r.fallback_reason or "")
     assert r.prompt == "a dog on a sofa, photo, golden hour"
+
+
+async def test_engineer_pasting_the_request_into_the_negative_is_overruled(fake):
+    # the interpreter read "make the gnome wear a red hat" badly; the engineer keeps the request's verb out
+    fake.script(INTERP, {**GOOD_CHANGES, "remove": [], "add": ["a red hat"], "modify": {}})
+    fake.script(ENG, {"prompt": "a gnome in a garden, a red hat", "negative_prompt": "gnome wear", "rationale": "x"})
+    r = await pipeline(fake).refine(
+        req(prompt="a gnome in a garden", feedback="make the gnome wear a red hat", negative_prompt="")
+    )
+    assert r.source is Source.RULES
+    assert "pasted request words (wear) into the negative prompt" in (r.fallback_reason or "")
+    assert "wear" not in r.negative_prompt

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.config import LlmSettings
-from orchestrator.llm.changes import Changes, RefineRequest
+from orchestrator.llm.changes import Changes, RefineRequest, RefineResult
 from orchestrator.llm.lexicon import article_for, base_adjective, lemma, participle, plural
 from orchestrator.llm.operations import (
     Add,
+    Attach,
     DropAttribute,
     Relocate,
     Remove,
@@ -27,12 +28,14 @@ from orchestrator.llm.prompt_model import (
     contradictions,
     drop_modifier,
     leaked_request_words,
+    negative_leaks,
     orphans,
     parse_tag,
     phrase_in,
     relocate,
     remove_thing,
     replace_phrase,
+    request_verbs,
     set_modifiers,
     term_of,
     tidy,
@@ -44,7 +47,11 @@ RULES = FeedbackPipeline(LlmSettings(enabled=False))
 
 
 def refine(prompt: str, feedback: str) -> str:
-    return RULES.refine_rules(RefineRequest(prompt=prompt, feedback=feedback, family=Family.SDXL)).prompt
+    return refined(prompt, feedback).prompt
+
+
+def refined(prompt: str, feedback: str) -> RefineResult:
+    return RULES.refine_rules(RefineRequest(prompt=prompt, feedback=feedback, family=Family.SDXL))
 
 
 # ---------------------------------------------------------------------- words and parsing
@@ -221,3 +228,94 @@ def test_invariants_are_judged_on_the_prompt_model():
     assert "two medium tags" in (broken_invariant(old, "a heron in a pond, photo, ink drawing", Changes()) or "")
     # "no X" in a prompt does not name X
     assert broken_invariant(old, "a heron standing, no pond, photo", Changes(remove=("pond",))) is None
+
+
+# ---------------------------------------------------------------------- actions asked of someone, and the negative
+
+
+@pytest.mark.parametrize(
+    ("prompt", "feedback", "has"),
+    [
+        # "make/have/let/get X <verb> Y": X does it; the verb is the request's, so it reaches the prompt inflected
+        ("a hedgehog on a log", "make the hedgehog wear a knitted hat", ["hedgehog wearing a knitted hat", "log"]),
+        ("a nurse in a corridor", "have her carry a clipboard", ["nurse carrying a clipboard", "corridor"]),
+        ("a goat on a hill", "let the goat chew a flower", ["goat chewing a flower", "hill"]),
+        ("a clown in a tent", "get him to juggle some balls", ["clown juggling some balls", "tent"]),
+        ("two hikers on a trail", "make them rest on a rock", ["hikers resting on a rock", "trail"]),
+        ("a toddler in a kitchen", "get the toddler to laugh", ["laughing toddler", "kitchen"]),
+        ("a lighthouse keeper on a cliff", "could he hold a lantern", ["keeper holding a lantern", "cliff"]),
+        ("a mountain village", "make it snow", ["mountain village", "snow"]),
+        # a doer other than the subject gets the action, the subject stays as it was
+        ("a girl with a dog in a yard", "make the dog fetch a stick", ["girl", "dog fetching a stick", "yard"]),
+        # a wearable put on someone is worn, not a new place
+        ("a pug on a cushion", "put a bow tie on the pug", ["pug wearing a bow tie", "cushion"]),
+        ("a grandpa in a garden", "put sunglasses on him", ["grandpa wearing sunglasses", "garden"]),
+        # "a little" before a thing is its size, not a softener
+        ("a hamster in a cage", "can the hamster wear a little scarf?", ["hamster wearing a little scarf", "cage"]),
+    ],
+)
+def test_actions_asked_of_someone_attach_to_their_doer(prompt, feedback, has):
+    r = refined(prompt, feedback)
+    for h in has:
+        assert phrase_in(r.prompt, h), (r.prompt, h)
+    assert not leaked_request_words(prompt, r.prompt) and not orphans(r.prompt) and not contradictions(prompt, r.prompt)
+    assert r.negative_prompt == "" and not negative_leaks(feedback, "", r.negative_prompt)
+    assert "I did not understand" not in r.rationale and "out" not in r.rationale
+
+
+def test_the_action_is_an_attach_operation_on_its_doer():
+    read = RuleInterpreter().read
+    assert read("make the otter hold a pebble", "an otter in a river").operations == (Attach(None, "holding a pebble"),)
+    assert read("have the boy ride a pony", "a boy and a pony, farm").operations == (Attach(None, "riding a pony"),)
+    assert read("let the crow carry a key", "a witch with a crow").operations == (Attach("crow", "carrying a key"),)
+    # not actions: a new look, a new thing, a swap, a removal
+    assert read("make the sky purple", "a field, blue sky").operations == (SetAttribute("sky", ("purple",)),)
+    assert read("make it a beagle", "a poodle on a lawn").operations == (Swap(None, "a beagle"),)
+    assert read("get rid of the fog", "a pier, fog").operations == (Remove("fog"),)
+
+
+def test_request_verbs_are_the_verbs_asked_of_someone():
+    assert request_verbs("make the cat wear a tiny crown and give it green eyes") == {"wear"}
+    assert request_verbs("have her hold an umbrella") == {"hold"}
+    assert request_verbs("get him to smile") == {"smile"}
+    assert request_verbs("make them sit on a bench") == {"sit"}
+    assert request_verbs("make it rain") == {"rain"}
+    for plain in ("make the sky purple", "make it a dog", "have a dog in the corner", "get rid of the fog",
+                  "make it look like a sketch", "make the walls brick"):  # fmt: skip
+        assert request_verbs(plain) == frozenset(), plain
+
+
+def test_negative_leaks_are_request_words_pronouns_and_asked_verbs():
+    feedback = "make the cat wear a tiny crown"
+    assert negative_leaks(feedback, "", "cat wear") == ["wear"]
+    assert negative_leaks(feedback, "", "blurry, crown") == []
+    assert negative_leaks("no people please", "", "people, please") == ["please"]
+    assert negative_leaks("lose it", "", "it") == ["it"]
+    assert negative_leaks("no hat", "", "make it, hat") == ["make it", "make", "it"]
+    # what the negative already had is not the request's doing
+    assert negative_leaks("make him hold a rake", "hold", "hold, rake") == []
+
+
+def test_a_removal_named_by_request_words_never_reaches_the_negative():
+    changes = Changes(remove=("him", "wet paint"), negative_add=("make it", "lowres"))
+    r = RULES.refine_rules(
+        RefineRequest(prompt="a painter, wet paint", feedback="x", family=Family.SDXL), changes=changes
+    )
+    assert r.negative_prompt == "wet paint, lowres"
+
+
+def test_invariants_cover_the_negative_prompt():
+    old = "a gnome in a garden"
+    changes = Changes(add=("a red hat",))
+    ok = broken_invariant(
+        old, "a gnome wearing a red hat in a garden", changes, feedback="make the gnome wear a red hat"
+    )
+    assert ok is None
+    bad = broken_invariant(
+        old,
+        "a gnome in a garden, a red hat",
+        changes,
+        feedback="make the gnome wear a red hat",
+        new_negative="gnome wear",
+    )
+    assert bad == "pasted request words (wear) into the negative prompt"

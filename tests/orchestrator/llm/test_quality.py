@@ -31,6 +31,11 @@ def test_checks_fail_what_a_reader_would_reject():
     assert any("two medium tags" in f for f in check(_case(prompt="a cat, photo"), "a cat, photo, pencil sketch", ""))
     assert any("duplicate" in f for f in check(_case(), "a cat on a sofa, a cat on a sofa", ""))
     assert any("out of range" in f for f in check(_case(), "a cat on a sofa, (fog:1.9)", ""))
+    # the negative prompt is held to the same rule: only content an operation produced, never the request's words
+    wear = _case(feedback="make the cat wear a crown")
+    assert "global: leaked 'wear' into the negative" in check(wear, "a cat wearing a crown on a sofa", "cat wear")
+    assert check(wear, "a cat wearing a crown on a sofa", "blurry") == ()
+    assert "global: leaked 'please' into the negative" in check(_case(feedback="no dog please"), "a cat", "dog, please")
 
 
 def test_rules_accuracy_on_both_parts():
