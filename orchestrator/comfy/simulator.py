@@ -845,6 +845,8 @@ class ComfySimulator:
                 if node_id in cached:
                     out, ui = self._cache[sigs[node_id]]
                 else:
+                    # A wedge set at runtime stops the prompt at the next node (or sampler step).
+                    await self._wait_unwedged()
                     if self._interrupt.is_set():
                         raise _Interrupted
                     self._current_node = node_id
