@@ -13,7 +13,7 @@ import logging
 
 import pytest
 
-from orchestrator.comfy.client import MAX_PENDING_EVENTS, ComfyClient
+from orchestrator.comfy.client import MAX_PENDING_EVENTS, MAX_PENDING_TOTAL, ComfyClient
 from orchestrator.comfy.protocol import (
     Executed,
     ExecutionInterrupted,
@@ -274,3 +274,16 @@ def test_sim_faults_are_read_from_gpus_yaml(tmp_path):
     write("{bad_system_stats: sometimes}")
     with pytest.raises(ConfigError, match="bad_system_stats: expected one of vram_text, list"):
         load_config(tmp_path, env={})
+
+
+async def test_buffers_of_many_unwatched_prompts_are_capped_in_total_oldest_first(client, sim):
+    floods = [await sim.flood_unwatched(70, 16) for _ in range(40)]
+    marker = client.watch("marker")
+    await sim.flood_unwatched(1, 16, prompt_id="marker")
+    assert (await collect(marker))[-1] == ExecutionSuccess("marker")
+    stats = client.buffer_stats()
+    assert stats.pending_events <= MAX_PENDING_TOTAL and stats.preview_bytes == 0
+    assert stats.pending_prompts < len(floods), "the oldest prompts' buffers were let go"
+    newest = await collect(client.watch(floods[-1]))
+    assert newest[0] == ExecutionStart(floods[-1]) and newest[-1] == ExecutionSuccess(floods[-1])
+    assert len(newest) == MAX_PENDING_EVENTS
