@@ -123,8 +123,9 @@ def _tiny_jpeg() -> bytes:
     return sim_render.encode_jpeg(Image.new("RGB", (8, 8), (128, 128, 128)), 80)
 
 
-def garbage_frame(kind: Garbage, prompt_id: str | None = None) -> str | bytes:
+def garbage_frame(kind: Garbage | str, prompt_id: str | None = None) -> str | bytes:
     """One malformed frame of a kind; it names `prompt_id` where it can, so only its shape makes it wrong."""
+    kind = Garbage(kind)
     pid = prompt_id or "0f0e0d0c-garbage"
     if kind is Garbage.NOT_JSON:
         return '{"type": "executing", "data": {"node": "3", '
@@ -652,7 +653,7 @@ class ComfySimulator:
             await self._runner.cleanup()
             self._runner = None
 
-    async def inject_garbage(self, kind: Garbage, prompt_id: str | None = None) -> None:
+    async def inject_garbage(self, kind: Garbage | str, prompt_id: str | None = None) -> None:
         """Send one malformed frame of `kind` to every socket (naming `prompt_id`, else the running prompt)."""
         if prompt_id is None and self._running is not None:
             prompt_id = self._running.prompt_id
