@@ -39,6 +39,27 @@ class SimFaults:
     drop_ws_after: int | None = None
     #: extra delay on every GET /view
     slow_view_seconds: float = 0.0
+    #: mix a malformed WebSocket frame (cycling through every kind) after each real message the node sends
+    malformed_ws: bool = False
+    #: GET /system_stats answers wrongly: "vram_text" (a VRAM size of "16 GB") or "list" (a list, not an object)
+    bad_system_stats: str | None = None
+    #: GET /object_info answers a list instead of an object
+    bad_object_info: bool = False
+    #: JSON answers say Content-Encoding: gzip over a plain body (a misconfigured proxy)
+    gzip_lie: bool = False
+    #: GET /view sends its body at this many bytes per second (real time, not scaled)
+    drip_view_bytes_per_s: float | None = None
+    #: GET /view answers bytes that are not an image, labelled image/png
+    view_garbage: bool = False
+    #: GET /view answers a chunked body of this many bytes (without building it in memory)
+    view_oversize_bytes: int | None = None
+    #: when the Nth prompt would start the node wedges: it accepts prompts and answers health checks but never
+    #: executes or reports anything further (unlike die_after, which refuses connections)
+    wedge_after: int | None = None
+
+
+#: the values SimFaults.bad_system_stats accepts
+BAD_SYSTEM_STATS = ("vram_text", "list")
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +185,20 @@ class SchedulerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TransferSettings:
+    """Bounds on one HTTP transfer with a node: the body size accepted and the time the whole call may take."""
+
+    #: a body from a node (an image from /view above all) larger than this is abandoned unread
+    max_mib: float = 64.0
+    #: one whole call, body included, must finish within this (httpx's own timeout is per read)
+    timeout_s: float = 300.0
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_mib * 1024 * 1024)
+
+
+@dataclass(frozen=True, slots=True)
 class SimSettings:
     """The simulated farm."""
 
@@ -229,6 +264,7 @@ class Settings:
     upscale_model: str = DEFAULT_UPSCALE_MODEL
     health: HealthSettings = field(default_factory=HealthSettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    transfer: TransferSettings = field(default_factory=TransferSettings)
     sim: SimSettings = field(default_factory=SimSettings)
     funnel: FunnelSettings = field(default_factory=FunnelSettings)
     llm: LlmSettings = field(default_factory=LlmSettings)
@@ -371,14 +407,48 @@ def _family_map(conv: Callable[[_At], T]) -> Callable[[_At], dict[Family, T]]:
     return parse
 
 
+def _bad_stats(at: _At) -> str:
+    value = _str(at)
+    if value not in BAD_SYSTEM_STATS:
+        raise at.fail(f"expected one of {', '.join(BAD_SYSTEM_STATS)}")
+    return value
+
+
 def _faults(at: _At) -> SimFaults:
-    at.only({"die_after", "hang_after", "error_after", "drop_ws_after", "slow_view_seconds"})
+    at.only(
+        {
+            "die_after",
+            "hang_after",
+            "error_after",
+            "drop_ws_after",
+            "slow_view_seconds",
+            "malformed_ws",
+            "bad_system_stats",
+            "bad_object_info",
+            "gzip_lie",
+            "drip_view_bytes_per_s",
+            "view_garbage",
+            "view_oversize_bytes",
+            "wedge_after",
+        }
+    )
+    drip = at.get("drip_view_bytes_per_s", _num, None)
+    if drip is not None and drip <= 0:
+        raise at.child("drip_view_bytes_per_s").fail("expected a number > 0")
     return SimFaults(
         die_after=at.get("die_after", _opt_int, None),
         hang_after=at.get("hang_after", _opt_int, None),
         error_after=at.get("error_after", _opt_int, None),
         drop_ws_after=at.get("drop_ws_after", _opt_int, None),
         slow_view_seconds=at.get("slow_view_seconds", _num, 0.0),
+        malformed_ws=at.get("malformed_ws", _bool, False),
+        bad_system_stats=at.get("bad_system_stats", _bad_stats, None),
+        bad_object_info=at.get("bad_object_info", _bool, False),
+        gzip_lie=at.get("gzip_lie", _bool, False),
+        drip_view_bytes_per_s=drip,
+        view_garbage=at.get("view_garbage", _bool, False),
+        view_oversize_bytes=at.get("view_oversize_bytes", _pos_int, None),
+        wedge_after=at.get("wedge_after", _opt_int, None),
     )
 
 
@@ -482,7 +552,19 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
     root = _At(file, "", doc if doc is not None else {})
     root.mapping()
     root.only(
-        {"storage", "checkpoints", "upscale_model", "health", "scheduler", "sim", "funnel", "llm", "discord", "limits"}
+        {
+            "storage",
+            "checkpoints",
+            "upscale_model",
+            "health",
+            "scheduler",
+            "transfer",
+            "sim",
+            "funnel",
+            "llm",
+            "discord",
+            "limits",
+        }
     )
     d = Settings()
 
@@ -509,6 +591,16 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
             "backups",
         }
     )
+    tr = root.child("transfer")
+    tr.only({"max_mib", "timeout_s"})
+    transfer = TransferSettings(
+        max_mib=tr.get("max_mib", _num, d.transfer.max_mib),
+        timeout_s=tr.get("timeout_s", _num, d.transfer.timeout_s),
+    )
+    if transfer.max_bytes < 1024 * 1024:
+        raise tr.child("max_mib").fail("expected at least 1 (MiB)")
+    if transfer.timeout_s <= 0:
+        raise tr.child("timeout_s").fail("expected a number > 0")
     sim = root.child("sim")
     sim.only({"time_scale"})
     fu = root.child("funnel")
@@ -578,6 +670,7 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
             backup_after_factor=sc.get("backup_after_factor", _num, d.scheduler.backup_after_factor),
             backups=sc.get("backups", _bool, d.scheduler.backups),
         ),
+        transfer=transfer,
         sim=SimSettings(time_scale=time_scale),
         funnel=FunnelSettings(
             stages=stages,

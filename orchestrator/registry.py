@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from orchestrator.comfy.client import ComfyClient
 from orchestrator.comfy.protocol import ObjectInfo
-from orchestrator.config import HealthSettings, NodeConfig
+from orchestrator.config import HealthSettings, NodeConfig, TransferSettings
 from orchestrator.errors import ComfyError
 from orchestrator.events import EventBus, NodeHealthChanged
 from orchestrator.models import Family, NodeModels, NodeStats
@@ -54,6 +54,7 @@ class Registry:
         *,
         install_id: str = "",
         http_timeout: float = 30.0,
+        transfer: TransferSettings | None = None,
         client_factory: Callable[[NodeConfig, str], ComfyClient] | None = None,
     ) -> None:
         self._settings = settings
@@ -63,9 +64,17 @@ class Registry:
         self._probes: set[asyncio.Task[bool]] = set()
         self._changed = asyncio.Event()
         install = install_id or uuid.uuid4().hex
+        limits = transfer or TransferSettings()
 
         def default_factory(cfg: NodeConfig, client_id: str) -> ComfyClient:
-            return ComfyClient(cfg.base_url, client_id=client_id, http_timeout=http_timeout, name=cfg.id)
+            return ComfyClient(
+                cfg.base_url,
+                client_id=client_id,
+                http_timeout=http_timeout,
+                name=cfg.id,
+                max_transfer_bytes=limits.max_bytes,
+                transfer_timeout=limits.timeout_s,
+            )
 
         factory = client_factory or default_factory
         self.nodes: dict[str, Node] = {}
@@ -106,10 +115,19 @@ class Registry:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self._settings.interval_s)
-            await asyncio.gather(*(self.check(n) for n in self.nodes.values()))
+            # check() never raises; this is the net under it, so one node can never stop the others' checks.
+            results = await asyncio.gather(*(self.check(n) for n in self.nodes.values()), return_exceptions=True)
+            for node, result in zip(self.nodes.values(), results, strict=True):
+                if isinstance(result, BaseException):
+                    log.error("node=%s health check crashed", node.id, exc_info=result)
 
     async def check(self, node: Node) -> bool:
-        """Probe one node now; update health and, when it (re)appears, its models."""
+        """
+        Probe one node now; update health and, when it (re)appears, its models. Never raises.
+
+        Any exception of the probe (a malformed answer, an undecodable body, a bug) is a failed probe of this
+        node with the reason in its stats; the node comes back when its answers are good again.
+        """
         t0 = time.perf_counter()
         try:
             async with asyncio.timeout(self._settings.timeout_s):
@@ -117,10 +135,15 @@ class Registry:
                 queue = await node.client.queue()
                 node.stats.queue_length = len(queue.running) + len(queue.pending)
                 if node.object_info is None or not node.stats.healthy:
-                    node.object_info = await node.client.object_info()
-                    node.stats.models = node.object_info.models()
+                    info = await node.client.object_info()
+                    node.object_info = info
+                    node.stats.models = info.models()
         except (ComfyError, TimeoutError, OSError) as e:
             self._failure(node, str(e) or type(e).__name__)
+            return False
+        except Exception as e:
+            log.warning("node=%s health check failed unexpectedly", node.id, exc_info=True)
+            self._failure(node, f"health check failed: {type(e).__name__}: {e}"[:300])
             return False
         node.stats.last_response_ms = (time.perf_counter() - t0) * 1000
         node.stats.consecutive_failures = 0

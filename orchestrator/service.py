@@ -180,6 +180,7 @@ class Orchestrator:
             self.bus,
             install_id=install_id,
             http_timeout=self.settings.scheduler.http_timeout_s,
+            transfer=self.settings.transfer,
         )
         await self.registry.start(self.supervisor)
         self.scheduler = Scheduler(

@@ -1,7 +1,7 @@
 """ComfyUI: the wire protocol, a client for one node, and a simulator that speaks the same protocol."""
 
 from orchestrator.backoff import Backoff
-from orchestrator.comfy.client import ComfyClient, PromptWatch
+from orchestrator.comfy.client import BufferStats, ComfyClient, PromptWatch
 from orchestrator.comfy.protocol import (
     DeviceInfo,
     Executed,
@@ -24,19 +24,22 @@ from orchestrator.comfy.protocol import (
     StatusMsg,
     SystemStats,
     UnknownMsg,
+    ViewHeaders,
     WsMessage,
     parse_history,
     parse_object_info,
     parse_prompt_response,
     parse_queue,
     parse_system_stats,
+    parse_view_headers,
     parse_ws_binary,
     parse_ws_text,
 )
-from orchestrator.comfy.simulator import ComfySimulator, SimFarm, SimFaultState, SimPromptRecord, SimStats
+from orchestrator.comfy.simulator import ComfySimulator, Garbage, SimFarm, SimFaultState, SimPromptRecord, SimStats
 
 __all__ = [
     "Backoff",
+    "BufferStats",
     "ComfyClient",
     "ComfySimulator",
     "DeviceInfo",
@@ -47,6 +50,7 @@ __all__ = [
     "ExecutionInterrupted",
     "ExecutionStart",
     "ExecutionSuccess",
+    "Garbage",
     "HistoryEntry",
     "ImageRef",
     "InputSpec",
@@ -65,12 +69,14 @@ __all__ = [
     "StatusMsg",
     "SystemStats",
     "UnknownMsg",
+    "ViewHeaders",
     "WsMessage",
     "parse_history",
     "parse_object_info",
     "parse_prompt_response",
     "parse_queue",
     "parse_system_stats",
+    "parse_view_headers",
     "parse_ws_binary",
     "parse_ws_text",
 ]

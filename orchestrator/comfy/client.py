@@ -4,6 +4,13 @@ One ComfyUI server: HTTP calls through httpx and one WebSocket that streams ever
 Events are routed by prompt_id to PromptWatch iterators. Events that arrive before anyone watches a prompt are
 buffered (a cached prompt can finish before POST /prompt has even answered). After the socket was down, every
 watched prompt that is not finished is confirmed from /history, because ComfyUI does not resend lost messages.
+
+Nothing a node sends can end the listener or grow memory without bound: a malformed message is dropped with a
+(rate-limited) warning; buffered events are capped per prompt and in total, and previews nobody watches are
+dropped; every HTTP body is streamed under a byte cap and every call under an overall deadline.
+
+Errors: a node that cannot be reached or read at the transport level (refused, reset, timed out, a 5xx, a body
+that cannot be decoded) raises NodeUnavailable; an answer that arrives but is wrong raises ComfyError.
 """
 
 from __future__ import annotations
@@ -13,8 +20,9 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -46,12 +54,15 @@ from orchestrator.comfy.protocol import (
     build_prompt_request,
     build_queue_delete,
     image_ref_params,
+    loads_json,
+    looks_like_image,
     parse_history,
     parse_object_info,
     parse_prompt_response,
     parse_queue,
     parse_system_stats,
     parse_upload_response,
+    parse_view_headers,
     parse_ws_binary,
     parse_ws_text,
 )
@@ -65,22 +76,71 @@ log = logging.getLogger(__name__)
 WS_MAX_SIZE = 64 * 1024 * 1024
 #: prompts whose events are buffered before anyone watches them; older buffers are dropped first
 MAX_UNWATCHED = 512
+#: events buffered for one prompt nobody watches; past it the oldest progress goes first (terminal events stay)
+MAX_PENDING_EVENTS = 64
+#: events buffered for all prompts nobody watches together; past it the oldest prompts' buffers go
+MAX_PENDING_TOTAL = 2048
+#: events queued for one watched prompt and not yet read; past it the oldest progress goes first
+MAX_WATCH_EVENTS = 1024
+#: previews queued for one watched prompt: a live view only ever shows the newest
+MAX_WATCH_PREVIEWS = 1
+#: the default cap on one HTTP body from a node (a 4096² PNG is ~30 MiB at worst)
+DEFAULT_MAX_TRANSFER_BYTES = 64 * 1024 * 1024
+#: the default deadline of one whole HTTP call, body included (httpx's own timeout is per read)
+DEFAULT_TRANSFER_TIMEOUT_S = 300.0
+#: at most one warning about dropped WebSocket messages per node this often; the rest are counted
+DROP_WARNING_INTERVAL_S = 10.0
 
 _TERMINAL = (ExecutionSuccess, ExecutionError, ExecutionInterrupted)
+#: events a reader can lose without losing anything it acts on (a later one says the same, newer)
+_MINOR = (ProgressMsg, Executing, PreviewFrame)
+
+
+def _trim(events: deque[PromptEvent], cap: int) -> int:
+    """Drop events until at most `cap` remain: the oldest minor one first, else the oldest non-terminal one."""
+    dropped = 0
+    while len(events) > cap:
+        victim = next((i for i, ev in enumerate(events) if isinstance(ev, _MINOR)), None)
+        if victim is None:
+            victim = next((i for i, ev in enumerate(events) if not isinstance(ev, _TERMINAL)), None)
+        if victim is None:
+            break
+        del events[victim]
+        dropped += 1
+    return dropped
+
+
+@dataclass(frozen=True, slots=True)
+class BufferStats:
+    """What a client holds in memory for prompts (bounded by the caps above)."""
+
+    pending_prompts: int
+    pending_events: int
+    watched_prompts: int
+    watched_events: int
+    #: bytes of preview images held anywhere (pending buffers hold none: unwatched previews are dropped)
+    preview_bytes: int
 
 
 class PromptWatch:
-    """Async iterator over the events of one prompt; ends after its terminal event."""
+    """
+    Async iterator over the events of one prompt; ends after its terminal event.
+
+    Its queue is bounded: only the newest preview is kept, and past MAX_WATCH_EVENTS the oldest progress is
+    dropped. Terminal events are never dropped.
+    """
 
     def __init__(self, prompt_id: str, on_close: Callable[[PromptWatch], None]) -> None:
         self.prompt_id = prompt_id
         #: how many times the client's socket dropped while this watch was open
         self.disconnects = 0
+        #: events dropped because the reader fell behind (old previews and progress only)
+        self.dropped = 0
         self.terminal = False
         self._done = False
         self._closed = False
-        # Unbounded on purpose: one prompt's events are finite (nodes + steps) and terminal ones must never drop.
-        self._queue: asyncio.Queue[PromptEvent | None] = asyncio.Queue()
+        self._events: deque[PromptEvent] = deque()
+        self._ready = asyncio.Event()
         self._on_close = on_close
 
     def _put(self, ev: PromptEvent) -> None:
@@ -88,28 +148,46 @@ class PromptWatch:
             return
         if isinstance(ev, _TERMINAL):
             self.terminal = True
-        self._queue.put_nowait(ev)
+        elif isinstance(ev, PreviewFrame):
+            held = [i for i, old in enumerate(self._events) if isinstance(old, PreviewFrame)]
+            for i in reversed(held[: max(0, len(held) - MAX_WATCH_PREVIEWS + 1)]):
+                del self._events[i]
+                self.dropped += 1
+        self._events.append(ev)
+        self.dropped += _trim(self._events, MAX_WATCH_EVENTS)
+        self._ready.set()
+
+    @property
+    def queued(self) -> int:
+        """Events waiting to be read."""
+        return len(self._events)
+
+    @property
+    def preview_bytes(self) -> int:
+        """Bytes of the preview images waiting to be read."""
+        return sum(len(ev.image) for ev in self._events if isinstance(ev, PreviewFrame))
 
     def __aiter__(self) -> PromptWatch:
         return self
 
     async def __anext__(self) -> PromptEvent:
-        if self._done:
-            raise StopAsyncIteration
-        ev = await self._queue.get()
-        if ev is None:
-            self._done = True
-            raise StopAsyncIteration
+        while not self._events:
+            if self._done or self._closed:
+                self._done = True
+                raise StopAsyncIteration
+            self._ready.clear()
+            await self._ready.wait()
+        ev = self._events.popleft()
         if isinstance(ev, _TERMINAL):
             self._done = True
             self._release()
         return ev
 
     def close(self) -> None:
-        """Stop watching; a pending __anext__ ends with StopAsyncIteration."""
+        """Stop watching; a pending __anext__ ends with StopAsyncIteration once the queued events are read."""
         if not self._closed:
             self._closed = True
-            self._queue.put_nowait(None)
+            self._ready.set()
             self._release()
 
     def _release(self) -> None:
@@ -117,13 +195,25 @@ class PromptWatch:
 
 
 class _Pending:
-    """Events of a prompt nobody watches yet."""
+    """Events of a prompt nobody watches yet (no previews: a live view that is not there cannot show them)."""
 
     __slots__ = ("events", "terminal")
 
     def __init__(self) -> None:
-        self.events: list[PromptEvent] = []
+        self.events: deque[PromptEvent] = deque()
         self.terminal = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """An HTTP answer whose body was read under the byte cap."""
+
+    status: int
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
 
 
 class ComfyClient:
@@ -138,12 +228,28 @@ class ComfyClient:
         ws_backoff: tuple[float, float] = (0.2, 10.0),
         name: str = "",
         transport: httpx.AsyncBaseTransport | None = None,
+        max_transfer_bytes: int = DEFAULT_MAX_TRANSFER_BYTES,
+        transfer_timeout: float = DEFAULT_TRANSFER_TIMEOUT_S,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.client_id = client_id or uuid.uuid4().hex
         self.name = name or self.base_url
         self.http_timeout = http_timeout
+        #: the largest HTTP body accepted from the node; a bigger one is abandoned unread
+        self.max_transfer_bytes = max_transfer_bytes
+        #: the deadline of one whole HTTP call (view() and upload_image() take their own)
+        self.transfer_timeout = transfer_timeout
         self.connected = False
+        #: body bytes read from the node over HTTP (never more than the cap per call)
+        self.bytes_received = 0
+        #: WebSocket messages dropped because they were malformed
+        self.dropped_messages = 0
+        #: events dropped by the buffer caps (previews nobody watches, progress past a cap)
+        self.dropped_events = 0
+        #: at most one warning about dropped messages this often (a flood of garbage must not flood the log)
+        self.drop_warning_interval_s = DROP_WARNING_INTERVAL_S
+        self._drops_unlogged = 0
+        self._next_drop_warning = 0.0
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=http_timeout, transport=transport)
         self._backoff = Backoff(*ws_backoff)
         self._listener: asyncio.Task[None] | None = None
@@ -154,6 +260,7 @@ class ComfyClient:
         self._kick = asyncio.Event()
         self._watches: dict[str, PromptWatch] = {}
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self._pending_total = 0
         self._finished: OrderedDict[str, None] = OrderedDict()
         #: the prompt this client's server is executing now (previews and old progress messages belong to it)
         self._current: str | None = None
@@ -227,6 +334,9 @@ class ComfyClient:
                         self._dispatch_raw(raw)
             except (OSError, WebSocketException, TimeoutError) as e:
                 log.debug("comfy node=%s WebSocket: %s", self.name, e)
+            except Exception as e:
+                # Only close() ends this loop: whatever went wrong with this connection, make a new one.
+                log.warning("comfy node=%s WebSocket failed (%s: %s); reconnecting", self.name, type(e).__name__, e)
             finally:
                 was_up = self.connected
                 self.connected = False
@@ -244,13 +354,25 @@ class ComfyClient:
     # --- routing of WebSocket messages
 
     def _dispatch_raw(self, raw: str | bytes) -> None:
+        """Parse and route one frame; a frame that cannot be handled is dropped, whatever went wrong."""
         try:
             msg: WsMessage | None = parse_ws_text(raw) if isinstance(raw, str) else parse_ws_binary(raw)
-        except ComfyError as e:
-            log.warning("comfy node=%s: %s", self.name, e)
+            if msg is not None:
+                self.dispatch(msg)
+        except Exception as e:
+            self._dropped_message(e)
+
+    def _dropped_message(self, e: Exception) -> None:
+        self.dropped_messages += 1
+        now = time.monotonic()
+        if now < self._next_drop_warning:
+            self._drops_unlogged += 1
             return
-        if msg is not None:
-            self.dispatch(msg)
+        more = f" ({self._drops_unlogged} more since the last warning)" if self._drops_unlogged else ""
+        self._drops_unlogged = 0
+        self._next_drop_warning = now + self.drop_warning_interval_s
+        what = str(e) if isinstance(e, ComfyError) else f"{type(e).__name__}: {e}"
+        log.warning("comfy node=%s dropped a WebSocket message: %s%s", self.name, what[:300], more)
 
     def dispatch(self, msg: WsMessage) -> None:
         """Route one message to the watch (or buffer) of its prompt."""
@@ -296,17 +418,47 @@ class ComfyClient:
             return  # late duplicates, e.g. `executing` None after execution_success
         watch = self._watches.get(prompt_id)
         if watch is not None:
+            before = watch.dropped
             watch._put(ev)
+            self.dropped_events += watch.dropped - before
+        elif isinstance(ev, PreviewFrame):
+            self.dropped_events += 1
+            return
         else:
-            pending = self._pending.get(prompt_id)
-            if pending is None:
-                pending = self._pending[prompt_id] = _Pending()
-                while len(self._pending) > MAX_UNWATCHED:
-                    self._pending.popitem(last=False)
-            if not pending.terminal:
-                pending.events.append(ev)
+            self._buffer(prompt_id, ev)
         if isinstance(ev, _TERMINAL):
             self._mark_finished(prompt_id)
+
+    def _buffer(self, prompt_id: str, ev: PromptEvent) -> None:
+        """Keep an event of an unwatched prompt for its watcher, within the per-prompt and total caps."""
+        pending = self._pending.get(prompt_id)
+        if pending is None:
+            pending = self._pending[prompt_id] = _Pending()
+        if pending.terminal:
+            return
+        if isinstance(ev, _TERMINAL):
+            pending.terminal = True
+        pending.events.append(ev)
+        self._pending_total += 1
+        dropped = _trim(pending.events, MAX_PENDING_EVENTS)
+        self._pending_total -= dropped
+        self.dropped_events += dropped
+        # The oldest prompts' buffers go first; a watcher that comes later confirms its prompt from /history.
+        while self._pending and (len(self._pending) > MAX_UNWATCHED or self._pending_total > MAX_PENDING_TOTAL):
+            _, old = self._pending.popitem(last=False)
+            self._pending_total -= len(old.events)
+            self.dropped_events += len(old.events)
+
+    def buffer_stats(self) -> BufferStats:
+        """What this client holds for prompts now."""
+        watches = list(self._watches.values())
+        return BufferStats(
+            pending_prompts=len(self._pending),
+            pending_events=sum(len(p.events) for p in self._pending.values()),
+            watched_prompts=len(watches),
+            watched_events=sum(w.queued for w in watches),
+            preview_bytes=sum(w.preview_bytes for w in watches),
+        )
 
     def _mark_finished(self, prompt_id: str) -> None:
         pending = self._pending.get(prompt_id)
@@ -316,7 +468,13 @@ class ComfyClient:
         while len(self._finished) > 4 * MAX_UNWATCHED:
             old, _ = self._finished.popitem(last=False)
             if old not in self._watches:
-                self._pending.pop(old, None)
+                self._forget_pending(old)
+
+    def _forget_pending(self, prompt_id: str) -> _Pending | None:
+        pending = self._pending.pop(prompt_id, None)
+        if pending is not None:
+            self._pending_total -= len(pending.events)
+        return pending
 
     def watch(self, prompt_id: str) -> PromptWatch:
         """Events of one prompt, including any that arrived before this call."""
@@ -324,7 +482,7 @@ class ComfyClient:
         if old is not None:
             old.close()
         w = PromptWatch(prompt_id, self._unwatch)
-        pending = self._pending.pop(prompt_id, None)
+        pending = self._forget_pending(prompt_id)
         if pending is not None:
             for ev in pending.events:
                 w._put(ev)
@@ -389,70 +547,122 @@ class ComfyClient:
 
     # --- HTTP
 
-    async def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+    def _unreadable(self, e: Exception, method: str, path: str) -> ComfyError:
+        """The error for a call that failed below the level of ComfyUI's answers."""
+        if isinstance(e, httpx.TimeoutException):
+            log.warning("comfy node=%s %s %s timed out (%s)", self.name, method, path, self.base_url)
+            return NodeUnavailable(f"{self.name}: {method} {path} timed out")
+        if isinstance(e, (httpx.TransportError, httpx.DecodingError)):
+            # DecodingError: a body that does not match its Content-Encoding; nothing this node says can be read.
+            log.warning("comfy node=%s %s %s failed: %s (%s)", self.name, method, path, e, self.base_url)
+            return NodeUnavailable(f"{self.name}: {method} {path}: {type(e).__name__}")
+        log.warning("comfy node=%s %s %s failed: %s: %s", self.name, method, path, type(e).__name__, e)
+        return ComfyError(f"{self.name}: {method} {path}: {type(e).__name__}")
+
+    async def _request(self, method: str, path: str, *, timeout: float | None = None, **kw: Any) -> _Answer:
+        """One call with its body streamed under the byte cap, all of it within `timeout` (default: the client's)."""
+        limit = self.transfer_timeout if timeout is None else timeout
         t0 = time.perf_counter()
         try:
-            resp = await self._http.request(method, path, **kw)
-        except httpx.TimeoutException:
-            log.warning("comfy node=%s %s %s timed out (%s)", self.name, method, path, self.base_url)
-            raise NodeUnavailable(f"{self.name}: {method} {path} timed out") from None
-        except httpx.TransportError as e:
-            log.warning("comfy node=%s %s %s failed: %s (%s)", self.name, method, path, e, self.base_url)
-            raise NodeUnavailable(f"{self.name}: {method} {path}: {type(e).__name__}") from None
+            async with asyncio.timeout(limit), self._http.stream(method, path, **kw) as resp:
+                if not self.connected:
+                    self._kick.set()
+                if resp.status_code >= 500:
+                    raise NodeUnavailable(f"{self.name}: {method} {path} answered HTTP {resp.status_code}")
+                body = await self._read_capped(resp, method, path)
+        except TimeoutError:
+            log.warning("comfy node=%s %s %s did not finish within %gs", self.name, method, path, limit)
+            raise NodeUnavailable(f"{self.name}: {method} {path} did not finish within {limit:g}s") from None
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as e:
+            raise self._unreadable(e, method, path) from None
+        except UnicodeError:
+            # an image name from the node that cannot be put in a URL
+            raise ComfyError(f"{self.name}: {method} {path}: the request cannot be encoded") from None
         log.debug(
-            "comfy node=%s %s %s -> %d in %.0f ms",
+            "comfy node=%s %s %s -> %d (%d bytes) in %.0f ms",
             self.name,
             method,
             path,
             resp.status_code,
+            len(body),
             (time.perf_counter() - t0) * 1000,
         )
-        if not self.connected:
-            self._kick.set()
-        if resp.status_code >= 500:
-            raise NodeUnavailable(f"{self.name}: {method} {path} answered HTTP {resp.status_code}")
-        return resp
+        return _Answer(resp.status_code, body)
 
-    def _expect_ok(self, resp: httpx.Response, what: str) -> None:
-        if resp.status_code != 200:
-            raise ComfyError(f"{self.name}: {what} answered HTTP {resp.status_code}")
+    async def _read_capped(self, resp: httpx.Response, method: str, path: str) -> bytes:
+        cap = self.max_transfer_bytes
+        head = parse_view_headers(resp.headers)
+        if head.length is not None and head.length > cap:
+            raise self._too_large(method, path, f"announced {head.length} bytes")
+        body = bytearray()
+        async for chunk in resp.aiter_bytes():
+            self.bytes_received += len(chunk)
+            if len(body) + len(chunk) > cap:
+                raise self._too_large(method, path, f"sent more than {cap} bytes")
+            body += chunk
+        return bytes(body)
 
-    def _json(self, resp: httpx.Response, what: str) -> Any:
+    def _too_large(self, method: str, path: str, what: str) -> ComfyError:
+        mib = self.max_transfer_bytes / (1024 * 1024)
+        log.warning("comfy node=%s %s %s %s; abandoned (limit %g MiB)", self.name, method, path, what, mib)
+        return ComfyError(
+            f"{self.name}: {method} {path} {what}, over the {mib:g} MiB limit; abandoned",
+            user_message=f"A GPU node sent a file larger than the {mib:g} MiB limit.",
+        )
+
+    def _expect_ok(self, resp: _Answer, what: str) -> None:
+        if resp.status != 200:
+            raise ComfyError(f"{self.name}: {what} answered HTTP {resp.status}")
+
+    def _json(self, resp: _Answer, what: str) -> Any:
         self._expect_ok(resp, what)
         try:
-            return resp.json()
-        except ValueError:
-            raise ComfyError(f"{self.name}: {what} did not answer JSON") from None
+            return loads_json(resp.body)
+        except ComfyError as e:
+            raise ComfyError(f"{self.name}: {what} did not answer JSON ({e})") from None
 
     async def submit(self, graph: dict[str, Any], *, front: bool = False) -> PromptAccepted:
         """Queue a graph (POST /prompt); raises PromptRejected with ComfyUI's errors on 400."""
         resp = await self._request("POST", "/prompt", json=build_prompt_request(graph, self.client_id, front=front))
         try:
-            body = resp.json()
-        except ValueError:
+            body = loads_json(resp.body)
+        except ComfyError:
             body = resp.text
-        return parse_prompt_response(resp.status_code, body)
+        return parse_prompt_response(resp.status, body)
 
     async def history(self, prompt_id: str) -> HistoryEntry | None:
         """The finished prompt, or None while it has not finished."""
         resp = await self._request("GET", f"/history/{prompt_id}")
         return parse_history(self._json(resp, "GET /history"), prompt_id)
 
-    async def view(self, ref: ImageRef) -> bytes:
-        """The bytes of an output image."""
-        resp = await self._request("GET", "/view", params=image_ref_params(ref))
-        if resp.status_code == 404:
+    async def view(self, ref: ImageRef, *, timeout: float | None = None) -> bytes:
+        """
+        The bytes of an output image, within `timeout` seconds (default: the client's transfer timeout).
+
+        A body over the byte cap is abandoned as soon as that is known (from its Content-Length, else while
+        streaming), and a body that is not an image raises ComfyError.
+        """
+        resp = await self._request("GET", "/view", params=image_ref_params(ref), timeout=timeout)
+        if resp.status == 404:
             raise ComfyError(f"{self.name}: image {ref.filename!r} not found on the node")
         self._expect_ok(resp, "GET /view")
-        return resp.content
+        if not looks_like_image(resp.body):
+            raise ComfyError(
+                f"{self.name}: GET /view of {ref.filename!r} answered {len(resp.body)} bytes that are not an image",
+                user_message="A GPU node sent back something that is not an image.",
+            )
+        return resp.body
 
-    async def upload_image(self, data: bytes, filename: str, *, overwrite: bool = True) -> str:
-        """Upload an input image; returns the name to use in LoadImage.image."""
+    async def upload_image(
+        self, data: bytes, filename: str, *, overwrite: bool = True, timeout: float | None = None
+    ) -> str:
+        """Upload an input image within `timeout` seconds; returns the name to use in LoadImage.image."""
         resp = await self._request(
             "POST",
             "/upload/image",
             files={"image": (filename, data, "image/png")},
             data={"overwrite": "true" if overwrite else "false", "type": "input"},
+            timeout=timeout,
         )
         return parse_upload_response(self._json(resp, "POST /upload/image"))
 

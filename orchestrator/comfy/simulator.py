@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import ipaddress
 import json
 import logging
+import math
 import os
 import posixpath
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from types import TracebackType
 from typing import Any
 
@@ -54,16 +57,29 @@ _CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpe
 
 @dataclass
 class SimFaultState:
-    """Faults of a running simulator; tests change them at runtime (counts are of prompts started)."""
+    """
+    Faults of a running simulator; tests change them at runtime (counts are of prompts started).
+
+    The fields mean what the same fields of config.SimFaults mean. Runtime only: `hold_upload_of` (an upload of
+    exactly these bytes is answered only once an upload of other bytes has been stored, as a big file beside a
+    small one finishes later) and `wedge` (the node is wedged now; end it with ComfySimulator.unwedge()).
+    """
 
     die_after: int | None = None
     hang_after: int | None = None
     error_after: int | None = None
     drop_ws_after: int | None = None
     slow_view_seconds: float = 0.0
-    #: runtime only: an upload of exactly these bytes is answered only once an upload of other bytes has been
-    #: stored (uploads finishing out of order, as a big file beside a small one does)
+    malformed_ws: bool = False
+    bad_system_stats: str | None = None
+    bad_object_info: bool = False
+    gzip_lie: bool = False
+    drip_view_bytes_per_s: float | None = None
+    view_garbage: bool = False
+    view_oversize_bytes: int | None = None
+    wedge_after: int | None = None
     hold_upload_of: bytes | None = None
+    wedge: bool = False
 
     @classmethod
     def from_config(cls, faults: SimFaults) -> SimFaultState:
@@ -73,7 +89,63 @@ class SimFaultState:
             error_after=faults.error_after,
             drop_ws_after=faults.drop_ws_after,
             slow_view_seconds=faults.slow_view_seconds,
+            malformed_ws=faults.malformed_ws,
+            bad_system_stats=faults.bad_system_stats,
+            bad_object_info=faults.bad_object_info,
+            gzip_lie=faults.gzip_lie,
+            drip_view_bytes_per_s=faults.drip_view_bytes_per_s,
+            view_garbage=faults.view_garbage,
+            view_oversize_bytes=faults.view_oversize_bytes,
+            wedge_after=faults.wedge_after,
         )
+
+
+class Garbage(StrEnum):
+    """Kinds of malformed WebSocket frames the simulator can send (ComfySimulator.inject_garbage)."""
+
+    NOT_JSON = "not_json"
+    STATUS_NOT_DICT = "status_not_dict"
+    INFINITY = "infinity"
+    DEEP_NESTING = "deep_nesting"
+    UNKNOWN_TYPE = "unknown_type"
+    WRONG_TYPES = "wrong_types"
+    BINARY_GARBAGE = "binary_garbage"
+    TRUNCATED_PREVIEW = "truncated_preview"
+
+
+#: how deep the DEEP_NESTING frame nests (far past what Python's json module can parse)
+GARBAGE_DEPTH = 10_000
+
+
+@functools.cache
+def _tiny_jpeg() -> bytes:
+    """A small but complete JPEG; TRUNCATED_PREVIEW sends half of it."""
+    return sim_render.encode_jpeg(Image.new("RGB", (8, 8), (128, 128, 128)), 80)
+
+
+def garbage_frame(kind: Garbage | str, prompt_id: str | None = None) -> str | bytes:
+    """One malformed frame of a kind; it names `prompt_id` where it can, so only its shape makes it wrong."""
+    kind = Garbage(kind)
+    pid = prompt_id or "0f0e0d0c-garbage"
+    if kind is Garbage.NOT_JSON:
+        return '{"type": "executing", "data": {"node": "3", '
+    if kind is Garbage.STATUS_NOT_DICT:
+        return json.dumps({"type": "status", "data": {"status": "busy", "sid": "x"}})
+    if kind is Garbage.INFINITY:
+        # json.dumps writes a float infinity as the bare word Infinity, which is not JSON
+        return json.dumps({"type": "progress", "data": {"value": math.inf, "max": 20, "prompt_id": pid, "node": "3"}})
+    if kind is Garbage.DEEP_NESTING:
+        nest = "[" * GARBAGE_DEPTH + "]" * GARBAGE_DEPTH
+        head = json.dumps({"type": "executed", "data": {"prompt_id": pid, "node": "9", "output": None}})
+        return head.replace("null", nest)
+    if kind is Garbage.UNKNOWN_TYPE:
+        return json.dumps({"type": "vibes_sim_unknown", "data": {"prompt_id": pid, "what": [1, {"x": None}]}})
+    if kind is Garbage.WRONG_TYPES:
+        return json.dumps({"type": "execution_success", "data": {"prompt_id": [pid], "timestamp": "soon"}})
+    if kind is Garbage.BINARY_GARBAGE:
+        return encode_preview(b"\x13\x37" * 64)
+    jpeg = _tiny_jpeg()
+    return encode_preview(jpeg)[: 8 + len(jpeg) // 2]
 
 
 @dataclass
@@ -98,6 +170,10 @@ class SimStats:
     loaded_checkpoint: str | None = None
     uploads: int = 0
     prompts: list[SimPromptRecord] = field(default_factory=list)
+    #: malformed frames sent (inject_garbage and the malformed_ws fault), per socket
+    garbage_sent: int = 0
+    #: body bytes of GET /view the server managed to write (a client that gives up stops it)
+    view_bytes_sent: int = 0
 
     def record(self, prompt_id: str) -> SimPromptRecord | None:
         """The record of one prompt."""
@@ -494,6 +570,8 @@ class ComfySimulator:
         self._wake = asyncio.Event()
         self._interrupt = asyncio.Event()
         self._other_upload = asyncio.Event()
+        self._unwedged = asyncio.Event()
+        self._garbage_next = 0
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -513,7 +591,7 @@ class ComfySimulator:
 
     async def start(self) -> None:
         """Bind and serve; afterwards `port` is the bound port."""
-        app = web.Application(client_max_size=256 * 1024 * 1024)
+        app = web.Application(client_max_size=256 * 1024 * 1024, middlewares=[self._gzip_lie])
         routes = self._routes()
         app.add_routes(routes)
         app.add_routes([web.route(r.method, "/api" + r.path, r.handler) for r in routes])
@@ -575,6 +653,50 @@ class ComfySimulator:
             await self._runner.cleanup()
             self._runner = None
 
+    async def inject_garbage(self, kind: Garbage | str, prompt_id: str | None = None) -> None:
+        """Send one malformed frame of `kind` to every socket (naming `prompt_id`, else the running prompt)."""
+        if prompt_id is None and self._running is not None:
+            prompt_id = self._running.prompt_id
+        frame = garbage_frame(kind, prompt_id)
+        for sid in list(self._sockets):
+            self.stats.garbage_sent += await self._send_raw(sid, frame)
+
+    async def _mix_garbage(self, sid: str | None, prompt_id: str | None) -> None:
+        kinds = list(Garbage)
+        kind = kinds[self._garbage_next % len(kinds)]
+        self._garbage_next += 1
+        self.stats.garbage_sent += await self._send_raw(sid, garbage_frame(kind, prompt_id))
+
+    async def flood_unwatched(self, n: int, size: int, prompt_id: str | None = None) -> str:
+        """
+        Flood every socket with the events of a prompt nobody watches; returns its prompt id.
+
+        The prompt starts, sends `n` progress messages each followed by a preview of `size` bytes, and finishes.
+        """
+        pid = prompt_id or str(uuid.uuid4())
+        # Shaped like a JPEG so that the preview is well-formed and only its owner is missing.
+        jpeg = b"\xff\xd8" + b"\x00" * max(0, size - 4) + b"\xff\xd9"
+        frame = encode_preview(jpeg)
+        for sid in list(self._sockets):
+            await self._send(sid, "execution_start", {"prompt_id": pid, "timestamp": _now_ms()})
+            for step in range(1, n + 1):
+                await self._send(sid, "progress", {"value": step, "max": n, "prompt_id": pid, "node": "3"})
+                await self._send_bytes(sid, frame)
+            await self._send(sid, "execution_success", {"prompt_id": pid, "timestamp": _now_ms()})
+            await self._send(sid, "executing", {"node": None, "display_node": None, "prompt_id": pid})
+        return pid
+
+    def unwedge(self) -> None:
+        """End a wedge: the node executes and reports again (the prompt it was on carries on)."""
+        self.faults.wedge = False
+        self.faults.wedge_after = None
+        self._unwedged.set()
+
+    async def _wait_unwedged(self) -> None:
+        while self.faults.wedge:
+            self._unwedged.clear()
+            await self._unwedged.wait()
+
     def drop_websockets(self) -> None:
         """Cut every WebSocket without a close handshake (the prompts keep running)."""
         for sid in list(self._sockets):
@@ -607,22 +729,33 @@ class ComfySimulator:
         return len(self._queue) + (1 if self._running is not None else 0)
 
     async def _send(self, sid: str | None, kind: str, data: dict[str, Any]) -> None:
-        sock = self._sockets.get(sid) if sid else None
-        if sock is None or sock.ws.closed:
+        if self.faults.wedge:
             return
-        try:
-            await sock.ws.send_json({"type": kind, "data": data})
-        except (ConnectionError, RuntimeError):
-            log.debug("simulated node %s: socket %s gone", self.node.id, sid)
+        await self._send_raw(sid, json.dumps({"type": kind, "data": data}))
+        if self.faults.malformed_ws:
+            pid = data.get("prompt_id")
+            await self._mix_garbage(sid, pid if isinstance(pid, str) else None)
 
     async def _send_bytes(self, sid: str | None, payload: bytes) -> None:
+        if self.faults.wedge:
+            return
+        await self._send_raw(sid, payload)
+        if self.faults.malformed_ws:
+            await self._mix_garbage(sid, self._running.prompt_id if self._running is not None else None)
+
+    async def _send_raw(self, sid: str | None, frame: str | bytes) -> bool:
         sock = self._sockets.get(sid) if sid else None
         if sock is None or sock.ws.closed:
-            return
+            return False
         try:
-            await sock.ws.send_bytes(payload)
+            if isinstance(frame, str):
+                await sock.ws.send_str(frame)
+            else:
+                await sock.ws.send_bytes(frame)
         except (ConnectionError, RuntimeError):
             log.debug("simulated node %s: socket %s gone", self.node.id, sid)
+            return False
+        return True
 
     async def _broadcast_status(self) -> None:
         data = {"status": {"exec_info": {"queue_remaining": self._queue_remaining()}}}
@@ -683,6 +816,10 @@ class ComfySimulator:
         )
         pid, sid, graph = item.prompt_id, item.client_id, item.graph
         item.record.status = "running"
+        if f.wedge_after == n:
+            f.wedge = True
+        # Wedged: the prompt stays "running" in /queue, and nothing more is executed or said.
+        await self._wait_unwedged()
         messages: list[list[Any]] = []
 
         async def emit(kind: str, data: dict[str, Any]) -> None:
@@ -709,6 +846,8 @@ class ComfySimulator:
                 if node_id in cached:
                     out, ui = self._cache[sigs[node_id]]
                 else:
+                    # A wedge set at runtime stops the prompt at the next node (or sampler step).
+                    await self._wait_unwedged()
                     if self._interrupt.is_set():
                         raise _Interrupted
                     self._current_node = node_id
@@ -854,6 +993,9 @@ class ComfySimulator:
         loop = asyncio.get_running_loop()
         start = loop.time()
         for step in range(1, steps + 1):
+            if self.faults.wedge:
+                await self._wait_unwedged()
+                start = loop.time() - (step - 1) * per_step * self.time_scale
             if fault == "hang":
                 await self._interrupt.wait()
                 raise _Interrupted
@@ -1014,7 +1156,31 @@ class ComfySimulator:
                 self._history.pop(str(pid), None)
         return web.Response(status=200)
 
-    async def _view(self, request: web.Request) -> web.Response:
+    @web.middleware
+    async def _gzip_lie(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        resp: web.StreamResponse = await handler(request)
+        if self.faults.gzip_lie and isinstance(resp, web.Response) and resp.content_type == "application/json":
+            resp.headers["Content-Encoding"] = "gzip"
+        return resp
+
+    async def _stream_view(
+        self, request: web.Request, ctype: str, chunks: Any, length: int | None
+    ) -> web.StreamResponse:
+        """Write a /view body chunk by chunk; a client that gives up ends it (bytes written are counted)."""
+        resp = web.StreamResponse(headers={"Content-Type": ctype})
+        if length is not None:
+            resp.content_length = length
+        await resp.prepare(request)
+        try:
+            async for chunk in chunks:
+                await resp.write(chunk)
+                self.stats.view_bytes_sent += len(chunk)
+            await resp.write_eof()
+        except (ConnectionError, RuntimeError):
+            log.debug("simulated node %s: /view client went away", self.node.id)
+        return resp
+
+    async def _view(self, request: web.Request) -> web.StreamResponse:
         q = request.query
         filename = q.get("filename")
         if filename is None:
@@ -1031,6 +1197,14 @@ class ComfySimulator:
         data = self.files.get((kind, subfolder, filename))
         if data is None:
             return web.Response(status=404)
+        f = self.faults
+        if f.view_oversize_bytes is not None:
+            return await self._stream_view(request, "image/png", _oversize(f.view_oversize_bytes), None)
+        if f.view_garbage:
+            data = b"<html><body>502 Bad Gateway</body></html>\n" * 4
+            return web.Response(body=data, content_type="image/png")
+        if f.drip_view_bytes_per_s is not None:
+            return await self._stream_view(request, "image/png", _drip(data, f.drip_view_bytes_per_s), len(data))
         preview = q.get("preview")
         if preview:
             fmt, _, quality = preview.partition(";")
@@ -1073,16 +1247,33 @@ class ComfySimulator:
         return web.json_response({"name": filename, "subfolder": subfolder, "type": kind})
 
     async def _object_info(self, request: web.Request) -> web.Response:
+        if self.faults.bad_object_info:
+            return web.json_response(sorted(self._object_info_raw()))
         return web.json_response(self._object_info_raw())
 
     async def _object_info_one(self, request: web.Request) -> web.Response:
         name = request.match_info["node_class"]
+        if self.faults.bad_object_info:
+            return web.json_response([name])
         raw = self._object_info_raw()
         return web.json_response({name: raw[name]} if name in raw else {})
 
     async def _system_stats(self, request: web.Request) -> web.Response:
         total = int(self.node.vram_gb * 1024**3)
         used = int(total * 0.45) if self.stats.loaded_checkpoint else int(total * 0.05)
+        device: dict[str, Any] = {
+            "name": f"cuda:0 {self.node.name} : cudaMallocAsync",
+            "type": "cuda",
+            "index": 0,
+            "vram_total": total,
+            "vram_free": total - used,
+            "torch_vram_total": used,
+            "torch_vram_free": 0,
+        }
+        if self.faults.bad_system_stats == "list":
+            return web.json_response([device])
+        if self.faults.bad_system_stats == "vram_text":
+            device["vram_total"] = f"{self.node.vram_gb:g} GB"
         return web.json_response(
             {
                 "system": {
@@ -1095,17 +1286,7 @@ class ComfySimulator:
                     "embedded_python": False,
                     "argv": ["main.py", "--listen", self.host, "--port", str(self.port)],
                 },
-                "devices": [
-                    {
-                        "name": f"cuda:0 {self.node.name} : cudaMallocAsync",
-                        "type": "cuda",
-                        "index": 0,
-                        "vram_total": total,
-                        "vram_free": total - used,
-                        "torch_vram_total": used,
-                        "torch_vram_free": 0,
-                    }
-                ],
+                "devices": [device],
             }
         )
 
@@ -1175,6 +1356,31 @@ class ComfySimulator:
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, default=str)
+
+
+#: chunk size of streamed /view bodies
+_VIEW_CHUNK = 256 * 1024
+
+
+async def _oversize(total: int) -> AsyncIterator[bytes]:
+    """A PNG-looking body of `total` bytes, made of one reused chunk (never held whole in memory)."""
+    head = b"\x89PNG\r\n\x1a\n"
+    filler = b"\x00" * _VIEW_CHUNK
+    sent = 0
+    while sent < total:
+        chunk = head + filler[len(head) :] if sent == 0 else filler
+        chunk = chunk[: total - sent]
+        sent += len(chunk)
+        yield chunk
+
+
+async def _drip(data: bytes, per_second: float) -> AsyncIterator[bytes]:
+    """The body in small pieces at `per_second` bytes per second (real time: a slow link is not simulated work)."""
+    piece = max(1, int(per_second / 20))
+    for i in range(0, len(data), piece):
+        chunk = data[i : i + piece]
+        yield chunk
+        await asyncio.sleep(len(chunk) / per_second)
 
 
 def _decode(latent: _Latent) -> tuple[Image.Image, ...]:

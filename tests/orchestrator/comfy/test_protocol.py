@@ -118,12 +118,29 @@ def test_unknown_types_are_ignorable_and_garbage_raises():
 
 
 def test_binary_preview_frames_jpeg_png_and_others():
-    jpeg = struct.pack(">II", 1, 1) + b"\xff\xd8jpegdata"
-    assert parse_ws_binary(jpeg) == PreviewFrame(b"\xff\xd8jpegdata", "image/jpeg")
-    assert parse_ws_binary(struct.pack(">II", 1, 2) + b"png") == PreviewFrame(b"png", "image/png")
+    jpeg = b"\xff\xd8jpegdata\xff\xd9"
+    png_image = b"\x89PNG\r\n\x1a\nchunks" + b"IEND\xaeB`\x82"
+    assert parse_ws_binary(struct.pack(">II", 1, 1) + jpeg) == PreviewFrame(jpeg, "image/jpeg")
+    assert parse_ws_binary(struct.pack(">II", 1, 2) + png_image) == PreviewFrame(png_image, "image/png")
     assert parse_ws_binary(struct.pack(">II", 3, 1) + b"text") is None
-    assert parse_ws_binary(b"\x00\x00") is None
-    assert parse_ws_binary(encode_preview(b"abc")) == PreviewFrame(b"abc", "image/jpeg")
+    assert parse_ws_binary(struct.pack(">II", 1, 9) + b"unknown format") is None
+    assert parse_ws_binary(encode_preview(jpeg)) == PreviewFrame(jpeg, "image/jpeg")
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"\x00\x00",  # shorter than the event type
+        struct.pack(">I", 1) + b"\x00",  # a preview without its format
+        struct.pack(">II", 1, 1) + b"\xff\xd8cut off",  # a JPEG without its end marker
+        struct.pack(">II", 1, 2) + b"\xff\xd8\xff\xd9",  # says PNG, is a JPEG
+        struct.pack(">II", 1, 1),  # no image at all
+    ],
+    ids=["short", "no-format", "truncated", "wrong-format", "empty"],
+)
+def test_broken_binary_frames_raise_comfy_error(frame):
+    with pytest.raises(ComfyError):
+        parse_ws_binary(frame)
 
 
 def test_prompt_accepted():
