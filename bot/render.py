@@ -414,3 +414,11 @@ def no_images_text(stage: StageView) -> str:
     return limits.content(
         f"**{stage.name}**: none of the {stage.total} images could be made. Regenerate to try again, or End."
     )
+
+
+def post_failed_text(what: str, why: str) -> str:
+    """Posted in the thread after the last retry of a post Discord kept refusing."""
+    return limits.content(
+        f"⚠ Could not post {what}: {why}. The images are kept; `/session png N` sends any of them to you, "
+        "and the bot tries again when it restarts."
+    )

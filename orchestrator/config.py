@@ -193,6 +193,10 @@ class DiscordSettings:
     max_edit_age_s: float = 3300.0
     #: show the newest in-progress preview a node sends on the stage's progress message
     live_previews: bool = True
+    #: a gallery or final post Discord refused (5xx, 413, a timeout) is tried again this many times
+    post_retries: int = 4
+    #: the first wait before such a retry; each next wait doubles (capped at a minute)
+    post_retry_s: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -499,7 +503,16 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
         }
     )
     dc = root.child("discord")
-    dc.only({"progress_interval_s", "thread_auto_archive_minutes", "max_edit_age_s", "live_previews"})
+    dc.only(
+        {
+            "progress_interval_s",
+            "thread_auto_archive_minutes",
+            "max_edit_age_s",
+            "live_previews",
+            "post_retries",
+            "post_retry_s",
+        }
+    )
     lim = root.child("limits")
     lim.only(
         {
@@ -521,6 +534,9 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
     archive = dc.get("thread_auto_archive_minutes", _int, d.discord.thread_auto_archive_minutes)
     if archive not in (60, 1440, 4320, 10080):
         raise dc.child("thread_auto_archive_minutes").fail("expected one of 60, 1440, 4320, 10080")
+    post_retries = dc.get("post_retries", _int, d.discord.post_retries)
+    if post_retries < 0:
+        raise dc.child("post_retries").fail("expected an integer >= 0")
     time_scale = sim.get("time_scale", _num, d.sim.time_scale)
     if time_scale <= 0:
         raise sim.child("time_scale").fail("expected a number > 0")
@@ -565,6 +581,8 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
             thread_auto_archive_minutes=archive,
             max_edit_age_s=dc.get("max_edit_age_s", _num, d.discord.max_edit_age_s),
             live_previews=dc.get("live_previews", _bool, d.discord.live_previews),
+            post_retries=post_retries,
+            post_retry_s=dc.get("post_retry_s", _num, d.discord.post_retry_s),
         ),
         limits=LimitSettings(
             max_active_sessions_per_user=lim.get(
