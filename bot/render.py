@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot import limits
+from bot.errors import scrub
 from bot.tracker import ProgressView
 
 if TYPE_CHECKING:
@@ -304,7 +305,8 @@ def suggestion_embed(result: RefineResult, *, by: str) -> discord.Embed:
     source = str(getattr(result.source, "value", result.source))
     answered = "the language model" if source == "ollama" else "the built-in rules"
     if result.fallback_reason:
-        answered += f" (fallback: {result.fallback_reason})"
+        # The reason can carry Ollama's address or a path: only its scrubbed words leave the process.
+        answered += f" (fallback: {scrub(result.fallback_reason, 200)})"
     e.add_field(name="Answered by", value=answered, inline=False)
     e.set_footer(text=f"asked by {by} · Use applies it to the next stage; reply “undo” to revert")
     return limits.clamp_embed(e)
