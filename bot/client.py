@@ -79,6 +79,9 @@ class ImGenBot(commands.Bot):
             intents=intents(),
             help_command=None,
             tree_cls=ImGenTree,
+            # Nobody is pinged unless a message opts in (an invite pings the invited member): members' text is
+            # echoed in many places, and a bot that can ping @everyone is a megaphone for anyone in the server.
+            allowed_mentions=options.pop("allowed_mentions", discord.AllowedMentions.none()),
             **options,
         )
         self.orch = orchestrator

@@ -65,7 +65,8 @@ async def test_permanently_refused_gallery_leaves_a_plain_note(fake_discord, tmp
         assert note.attachments == [] and note.embeds == [] and note.raw_components == []
         assert note.pings == set()
         assert galleries(fake, thread.id, "drafts") == []
-        assert len(fake.failed_posts) == 3, "the first try and two retries"
+        # The first try (or two: the thread's bind and StageDone may both find the stage done), then two retries.
+        assert 3 <= len(fake.failed_posts) <= 4
 
 
 async def test_relay_consumer_survives_an_exception(fake_discord, tmp_path, caplog):
