@@ -207,8 +207,21 @@ class LimitSettings:
     max_queued_images_per_user: int = 60
     max_count: int = 40
     max_prompt_chars: int = 1500
+    #: negative prompts on every path: `--no`, the `negative` option, the Edit modal, merged vision traits
+    max_negative_chars: int = 500
     max_side: int = 2048
     max_steps: int = 150
+    #: an uploaded image (/explore): bytes (from the attachment's metadata, before downloading) and pixels (from
+    #: its header, before decoding); PNG, JPEG and WebP only
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_upload_pixels: int = 16_000_000
+    #: what one member's kept uploads may take on disk together
+    upload_quota_bytes: int = 200 * 1024 * 1024
+    #: one member's wait between two feedback replies, and between two session starts
+    feedback_cooldown_s: float = 20.0
+    session_cooldown_s: float = 30.0
+    #: feedback refines that may use the language model at once, for the whole bot (the rest wait in line)
+    max_concurrent_refines: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,8 +533,15 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
             "max_queued_images_per_user",
             "max_count",
             "max_prompt_chars",
+            "max_negative_chars",
             "max_side",
             "max_steps",
+            "max_upload_bytes",
+            "max_upload_pixels",
+            "upload_quota_bytes",
+            "feedback_cooldown_s",
+            "session_cooldown_s",
+            "max_concurrent_refines",
         }
     )
 
@@ -593,8 +613,15 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
             ),
             max_count=lim.get("max_count", _pos_int, d.limits.max_count),
             max_prompt_chars=lim.get("max_prompt_chars", _pos_int, d.limits.max_prompt_chars),
+            max_negative_chars=lim.get("max_negative_chars", _pos_int, d.limits.max_negative_chars),
             max_side=lim.get("max_side", _pos_int, d.limits.max_side),
             max_steps=lim.get("max_steps", _pos_int, d.limits.max_steps),
+            max_upload_bytes=lim.get("max_upload_bytes", _pos_int, d.limits.max_upload_bytes),
+            max_upload_pixels=lim.get("max_upload_pixels", _pos_int, d.limits.max_upload_pixels),
+            upload_quota_bytes=lim.get("upload_quota_bytes", _pos_int, d.limits.upload_quota_bytes),
+            feedback_cooldown_s=lim.get("feedback_cooldown_s", _num, d.limits.feedback_cooldown_s),
+            session_cooldown_s=lim.get("session_cooldown_s", _num, d.limits.session_cooldown_s),
+            max_concurrent_refines=lim.get("max_concurrent_refines", _pos_int, d.limits.max_concurrent_refines),
         ),
     )
 

@@ -28,7 +28,7 @@ from orchestrator.sessions.explorer import Pick
 from orchestrator.sessions.models import Flow, Role, Session, SessionSettings, SessionState, Visibility
 from orchestrator.sessions.planner import ROUND, STAGE, aspect_of, check_loras, guess_family
 from orchestrator.sessions.stages import Prepared, StageWriter
-from orchestrator.sessions.syntax import expand, parse_aspect, parse_prompt
+from orchestrator.sessions.syntax import check_negative, clip_negative, expand, parse_aspect, parse_prompt
 from orchestrator.sessions.views import session_of
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,11 @@ class SessionFactory:
             if ours is not None:
                 image, ours_family = ours
                 flags = dataclasses.replace(flags, prompt=image.prompt)
-                negative = negative if negative is not None else (flags.negative or image.negative_prompt)
+                negative = (
+                    negative
+                    if negative is not None
+                    else (flags.negative or clip_negative(image.negative_prompt, lim.max_negative_chars))
+                )
                 family = family or flags.family or ours_family
         family = family or flags.family
         checkpoint = (checkpoint or "").strip() or None
@@ -109,7 +113,7 @@ class SessionFactory:
                 locked.setdefault("subject", concept.clean_value(flags.prompt))
                 data["concept"] = {"locked": locked, "field": None}
                 text = concept.compose(locked)
-            negative = negative if negative is not None else (flags.negative or "")
+            negative = check_negative(negative, lim) if negative is not None else (flags.negative or "")
             row = _new_row(flow, owner_id, text, negative, ss, 0, data, private=private)
             init = await self._import_image(row.id, image_path) if image_path is not None else None
             try:

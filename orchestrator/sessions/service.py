@@ -245,10 +245,18 @@ class SessionService:
         return await self._feedback.refine(session_id, user_id, feedback)
 
     async def apply_suggestion(
-        self, session_id: str, user_id: str, prompt: str | None = None, negative: str | None = None
+        self,
+        session_id: str,
+        user_id: str,
+        prompt: str | None = None,
+        negative: str | None = None,
+        *,
+        require_pending: bool = False,
     ) -> Session:
-        """Use the pending suggestion (or the user's edit of it) as the prompt of the next stage."""
-        return await self._feedback.apply_suggestion(session_id, user_id, prompt, negative)
+        """Use the pending suggestion (or the user's edit of it, which needs it still pending) as the next prompt."""
+        return await self._feedback.apply_suggestion(
+            session_id, user_id, prompt, negative, require_pending=require_pending
+        )
 
     async def discard_suggestion(self, session_id: str, user_id: str) -> None:
         """Drop the pending suggestion."""

@@ -103,7 +103,7 @@ async def test_private_session_refuses_outsiders_and_open_lets_anyone_advance(fa
         assert (await h.svc.vote(s.id, img, "bob", 1)).tally == 1
         with pytest.raises(NotAllowed) as e:
             await h.svc.advance(s.id, "bob")
-        assert e.value.user_message == "Only the owner can continue this session."
+        assert e.value.user_message == "Only the owner can continue this session; you can still vote and give feedback."
         s = await h.svc.set_visibility(s.id, "alice", Visibility.OPEN)
         assert h.svc.may_vote(s, "mallory") and h.svc.may_advance(s, "mallory")
         nxt = await h.svc.advance(s.id, "mallory")
