@@ -29,6 +29,7 @@ from bot import render
 from bot.limits import DEFAULT_UPLOAD_LIMIT, MAX_ATTACHMENTS, message_nonce, thread_archive_minutes, thread_name
 from bot.progress import Attachment, CoalescingEditor, MessageState, OnReplaced
 from bot.tracker import StageProgress
+from bot.views.common import THREAD, final_ref
 from bot.views.final import final_view
 from bot.views.gallery import gallery_view, mode_for
 from orchestrator.errors import SessionNotFound
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOB_EVENTS = (JobQueued, JobStarted, JobProgress, JobPreview, JobRetried, JobFinished, JobFailed)
-THREAD = "discord.thread"
 HEADER = "discord.header"
 ENDED = "discord.ended"
 #: gallery thumbnails: a long side that reads well in Discord's grid, and a JPEG quality that keeps 10 well under limits
@@ -80,10 +80,6 @@ def progress_ref(stage_id: str) -> str:
 
 def gallery_ref(stage_id: str, page: int) -> str:
     return f"discord.gallery.{stage_id}.{page}"
-
-
-def final_ref(stage_id: str, n: int) -> str:
-    return f"discord.final.{stage_id}.{n}"
 
 
 def _accept(event: Event) -> bool:
@@ -538,6 +534,8 @@ class Relay:
         db = self.bot.orch.db
         limit = int(self._upload_limit(thread) * live.upload_scale)
         upscaled = stage.name.startswith("upscale")
+        # With the automatic final upscale, a 4x of this image is already on its way: no button for a second one.
+        no_upscale = upscaled or self.bot.orch.settings.funnel.final_upscale
         for im in sorted(stage.images, key=lambda i: i.number):
             ref_key = final_ref(stage.id, im.number)
             if await db.get_ref(live.session_id, ref_key) is not None:
@@ -547,7 +545,7 @@ class Relay:
             msg = await thread.send(
                 content=render.final_content(stage, im),
                 file=file,
-                view=final_view(session.id, im.image.id, upscaled=upscaled),
+                view=final_view(session.id, im.image.id, upscaled=no_upscale),
                 nonce=message_nonce(live.session_id, ref_key),
             )
             await db.set_ref(live.session_id, ref_key, str(msg.id))

@@ -235,8 +235,12 @@ class SessionService:
         return await self._moves.pick(session_id, user_id, image_id)
 
     async def upscale(self, session_id: str, user_id: str, image_id: str) -> StageView:
-        """Upscale any delivered image of the session as a one-image stage."""
+        """Upscale any delivered image of the session as a one-image stage (InvalidState if one exists)."""
         return await self._moves.upscale(session_id, user_id, image_id)
+
+    async def existing_upscale(self, session_id: str, image_id: str) -> StageView | None:
+        """The upscale of this image that exists or is rendering, if any (a second would be identical)."""
+        return await self._moves.existing_upscale(session_id, image_id)
 
     # ------------------------------------------------------------------ feedback
 
