@@ -13,6 +13,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import errors
+from bot.budgets import Budgets
 from bot.cogs.create import CreateCog
 from bot.cogs.farm import FarmCog
 from bot.cogs.session_admin import SessionCog
@@ -86,6 +87,8 @@ class ImGenBot(commands.Bot):
         )
         self.orch = orchestrator
         self.guild_id = guild_id
+        #: cooldowns, one refine per session and the LLM's line, shared by every command and reply
+        self.budgets = Budgets(orchestrator.settings.limits)
         self._relay: Relay | None = None
         self._closing = False
         self._orch_started = False

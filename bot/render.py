@@ -440,3 +440,8 @@ def post_failed_text(what: str, why: str) -> str:
         f"⚠ Could not post {what}: {why}. The images are kept; `/session png N` sends any of them to you, "
         "and the bot tries again when it restarts."
     )
+
+
+def waiting_for_model_text(by: str) -> str:
+    """Shown while a refine waits for its turn with the language model; edited into the suggestion after."""
+    return limits.content(f"⏳ Feedback from {echo(by)}: waiting for the model…")

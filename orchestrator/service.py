@@ -22,6 +22,7 @@ from orchestrator.router import seconds_per_step
 from orchestrator.scheduler import BatchResult, Scheduler
 from orchestrator.sessions.service import SessionService
 from orchestrator.store import ImageStore
+from orchestrator.uploads import Uploads
 from orchestrator.workflows import WorkflowEngine
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class Orchestrator:
         self.farm: SimFarm | None = None
         self.db = Database(self.settings.storage.db_path)
         self.store = ImageStore(self.settings.storage.images_dir)
+        self.uploads = Uploads(self.settings.storage.data_dir, self.settings.limits)
         self.workflows = WorkflowEngine.load()
         self.registry: Registry | None = None
         self.scheduler: Scheduler | None = None

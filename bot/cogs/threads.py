@@ -12,7 +12,7 @@ from bot import feedback, render
 from bot.errors import translate
 from bot.relay import THREAD
 from bot.views import modals
-from orchestrator.errors import ImGenError
+from orchestrator.errors import LimitExceeded
 from orchestrator.sessions.models import Flow
 
 if TYPE_CHECKING:
@@ -46,8 +46,14 @@ class ThreadCog(commands.Cog):
             return
         try:
             await self._reply(message, message.channel, sid, text)
-        except ImGenError as e:
-            await message.reply(translate(e).text, mention_author=False)
+        except LimitExceeded as e:
+            # A reply cannot be answered privately: a flood gets one short notice per member and window, which
+            # removes itself when the member may try again, instead of one public refusal per message.
+            budgets = self.bot.budgets
+            if not budgets.notices.take(str(message.author.id)):
+                await message.reply(
+                    translate(e).text, mention_author=False, delete_after=budgets.notices.seconds or None
+                )
         except Exception as e:  # never let discord.py log it as an ERROR; the translator logs it with a reference
             await message.reply(translate(e).text, mention_author=False)
 

@@ -89,9 +89,10 @@ class FinalButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=FINAL
                 await defer_update(interaction)
                 await svc.upscale(sid, user, image_id)
             case FinalAction.VARIATIONS:
-                await interaction.response.defer(ephemeral=True, thinking=True)
-                new = await svc.variations(user, image_id)
-                thread = await app(interaction).relay.open_session(new, await parent_channel(interaction))
+                async with app(interaction).budgets.start(user):
+                    await interaction.response.defer(ephemeral=True, thinking=True)
+                    new = await svc.variations(user, image_id)
+                    thread = await app(interaction).relay.open_session(new, await parent_channel(interaction))
                 await interaction.followup.send(f"Explorer started: {thread.mention}", ephemeral=True)
             case FinalAction.BRANCH:
                 await interaction.response.defer(ephemeral=True, thinking=True)
@@ -161,7 +162,8 @@ class BranchSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=BRAN
             if not values:
                 await defer_update(interaction)
                 return
-            await interaction.response.defer(ephemeral=True, thinking=True)
-            new = await sessions(interaction).branch(self.bid.session_id, uid(interaction), values[0])
-            thread = await app(interaction).relay.open_session(new, await parent_channel(interaction))
+            async with app(interaction).budgets.start(uid(interaction)):
+                await interaction.response.defer(ephemeral=True, thinking=True)
+                new = await sessions(interaction).branch(self.bid.session_id, uid(interaction), values[0])
+                thread = await app(interaction).relay.open_session(new, await parent_channel(interaction))
             await interaction.followup.send(f"New Draft Grid branched: {thread.mention}", ephemeral=True)

@@ -30,6 +30,7 @@ from orchestrator.sessions.planner import ROUND, STAGE, aspect_of, check_loras, 
 from orchestrator.sessions.stages import Prepared, StageWriter
 from orchestrator.sessions.syntax import check_negative, clip_negative, expand, parse_aspect, parse_prompt
 from orchestrator.sessions.views import session_of
+from orchestrator.uploads import EXTENSIONS, inspect_image, owner_dir
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ class SessionFactory:
                 text = concept.compose(locked)
             negative = check_negative(negative, lim) if negative is not None else (flags.negative or "")
             row = _new_row(flow, owner_id, text, negative, ss, 0, data, private=private)
-            init = await self._import_image(row.id, image_path) if image_path is not None else None
+            init = await self._import_image(row.id, owner_id, image_path) if image_path is not None else None
             try:
                 if flow is Flow.DRAFT_GRID:
                     first = settings.funnel.stages[0]
@@ -239,25 +240,22 @@ class SessionFactory:
                 user_message=f"You already have {active} active sessions (the limit is {cap}); end one first.",
             )
 
-    async def _import_image(self, session_id: str, path: Path) -> str:
-        """Copy a user's image into the data directory (the scheduler uploads it from there)."""
-        dest = self.ctx.settings.storage.data_dir / "inputs" / f"{session_id}{path.suffix.lower() or '.png'}"
+    async def _import_image(self, session_id: str, owner_id: str, path: Path) -> str:
+        """Copy a member's checked image into `inputs/<member>/` (the scheduler uploads it from there)."""
+        settings = self.ctx.settings
+        folder = owner_dir(settings.storage.data_dir, owner_id)
 
-        def copy() -> None:
-            from PIL import Image, UnidentifiedImageError
-
+        def copy() -> str:
             if not path.is_file():
                 raise InputError("no such image", user_message=f"There is no image file at {path.name}.")
-            try:
-                with Image.open(path) as im:
-                    im.verify()
-            except (UnidentifiedImageError, OSError):
-                raise InputError("not an image", user_message=f"{path.name} is not an image.") from None
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            # The same checks as an upload: only PNG, JPEG and WebP, within the pixel cap, decodable.
+            facts = inspect_image(path, settings.limits.max_upload_pixels)
+            dest = folder / f"{session_id}{EXTENSIONS[facts.format]}"
+            folder.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest)
+            return str(dest)
 
-        await asyncio.to_thread(copy)
-        return str(dest)
+        return await asyncio.to_thread(copy)
 
     async def _our_image(self, path: Path) -> tuple[ImageRecord, Family] | None:
         """The delivered image stored at `path` (its file name is its id) with its family, if it is one of ours."""

@@ -71,7 +71,8 @@ def make_config(
         ),
         # No Ollama in tests unless a test passes the fake's host: the rules path answers.
         llm=llm or LlmSettings(enabled=False),
-        limits=limits or s.limits,
+        # No cooldowns unless a test asks for them: most tests act faster than any member would.
+        limits=limits or replace(s.limits, feedback_cooldown_s=0.0, session_cooldown_s=0.0),
         health=replace(s.health, interval_s=0.5),
     )
 
