@@ -95,18 +95,20 @@ class Budgets:
     @contextlib.asynccontextmanager
     async def refine(self, session_id: str, user_id: str) -> AsyncIterator[None]:
         """A member's feedback for a session: their cooldown, then the session's one refine slot."""
-        if session_id in self._refining:
-            raise LimitExceeded(
-                "refine running",
-                user_message="A suggestion for this session is already being worked on: "
-                "try again when it is posted (usually within a minute).",
-            )
-        left = self.feedback.take(user_id)
+        left = self.feedback.remaining(user_id)
         if left:
             raise LimitExceeded(
                 "feedback cooldown",
                 user_message=f"You gave feedback a moment ago: you can give more {wait_text(left)}.",
             )
+        if session_id in self._refining:
+            # Refused before the cooldown is taken: the member may try again as soon as the suggestion is out.
+            raise LimitExceeded(
+                "refine running",
+                user_message="A suggestion for this session is already being worked on: "
+                "try again when it is posted (usually within a minute).",
+            )
+        self.feedback.take(user_id)
         self._refining.add(session_id)
         try:
             yield

@@ -120,6 +120,8 @@ class Relay:
         self._stopping = False
         #: set once the resume pass after a (re)start is done; tests wait on it
         self.resumed = asyncio.Event()
+        self._handling = False
+        self._handled = asyncio.Condition()
 
     # ------------------------------------------------------------------ life cycle
 
@@ -164,17 +166,32 @@ class Relay:
         async for event in self._sub:
             if self._stopping:
                 break
+            self._handling = True
             try:
                 await self.handle(event)
             except Exception:
                 # One bad event (a DB hiccup, an odd reply from Discord) must not end the thread updates of
                 # every session: log it with its traceback and go on with the next.
                 log.exception("relay failed on %s session=%s", type(event).__name__, getattr(event, "session_id", "?"))
+            finally:
+                self._handling = False
+                async with self._handled:
+                    self._handled.notify_all()
 
     async def wait_retries(self) -> None:
         """Wait until no session has a refused post being tried again (tests and shutdown)."""
         while pending := [live.retry for live in self._live.values() if live.retry and not live.retry.done()]:
             await asyncio.wait(pending)
+
+    async def settled(self) -> None:
+        """Wait until every event published so far is handled and no refused post is being retried."""
+        while True:
+            await self.wait_retries()
+            async with self._handled:
+                if not self._handling and self._sub.pending() == 0:
+                    break
+                await self._handled.wait()
+        await self.editor.wait_idle()
 
     async def resume(self) -> None:
         """After a start: bring every active session thread up to date."""

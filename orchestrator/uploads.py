@@ -118,10 +118,15 @@ def inspect_image(path: Path, max_pixels: int) -> ImageFacts:
         raise InputError(
             "not an accepted image", user_message=f"That file is not a PNG, JPEG or WebP image{seems}."
         ) from None
-    except Image.DecompressionBombError:
+    except Image.DecompressionBombError as e:
+        # Pillow refuses the header itself (over twice its own cap) before we could read the size: its message
+        # carries the pixel count.
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        size = f" ({int(found[1]) / 1e6:.1f} megapixels)" if found else ""
         raise InputError(
             "decompression bomb",
-            user_message=f"That image has far more pixels than the limit of {max_pixels / 1e6:g} megapixels.",
+            user_message=f"That image is far too large{size}; the limit is {max_pixels / 1e6:g} megapixels. "
+            "Scale it down and try again.",
         ) from None
     except (OSError, ValueError, SyntaxError, EOFError):
         raise InputError(

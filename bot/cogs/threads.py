@@ -23,6 +23,14 @@ log = logging.getLogger(__name__)
 UNDO_WORDS = frozenset({"undo", "revert"})
 
 
+async def _answer(message: discord.Message, text: str, *, delete_after: float | None = None) -> None:
+    """Reply to a member's message; a reply that cannot be sent (shutting down, thread gone) is only logged."""
+    try:
+        await message.reply(text, mention_author=False, delete_after=delete_after)
+    except (discord.HTTPException, RuntimeError) as e:
+        log.warning("could not answer message %s: %r", message.id, e)
+
+
 class ThreadCog(commands.Cog):
     """Turns thread replies into pipeline calls; answers modal submits by custom_id."""
 
@@ -51,11 +59,9 @@ class ThreadCog(commands.Cog):
             # removes itself when the member may try again, instead of one public refusal per message.
             budgets = self.bot.budgets
             if not budgets.notices.take(str(message.author.id)):
-                await message.reply(
-                    translate(e).text, mention_author=False, delete_after=budgets.notices.seconds or None
-                )
+                await _answer(message, translate(e).text, delete_after=budgets.notices.seconds or None)
         except Exception as e:  # never let discord.py log it as an ERROR; the translator logs it with a reference
-            await message.reply(translate(e).text, mention_author=False)
+            await _answer(message, translate(e).text)
 
     async def _reply(self, message: discord.Message, thread: discord.Thread, sid: str, text: str) -> None:
         svc = self.bot.sessions

@@ -120,6 +120,8 @@ class FakeDiscord(RestHandlers):
         self.edit_log: list[tuple[float, int, int]] = []
         self.typing: dict[int, int] = defaultdict(int)
         self.requests: list[tuple[str, str]] = []
+        #: downloads of attachments from the fake's CDN
+        self.cdn_fetches = 0
         self.global_commands: list[Json] = []
         self.guild_commands: dict[int, list[Json]] = {}
         self.identify_payloads: list[Json] = []
@@ -578,13 +580,19 @@ class FakeDiscord(RestHandlers):
     def _resolve_message(self, message: FakeMessage | int) -> FakeMessage:
         return self._messages[message] if isinstance(message, int) else message
 
-    async def click(self, user: FakeUser, message: FakeMessage | int, custom_id: str) -> InteractionHandle:
-        """Press a button on a message (component interaction, component_type 2)."""
+    async def click(
+        self, user: FakeUser, message: FakeMessage | int, custom_id: str, *, channel_id: int | None = None
+    ) -> InteractionHandle:
+        """Press a button on a message (component interaction, component_type 2).
+
+        channel_id: claim another channel than the message's, as a forged interaction can.
+        """
         msg = self._resolve_message(message)
         comp = msg.component(custom_id)
         if comp.disabled:
             raise ValueError(f"button {custom_id!r} is disabled")
-        return await self._send_interaction(3, user, None, {"custom_id": custom_id, "component_type": 2}, msg)
+        data = {"custom_id": custom_id, "component_type": 2}
+        return await self._send_interaction(3, user, channel_id, data, msg)
 
     async def select(
         self, user: FakeUser, message: FakeMessage | int, custom_id: str, values: list[str]
@@ -768,6 +776,7 @@ class FakeDiscord(RestHandlers):
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         method, full = request.method, request.path
         if full.startswith("/attachments/"):
+            self.cdn_fetches += 1
             return self._cdn(full)
         path = full.removeprefix("/api/v10")
         self.requests.append((method, path))
