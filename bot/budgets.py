@@ -99,7 +99,7 @@ class Budgets:
         if left:
             raise LimitExceeded(
                 "feedback cooldown",
-                user_message=f"You gave feedback a moment ago: you can give more {wait_text(left)}.",
+                user_message=f"Your last feedback or value was a moment ago: you can give more {wait_text(left)}.",
             )
         if session_id in self._refining:
             # Refused before the cooldown is taken: the member may try again as soon as the suggestion is out.
@@ -114,6 +114,15 @@ class Budgets:
             yield
         finally:
             self._refining.discard(session_id)
+
+    def typed_value(self, user_id: str) -> None:
+        """A Concept Builder value typed by a member starts a round: it shares the feedback cooldown."""
+        left = self.feedback.take(user_id)
+        if left:
+            raise LimitExceeded(
+                "value cooldown",
+                user_message=f"Your last feedback or value was a moment ago: you can set a value {wait_text(left)}.",
+            )
 
     def refining(self, session_id: str) -> bool:
         """Whether a refine of this session is running or waiting for the model."""

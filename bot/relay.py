@@ -26,7 +26,15 @@ import aiohttp
 import discord
 
 from bot import render
-from bot.limits import DEFAULT_UPLOAD_LIMIT, MAX_ATTACHMENTS, message_nonce, thread_archive_minutes, thread_name
+from bot.limits import (
+    DEFAULT_UPLOAD_LIMIT,
+    ERROR_TOO_LARGE,
+    HTTP_TOO_LARGE,
+    MAX_ATTACHMENTS,
+    message_nonce,
+    thread_archive_minutes,
+    thread_name,
+)
 from bot.progress import Attachment, CoalescingEditor, MessageState, OnReplaced
 from bot.tracker import StageProgress
 from bot.views.common import THREAD, final_ref
@@ -67,8 +75,6 @@ GALLERY_QUALITY = 85
 CLOSE_TIMEOUT_S = 10.0
 #: what a refused or failed post raises: Discord's answer, the connection, or discord.py's own timeout
 POST_ERRORS = (discord.HTTPException, aiohttp.ClientError, TimeoutError, OSError)
-#: Discord's JSON code for "Request entity too large" (with HTTP 413)
-ERROR_TOO_LARGE = 40005
 #: the longest wait between two retries of a refused post
 MAX_RETRY_WAIT_S = 60.0
 POST_FAILED = "discord.postfail"
@@ -594,7 +600,9 @@ async def full_file(store: ImageStore, number: int, path: str, limit: int) -> di
 
 
 def _too_large(error: BaseException) -> bool:
-    return isinstance(error, discord.HTTPException) and (error.status == 413 or error.code == ERROR_TOO_LARGE)
+    if not isinstance(error, discord.HTTPException):
+        return False
+    return error.status == HTTP_TOO_LARGE or error.code == ERROR_TOO_LARGE
 
 
 def _why(error: BaseException) -> str:

@@ -75,6 +75,7 @@ class ThreadCog(commands.Cog):
             await message.reply(render.undo_text(session), mention_author=False)
             return
         if session.flow is Flow.CONCEPT and session.concept is not None and session.concept.current_field:
+            self.bot.budgets.typed_value(user)
             async with thread.typing():
                 await svc.concept_set_field(sid, user, text)
             await message.reply(render.field_set_text(text, by=user), mention_author=False)

@@ -153,6 +153,7 @@ async def handle_submit(interaction: discord.Interaction) -> bool:
                 value = values.get(VALUE_FIELD, "").strip()
                 if not value:
                     raise InputError("empty", user_message="The value is empty.")
+                app(interaction).budgets.typed_value(user)
                 await interaction.response.defer(thinking=True)
                 await svc.concept_set_field(mid.session_id, user, value)
                 await interaction.followup.send(render.field_set_text(value, by=user))

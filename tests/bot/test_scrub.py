@@ -28,8 +28,8 @@ ERROR_TEXTS = [
     'Traceback (most recent call last):\n  File "/opt/ComfyUI/execution.py", line 151, in recursive_execute',
     "Invalid image file: \\\\nas01\\share\\comfy\\input\\x.png",
     "execution_interrupted on gpu-box.lan:8188",
-    "400 Bad Request for url 'http://192.168.1.20:8188/view?filename=../../etc/passwd'",
-    "All connection attempts failed while connecting to ws://10.0.0.7:8188/ws?clientId=abc",
+    "400 Bad Request for url 'http://198.51.100.20:8188/view?filename=../../etc/passwd'",
+    "All connection attempts failed while connecting to ws://203.0.113.7:8188/ws?clientId=abc",
     "[Errno 111] Connect call failed ('127.0.0.1', 8188)",
     "[Errno 99] Cannot assign requested address ('::1', 8188, 0, 0)",
     "Server disconnected without sending a response. (comfy-node:8188)",
@@ -69,7 +69,7 @@ def test_scrub_keeps_what_a_member_needs():
 
 def test_error_translator_scrubs_user_messages():
     """An ImGenError whose message quotes a node's words is scrubbed on its way to the member."""
-    err = InputError("x", user_message="The GPU said: No such file '/opt/ComfyUI/input/a.png' on 10.1.2.3:8188")
+    err = InputError("x", user_message="The GPU said: No such file '/opt/ComfyUI/input/a.png' on 192.0.2.3:8188")
     text = translate(err).text
     assert not INTERNAL.search(text)
     assert text.startswith("The GPU said: No such file")
