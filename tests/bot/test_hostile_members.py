@@ -97,6 +97,15 @@ def assert_pings_only(fake: FakeDiscord, allowed: frozenset[str] = frozenset()) 
     assert pinged <= allowed, f"the bot pinged {pinged - allowed}"
 
 
+@pytest.fixture(autouse=True)
+def _nobody_pinged_unless_meant(fake_discord, request):
+    """After every action of this module: the bot's messages notified nobody (but those a test marks as meant)."""
+    yield
+    marker = request.node.get_closest_marker("meant_pings")
+    meant = frozenset(marker.args[0](fake_discord)) if marker else frozenset()
+    assert_pings_only(fake_discord, meant)
+
+
 # --------------------------------------------------------------------------- images members send
 
 
@@ -304,6 +313,7 @@ async def test_concept_values_with_mentions_ping_nobody(fake_discord, tmp_path):
         await bot.relay.wait_retries()
 
 
+@pytest.mark.meant_pings(lambda fake: {f"user:{fake.users[1].id}"})
 async def test_invite_pings_only_the_invited_member(fake_discord, tmp_path):
     """`/session invite` is the one message meant to ping: the invited member, not the inviter, no roles."""
     fake = fake_discord
@@ -460,6 +470,7 @@ async def test_stranger_in_private_session_suggestion_buttons(fake_discord, tmp_
         assert await snap(bot, tmp_path) == before
 
 
+@pytest.mark.meant_pings(lambda fake: {f"user:{fake.users[1].id}"})
 async def test_invited_member_pressing_use_is_told_what_was_refused(fake_discord, tmp_path):
     """An invited member may vote but not apply: the refusal names applying a suggestion, not 'continue'."""
     fake = fake_discord
