@@ -414,12 +414,13 @@ def ended_text(reason: str) -> str:
     """Posted in the thread when a session ends (or finishes)."""
     if reason == "finished":
         return "Session finished. Upscale, Variations, Branch and Info still work on the images above."
+    reason = scrub(reason, 300)
     return limits.content(f"Session ended{f': {reason}' if reason else ''}.")
 
 
 def deadline_missed_text(reason: str) -> str:
     """Posted in the thread when a stage's deadline passed but the session could not continue."""
-    return limits.content(f"⏰ The deadline passed, but the session cannot continue yet: {reason}")
+    return limits.content(f"⏰ The deadline passed, but the session cannot continue yet: {scrub(reason, 300)}")
 
 
 def field_set_text(value: str, *, by: str) -> str:
