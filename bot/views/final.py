@@ -13,6 +13,7 @@ from bot.errors import guard
 from bot.limits import MAX_SELECT_OPTIONS, SELECT_OPTION_DESCRIPTION, SELECT_OPTION_LABEL, truncate
 from bot.views.common import app, defer_update, final_ref, require_here, sessions, uid
 from orchestrator.errors import InvalidState
+from orchestrator.sessions.access import check_vote
 from orchestrator.sessions.models import StageStatus, StageView
 
 FINAL_LABELS: dict[FinalAction, tuple[str, discord.ButtonStyle]] = {
@@ -95,6 +96,8 @@ class FinalButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=FINAL
                     thread = await app(interaction).relay.open_session(new, await parent_channel(interaction))
                 await interaction.followup.send(f"Explorer started: {thread.mention}", ephemeral=True)
             case FinalAction.BRANCH:
+                # Refuse before the lineage is shown, not when a member has picked from it.
+                check_vote(await svc.get(sid), user)
                 await interaction.response.defer(ephemeral=True, thinking=True)
                 view = await branch_view(interaction, sid, image_id)
                 await interaction.followup.send("Branch a new Draft Grid from which image?", view=view, ephemeral=True)

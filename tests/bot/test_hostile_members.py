@@ -871,3 +871,53 @@ async def test_final_with_automatic_upscale_offers_no_upscale_button(fake_discor
         for message in finals():
             assert [b.label for b in message.buttons] == ["Variations", "Branch from here", "Info"]
         await bot.relay.settled()
+
+
+STRANGER_EXPLORER = [
+    pytest.param("round", "Pick 1", "Only the owner", id="pick"),
+    pytest.param("round", "Upscale 2", "Only the owner", id="upscale"),
+    pytest.param("round", "Regenerate", "Only the owner", id="regenerate"),
+    pytest.param("upscaled", "Variations", "private session", id="variations"),
+    pytest.param("upscaled", "Branch from here", "private session", id="branch"),
+]
+
+
+@pytest.mark.parametrize(("where", "label", "expected"), STRANGER_EXPLORER)
+async def test_stranger_in_private_explorer(fake_discord, tmp_path, where, label, expected):
+    """Carol in alice's private Explorer: Pick, Upscale, Regenerate, and Variations / Branch on its upscale."""
+    fake = fake_discord
+    async with running_bot(fake, config_for(tmp_path)) as bot:
+        alice, carol = fake.users[0], fake.users[2]
+        await (await fake.run_slash(alice, "explore", {"prompt": "a harbour", "private": True})).response()
+        thread = await wait_thread(fake)
+        page = (await fake.wait_for(lambda: galleries(fake, thread.id, "round 1"), timeout=20))[0]
+        target = page
+        if where == "upscaled":
+            await (await fake.click(alice, page, custom_id(page, "Upscale 1"))).response()
+            done = lambda: [m for m in bot_messages(fake, thread.id) if m.content.startswith("**Upscaled**")]  # noqa: E731
+            await fake.wait_for(done, timeout=20)
+            target = done()[0]
+        before = await snap(bot, tmp_path)
+        text = await refusal(fake, await fake.click(carol, target, custom_id(target, label)))
+        assert expected in text
+        assert await snap(bot, tmp_path) == before
+        assert len(fake.threads) == 1
+
+
+async def test_stranger_in_private_concept_cannot_type_a_value(fake_discord, tmp_path):
+    """Carol presses "Type a value" in alice's private Concept Builder: refused before any form opens."""
+    fake = fake_discord
+    async with running_bot(fake, config_for(tmp_path)) as bot:
+        await (await fake.run_slash(fake.users[0], "concept", {"subject": "a cat", "private": True})).response()
+        thread = await wait_thread(fake)
+        await fake.wait_for(lambda: any("Type a value" in labels for labels in _labels(fake, thread.id)), timeout=20)
+        page = next(m for m in bot_messages(fake, thread.id) if "Type a value ✎" in [b.label for b in m.buttons])
+        before = await snap(bot, tmp_path)
+        h = await fake.click(fake.users[2], page, custom_id(page, "Type a value"))
+        assert "private session" in await refusal(fake, h)
+        assert h.modal is None
+        assert await snap(bot, tmp_path) == before
+
+
+def _labels(fake: FakeDiscord, thread_id: int) -> list[str]:
+    return [" ".join(b.label or "" for b in m.buttons) for m in bot_messages(fake, thread_id)]
