@@ -57,6 +57,11 @@ class ImageFacts:
     width: int
     height: int
 
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height)."""
+        return self.width, self.height
+
 
 @dataclass(frozen=True, slots=True)
 class Upload:
@@ -189,8 +194,8 @@ class Uploads:
             return Upload(owner_id, final, len(data), facts)
 
         upload = await asyncio.to_thread(admit)
-        log.info("upload owner=%s %s %dx%d %d bytes quarantined", owner_id, upload.facts.format,
-                 upload.facts.width, upload.facts.height, upload.size)  # fmt: skip
+        facts = upload.facts
+        log.info("upload owner=%s %s %dx%d %d bytes quarantined", owner_id, facts.format, *facts.size, upload.size)
         return upload
 
     async def discard(self, upload: Upload) -> None:
