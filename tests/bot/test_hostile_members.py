@@ -32,6 +32,7 @@ from tests.bot.helpers import (
     galleries,
     make_config,
     running_bot,
+    start_ollama_for_feedback,
     wait_galleries,
     wait_thread,
 )
@@ -631,20 +632,25 @@ async def test_accepted_upload_is_kept_once_and_counts_against_the_quota(fake_di
 
 
 async def test_a_flood_of_replies_makes_one_suggestion_and_one_notice(fake_discord, tmp_path):
-    """15 replies by one member: one pipeline run and suggestion, one short notice that says when; no pile-up."""
+    """15 replies by one member: one pipeline run (at most 3 model chats, not 30) and one suggestion, one short
+    notice that says when; no pile-up."""
     fake = fake_discord
-    async with running_bot(fake, config_for(tmp_path, feedback_cooldown_s=600.0)) as bot:
-        arena = await open_arena(fake, bot, tmp_path)
-        before = await snap(bot, tmp_path)
-        for i in range(15):
-            await arena.say(arena.bob, f"more drama {i} @everyone")
-        await fake.wait_for(lambda: arena.suggestions(), timeout=15)
-        notices = lambda: [m for m in bot_messages(fake, arena.thread_id) if "you can give more" in m.content]  # noqa: E731
-        await fake.wait_for(notices, timeout=15)
-        assert len(arena.suggestions()) == 1
-        assert len(notices()) == 1 and "in 10 min" in notices()[0].content
-        assert (await snap(bot, tmp_path)).files == before.files
-        assert_pings_only(fake)
+    ollama, llm = await start_ollama_for_feedback()
+    try:
+        async with running_bot(fake, config_for(tmp_path, llm=llm, feedback_cooldown_s=600.0)) as bot:
+            arena = await open_arena(fake, bot, tmp_path)
+            before = await snap(bot, tmp_path)
+            for i in range(15):
+                await arena.say(arena.bob, f"more drama {i} @everyone")
+            await fake.wait_for(lambda: arena.suggestions(), timeout=15)
+            notices = lambda: [m for m in bot_messages(fake, arena.thread_id) if "you can give more" in m.content]  # noqa: E731
+            await fake.wait_for(notices, timeout=15)
+            assert len(arena.suggestions()) == 1
+            assert 1 <= len(ollama.chats()) <= 3, "one refine: interpreter, vision, engineer at most"
+            assert len(notices()) == 1 and "in 10 min" in notices()[0].content
+            assert (await snap(bot, tmp_path)).files == before.files
+    finally:
+        await ollama.stop()
 
 
 async def test_a_flood_of_starts_makes_one_session(fake_discord, tmp_path):
