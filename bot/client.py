@@ -110,6 +110,8 @@ class ImGenBot(commands.Bot):
     async def setup_hook(self) -> None:
         await self.orch.start()
         self._orch_started = True
+        # Uploads still in quarantine belong to commands that died with the last process: nobody will answer them.
+        await self.orch.uploads.purge()
         # Subscribe before anything can publish session events we must not miss.
         self._relay = Relay(self)
         for cog in (CreateCog(self), FarmCog(self), SessionCog(self), ThreadCog(self)):

@@ -198,6 +198,24 @@ class Uploads:
         log.info("upload owner=%s %s %dx%d %d bytes quarantined", owner_id, facts.format, *facts.size, upload.size)
         return upload
 
+    async def purge(self) -> int:
+        """Empty the quarantine (files left by a crash between download and answer); return how many went."""
+
+        def empty() -> int:
+            if not self.quarantine_dir.is_dir():
+                return 0
+            gone = 0
+            for p in self.quarantine_dir.iterdir():
+                if p.is_file():
+                    p.unlink(missing_ok=True)
+                    gone += 1
+            return gone
+
+        gone = await asyncio.to_thread(empty)
+        if gone:
+            log.info("quarantine: removed %d files left from before", gone)
+        return gone
+
     async def discard(self, upload: Upload) -> None:
         """Delete the quarantined file (its session was refused, or it has been copied into `inputs/`)."""
         await asyncio.to_thread(upload.path.unlink, missing_ok=True)

@@ -51,3 +51,12 @@ def test_megabytes_reads_well():
     assert megabytes(20 * 1024 * 1024) == "20 MB"
     assert megabytes(int(3.4 * 1024 * 1024)) == "3.4 MB"
     assert megabytes(512 * 1024) == "512 KB"
+
+
+async def test_purge_empties_what_a_crash_left_in_the_quarantine(tmp_path):
+    uploads = Uploads(tmp_path, LimitSettings())
+    assert await uploads.purge() == 0
+    (tmp_path / "quarantine").mkdir()
+    (tmp_path / "quarantine" / "abc.part").write_bytes(b"half an image")
+    assert await uploads.purge() == 1
+    assert list((tmp_path / "quarantine").iterdir()) == []
