@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -31,8 +32,15 @@ async def suggest(
         waiting: discord.Message | None = None
         if budgets.model_busy:
             waiting = await thread.send(content=render.waiting_for_model_text(user.display_name))
-        async with budgets.llm, thread.typing():
-            result = await bot.sessions.refine(session_id, str(user.id), text)
+        try:
+            async with budgets.llm, thread.typing():
+                result = await bot.sessions.refine(session_id, str(user.id), text)
+        except BaseException:
+            # No "waiting for the model…" may stay behind a refine that will never come.
+            if waiting is not None:
+                with contextlib.suppress(discord.HTTPException):
+                    await waiting.delete()
+            raise
         log.info("suggestion session=%s user=%s source=%s", session_id, user.id, result.source)
         embed = render.suggestion_embed(result, by=user.display_name)
         view = suggestion_view(session_id)
