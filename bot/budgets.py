@@ -12,6 +12,10 @@ from orchestrator.config import LimitSettings
 from orchestrator.errors import LimitExceeded
 
 
+#: the shortest window for one public notice per member (see Budgets.notices)
+NOTICE_WINDOW_S = 10.0
+
+
 def wait_text(seconds: float) -> str:
     """`in 12 s`, `in 2 min`: when a refused member may try again."""
     s = max(1, math.ceil(seconds))
@@ -65,8 +69,9 @@ class Budgets:
     def __init__(self, limits: LimitSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self.starts = Cooldown(limits.session_cooldown_s, clock)
         self.feedback = Cooldown(limits.feedback_cooldown_s, clock)
-        #: one notice per member and cooldown window for refusals that cannot be ephemeral (thread replies)
-        self.notices = Cooldown(limits.feedback_cooldown_s, clock)
+        #: one notice per member and window for refusals that cannot be ephemeral (thread replies); the window has a
+        #: floor so a bot without a feedback cooldown still answers a flood with a few notices, not one per message
+        self.notices = Cooldown(max(limits.feedback_cooldown_s, NOTICE_WINDOW_S), clock)
         self.llm = asyncio.Semaphore(limits.max_concurrent_refines)
         self._refining: set[str] = set()
 
