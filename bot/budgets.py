@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 from orchestrator.config import LimitSettings
 from orchestrator.errors import LimitExceeded
 
-
 #: the shortest window for one public notice per member (see Budgets.notices)
 NOTICE_WINDOW_S = 10.0
 
