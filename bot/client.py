@@ -13,6 +13,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import errors
+from bot.budgets import Budgets
 from bot.cogs.create import CreateCog
 from bot.cogs.farm import FarmCog
 from bot.cogs.session_admin import SessionCog
@@ -79,10 +80,15 @@ class ImGenBot(commands.Bot):
             intents=intents(),
             help_command=None,
             tree_cls=ImGenTree,
+            # Nobody is pinged unless a message opts in (an invite pings the invited member): members' text is
+            # echoed in many places, and a bot that can ping @everyone is a megaphone for anyone in the server.
+            allowed_mentions=options.pop("allowed_mentions", discord.AllowedMentions.none()),
             **options,
         )
         self.orch = orchestrator
         self.guild_id = guild_id
+        #: cooldowns, one refine per session and the LLM's line, shared by every command and reply
+        self.budgets = Budgets(orchestrator.settings.limits)
         self._relay: Relay | None = None
         self._closing = False
         self._orch_started = False
@@ -104,6 +110,8 @@ class ImGenBot(commands.Bot):
     async def setup_hook(self) -> None:
         await self.orch.start()
         self._orch_started = True
+        # Uploads still in quarantine belong to commands that died with the last process: nobody will answer them.
+        await self.orch.uploads.purge()
         # Subscribe before anything can publish session events we must not miss.
         self._relay = Relay(self)
         for cog in (CreateCog(self), FarmCog(self), SessionCog(self), ThreadCog(self)):

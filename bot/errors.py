@@ -22,18 +22,53 @@ log = logging.getLogger(__name__)
 UNEXPECTED = "Something went wrong on our side. Reference: `{ref}` (tell the bot's admin)."
 
 
-_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.I)
-_HOST_PORT = re.compile(r"\b(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-f:]+\]|[a-z0-9-]+(?:\.[a-z0-9-]+)+)(?::\d{2,5})\b", re.I)
-_IP = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
-_PATH = re.compile(r"(?:(?<=\s)|^)(?:/[\w.-]+){2,}/?|[A-Z]:\\[^\s]+")
+# The one scrubber for text that leaves the process (errors, node and LLM reasons). Order matters: secrets first,
+# then whole URLs and address tuples, then what is left of hosts, ports and paths.
+_SCRUBS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # a Discord bot token (three base64 parts), bearer/basic credentials, key=value secrets
+    (re.compile(r"\b[\w-]{20,}\.[\w-]{6,}\.[\w-]{20,}\b"), "…"),
+    (re.compile(r"\b(?:bearer|basic)\s+\S+", re.I), "…"),
+    (re.compile(r"\b(token|api[_-]?key|secret|password|passwd|authorization)(\s*[=:]\s*)\S+", re.I), r"\1\2…"),
+    (re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.I), "…"),
+    # Python's address tuples in socket errors: ('127.0.0.1', 11434)
+    (re.compile(r"\(\s*['\"][^'\"]*['\"]\s*,\s*\d{1,5}\s*\)"), "…"),
+    # IPv6 (with "::" or at least four groups, so times such as 12:30:45 stay)
+    (
+        re.compile(
+            r"(?<![\w:])\[?(?=[0-9a-f:]*::|(?:[0-9a-f]{1,4}:){4})(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}\]?(?::\d{1,5})?(?![\w:])",
+            re.I,
+        ),
+        "…",
+    ),
+    (
+        re.compile(
+            r"\b(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-f:]+\]|localhost|[a-z0-9-]+(?:\.[a-z0-9-]+)+):\d{2,5}\b", re.I
+        ),
+        "…",
+    ),
+    (re.compile(r"\b[a-z][a-z0-9-]*:\d{4,5}\b", re.I), "…"),
+    (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b"), "…"),
+    (re.compile(r"\blocalhost\b", re.I), "…"),
+    (re.compile(r"\bport\s+\d{2,5}\b", re.I), "port …"),
+    # quoted paths (ComfyUI quotes file names and paths in its errors): any quoted text with a separator
+    (re.compile(r"'[^'\n]*[/\\][^'\n]*'"), "'…'"),
+    (re.compile(r'"[^"\n]*[/\\][^"\n]*"'), '"…"'),
+    # unquoted absolute paths of two or more parts, home-relative paths, Windows drive and UNC paths
+    (re.compile(r"(?:(?<=[\s(=,:\[])|^)(?:~|\.{1,2})?(?:/[\w.@+-]+){2,}/?"), "…"),
+    (re.compile(r"(?:(?<=[\s(=,:\[])|^)~/\S+"), "…"),
+    (re.compile(r"\b[A-Z]:\\\S*", re.I), "…"),
+    (re.compile(r"\\\\[\w.-]+\\\S*"), "…"),
+)
 
 
-def scrub(text: str, limit: int = 160) -> str:
-    """A reason from a node or library, safe to show: no URLs, host names with ports, IPs or file paths."""
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    for pattern in (_URL, _HOST_PORT, _IP, _PATH):
-        first = pattern.sub("…", first)
-    return truncate(first, limit)
+def scrub(text: str, limit: int = 160, *, first_line: bool = True) -> str:
+    """Text from a node, a library or an error, safe to show: no URLs, hosts, ports, IPs, paths or tokens."""
+    out = text.strip()
+    if first_line:
+        out = out.splitlines()[0] if out else ""
+    for pattern, repl in _SCRUBS:
+        out = pattern.sub(repl, out)
+    return truncate(out, limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +92,8 @@ def translate(error: BaseException) -> UserReply:
     """Map an error to the sentence a user sees; unexpected errors are logged with a fresh reference id."""
     error = _unwrap(error)
     if isinstance(error, ImGenError):
-        return UserReply(truncate(error.user_message, 1800))
+        # User messages may quote a node's or a library's words: they go through the scrubber like everything else.
+        return UserReply(scrub(error.user_message, 1800, first_line=False))
     if isinstance(error, app_commands.CommandOnCooldown):
         return UserReply(f"Slow down a little: try again in {error.retry_after:.0f} s.")
     if isinstance(error, app_commands.NoPrivateMessage):

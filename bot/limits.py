@@ -52,6 +52,9 @@ MESSAGE_EDIT_AGE_S = 3600.0
 #: a few minutes) with the message it already made
 NONCE_MAX = 25
 ERROR_TOO_OLD_TO_EDIT = 30046
+#: an upload over the per-file limit: HTTP 413 with JSON code 40005 ("Request entity too large")
+HTTP_TOO_LARGE = 413
+ERROR_TOO_LARGE = 40005
 #: not published by Discord: our own pace for edits of one message
 PROGRESS_EDIT_INTERVAL_S = 1.5
 

@@ -6,6 +6,10 @@ Everything posted is recorded with db refs ("discord.progress.<stage>", "discord
 its first stage already moved on, it posts what is missing exactly once and resumes what is live. Each post
 carries a nonce derived from its ref, so a crash between posting and recording the ref does not make a
 second copy when the post is repeated (Discord returns the first one for a few minutes).
+
+A post Discord refuses (a 5xx, 413 "too large", a timeout) is not lost: the session is handed to a retry task
+that runs `sync()` again with a growing wait (uploads shrink after a 413), and after the last try the thread
+gets a plain note saying what could not be posted and why. No single event can end the consumer task.
 """
 
 from __future__ import annotations
@@ -18,12 +22,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import aiohttp
 import discord
 
 from bot import render
-from bot.limits import DEFAULT_UPLOAD_LIMIT, MAX_ATTACHMENTS, message_nonce, thread_archive_minutes, thread_name
+from bot.limits import (
+    DEFAULT_UPLOAD_LIMIT,
+    ERROR_TOO_LARGE,
+    HTTP_TOO_LARGE,
+    MAX_ATTACHMENTS,
+    message_nonce,
+    thread_archive_minutes,
+    thread_name,
+)
 from bot.progress import Attachment, CoalescingEditor, MessageState, OnReplaced
 from bot.tracker import StageProgress
+from bot.views.common import THREAD, final_ref
 from bot.views.final import final_view
 from bot.views.gallery import gallery_view, mode_for
 from orchestrator.errors import SessionNotFound
@@ -52,7 +66,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOB_EVENTS = (JobQueued, JobStarted, JobProgress, JobPreview, JobRetried, JobFinished, JobFailed)
-THREAD = "discord.thread"
 HEADER = "discord.header"
 ENDED = "discord.ended"
 #: gallery thumbnails: a long side that reads well in Discord's grid, and a JPEG quality that keeps 10 well under limits
@@ -60,6 +73,11 @@ GALLERY_SIDE = 768
 GALLERY_QUALITY = 85
 #: on shutdown, how long the event in hand may take to finish (a gallery upload) before it is cancelled
 CLOSE_TIMEOUT_S = 10.0
+#: what a refused or failed post raises: Discord's answer, the connection, or discord.py's own timeout
+POST_ERRORS = (discord.HTTPException, aiohttp.ClientError, TimeoutError, OSError)
+#: the longest wait between two retries of a refused post
+MAX_RETRY_WAIT_S = 60.0
+POST_FAILED = "discord.postfail"
 
 
 def progress_ref(stage_id: str) -> str:
@@ -68,10 +86,6 @@ def progress_ref(stage_id: str) -> str:
 
 def gallery_ref(stage_id: str, page: int) -> str:
     return f"discord.gallery.{stage_id}.{page}"
-
-
-def final_ref(stage_id: str, n: int) -> str:
-    return f"discord.final.{stage_id}.{n}"
 
 
 def _accept(event: Event) -> bool:
@@ -90,6 +104,12 @@ class _Live:
     #: the DB said there is no thread (yet): job events then only fold into trackers
     unbound: bool = False
     trackers: dict[str, StageProgress] = field(default_factory=dict)
+    #: uploads are scaled by this after Discord refused one as too large (halved on each 413)
+    upload_scale: float = 1.0
+    #: what the relay is posting right now, named for the note when it cannot be posted
+    posting: str = ""
+    #: the task trying again after a refused post (one per session; it syncs everything missing)
+    retry: asyncio.Task[None] | None = None
 
 
 class Relay:
@@ -106,6 +126,8 @@ class Relay:
         self._stopping = False
         #: set once the resume pass after a (re)start is done; tests wait on it
         self.resumed = asyncio.Event()
+        self._handling = False
+        self._handled = asyncio.Condition()
 
     # ------------------------------------------------------------------ life cycle
 
@@ -132,6 +154,12 @@ class Relay:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        retries = [live.retry for live in self._live.values() if live.retry is not None]
+        for retry in retries:
+            retry.cancel()
+        for retry in retries:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await retry
         await self.editor.close()
 
     async def _run(self) -> None:
@@ -144,10 +172,32 @@ class Relay:
         async for event in self._sub:
             if self._stopping:
                 break
+            self._handling = True
             try:
                 await self.handle(event)
             except Exception:
-                log.exception("relay failed on %s", type(event).__name__)
+                # One bad event (a DB hiccup, an odd reply from Discord) must not end the thread updates of
+                # every session: log it with its traceback and go on with the next.
+                log.exception("relay failed on %s session=%s", type(event).__name__, getattr(event, "session_id", "?"))
+            finally:
+                self._handling = False
+                async with self._handled:
+                    self._handled.notify_all()
+
+    async def wait_retries(self) -> None:
+        """Wait until no session has a refused post being tried again (tests and shutdown)."""
+        while pending := [live.retry for live in self._live.values() if live.retry and not live.retry.done()]:
+            await asyncio.wait(pending)
+
+    async def settled(self) -> None:
+        """Wait until every event published so far is handled and no refused post is being retried."""
+        while True:
+            await self.wait_retries()
+            async with self._handled:
+                if not self._handling and self._sub.pending() == 0:
+                    break
+                await self._handled.wait()
+        await self.editor.wait_idle()
 
     async def resume(self) -> None:
         """After a start: bring every active session thread up to date."""
@@ -218,6 +268,12 @@ class Relay:
         if session_id is None:
             return
         live = self._get(session_id)
+        try:
+            await self._route(live, event)
+        except POST_ERRORS as e:
+            self._post_refused(live, e)
+
+    async def _route(self, live: _Live, event: Event) -> None:
         match event:
             case StageStarted(stage_id=stage_id):
                 await self._tracker(live, stage_id)
@@ -270,8 +326,19 @@ class Relay:
     # ------------------------------------------------------------------ sync (bind / restart)
 
     async def sync(self, session_id: str) -> None:
-        """Post whatever the thread misses for the current stage, exactly once; resume live progress."""
+        """
+        Post whatever the thread misses for the current stage, exactly once; resume live progress.
+
+        A post Discord refuses is handed to the session's retry task instead of failing the caller.
+        """
         live = self._get(session_id)
+        try:
+            await self._sync(live)
+        except POST_ERRORS as e:
+            self._post_refused(live, e)
+
+    async def _sync(self, live: _Live) -> None:
+        session_id = live.session_id
         async with live.lock:
             thread = await self._thread(live, refresh=True)
             if thread is None:
@@ -291,6 +358,56 @@ class Relay:
             if session.state is SessionState.ENDED:
                 await self._post_ended(live, thread, "")
 
+    # ------------------------------------------------------------------ refused posts
+
+    def _post_refused(self, live: _Live, error: BaseException) -> None:
+        """A post failed: shrink uploads after a 413, and let the session's retry task sync it again later."""
+        log.warning("session=%s could not post %s: %s", live.session_id, live.posting or "a message", _why(error))
+        if _too_large(error):
+            live.upload_scale /= 2
+        if live.retry is None or live.retry.done():
+            live.retry = asyncio.create_task(self._retry(live, error), name=f"relay-retry:{live.session_id}")
+
+    async def _retry(self, live: _Live, error: BaseException) -> None:
+        ds = self.bot.orch.settings.discord
+        wait = ds.post_retry_s
+        for attempt in range(1, ds.post_retries + 1):
+            await asyncio.sleep(min(wait, MAX_RETRY_WAIT_S))
+            wait *= 2
+            try:
+                await self._sync(live)
+            except POST_ERRORS as e:
+                error = e
+                log.warning("session=%s retry %d of %s failed: %s", live.session_id, attempt, live.posting, _why(e))
+                if _too_large(e):
+                    live.upload_scale /= 2
+                continue
+            except Exception:
+                log.exception("session=%s retrying its posts failed", live.session_id)
+                return
+            log.info("session=%s posted on retry %d", live.session_id, attempt)
+            return
+        await self._note_failure(live, error)
+
+    async def _note_failure(self, live: _Live, error: BaseException) -> None:
+        """Tell the thread, in plain text and once per thing, what could not be posted and why."""
+        what = live.posting or "a message"
+        ref_key = f"{POST_FAILED}.{what}"
+        db = self.bot.orch.db
+        thread = live.thread
+        if thread is None or await db.get_ref(live.session_id, ref_key) is not None:
+            return
+        try:
+            msg = await thread.send(
+                content=render.post_failed_text(what, _why(error)),
+                nonce=message_nonce(live.session_id, ref_key),
+                allowed_mentions=discord.AllowedMentions.none(),
+            )
+        except POST_ERRORS as e:
+            log.error("session=%s could not post %s, nor say so: %s", live.session_id, what, _why(e))
+            return
+        await db.set_ref(live.session_id, ref_key, str(msg.id))
+
     # ------------------------------------------------------------------ progress
 
     async def _ensure_progress(self, live: _Live, thread: discord.Thread, stage_id: str) -> None:
@@ -300,6 +417,7 @@ class Relay:
         tracker = await self._tracker(live, stage_id)
         db = self.bot.orch.db
         ref = await db.get_ref(live.session_id, progress_ref(stage_id))
+        live.posting = f"the progress message of {tracker.name}"
         on_replaced = self._on_replaced(live.session_id, progress_ref(stage_id))
         if ref is not None:
             self.editor.track(key, thread, int(ref), fresh=False, on_replaced=on_replaced)
@@ -366,7 +484,7 @@ class Relay:
     async def _post_gallery(self, live: _Live, thread: discord.Thread, session: Session, stage: StageView) -> None:
         db = self.bot.orch.db
         pages = render.gallery_pages(stage) or [render.GalleryPage(page=0, pages=1, images=())]
-        per_file = self._upload_limit(thread) // MAX_ATTACHMENTS
+        per_file = int(self._upload_limit(thread) * live.upload_scale) // MAX_ATTACHMENTS
         for page in pages:
             ref_key = gallery_ref(stage.id, page.page)
             key = f"gallery:{stage.id}:{page.page}"
@@ -374,6 +492,7 @@ class Relay:
             if ref is not None:
                 self._track_gallery(live, thread, key, ref_key, int(ref))
                 continue
+            live.posting = f"the gallery of {stage.name}" + (f" (part {page.page + 1})" if len(pages) > 1 else "")
             state = self._gallery_state(session, stage, page)
             if page.images:
                 files = [
@@ -436,17 +555,20 @@ class Relay:
 
     async def _post_final(self, live: _Live, thread: discord.Thread, session: Session, stage: StageView) -> None:
         db = self.bot.orch.db
-        limit = self._upload_limit(thread)
+        limit = int(self._upload_limit(thread) * live.upload_scale)
         upscaled = stage.name.startswith("upscale")
+        # With the automatic final upscale, a 4x of this image is already on its way: no button for a second one.
+        no_upscale = upscaled or self.bot.orch.settings.funnel.final_upscale
         for im in sorted(stage.images, key=lambda i: i.number):
             ref_key = final_ref(stage.id, im.number)
             if await db.get_ref(live.session_id, ref_key) is not None:
                 continue
+            live.posting = f"image #{im.number} of {stage.name}"
             file = await full_file(self.bot.orch.store, im.number, im.image.path or im.image.thumbnail, limit)
             msg = await thread.send(
                 content=render.final_content(stage, im),
                 file=file,
-                view=final_view(session.id, im.image.id, upscaled=upscaled),
+                view=final_view(session.id, im.image.id, upscaled=no_upscale),
                 nonce=message_nonce(live.session_id, ref_key),
             )
             await db.set_ref(live.session_id, ref_key, str(msg.id))
@@ -475,6 +597,27 @@ async def full_file(store: ImageStore, number: int, path: str, limit: int) -> di
         data = await store.jpeg(Path(path), max_side=16384, quality=92, max_bytes=limit)
         name = render.image_filename(number, "jpg")
     return discord.File(io.BytesIO(data), filename=name)
+
+
+def _too_large(error: BaseException) -> bool:
+    if not isinstance(error, discord.HTTPException):
+        return False
+    return error.status == HTTP_TOO_LARGE or error.code == ERROR_TOO_LARGE
+
+
+def _why(error: BaseException) -> str:
+    """A short reason for a refused post, in words a member understands (no addresses, no tracebacks)."""
+    if _too_large(error):
+        return "the files were larger than this server's upload limit"
+    if isinstance(error, discord.Forbidden):
+        return "the bot is missing a permission in this channel (Attach Files or Send Messages in Threads)"
+    if isinstance(error, discord.HTTPException):
+        if error.status >= 500:
+            return f"Discord had a server error ({error.status})"
+        return f"Discord refused it ({error.status}, code {error.code})"
+    if isinstance(error, TimeoutError):
+        return "Discord did not answer in time"
+    return "the connection to Discord failed"
 
 
 def _is_final(session: Session, stage: StageView, last_recipe: str) -> bool:

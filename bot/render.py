@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot import limits
+from bot.errors import scrub
 from bot.tracker import ProgressView
 
 if TYPE_CHECKING:
@@ -36,8 +38,23 @@ def flow_label(flow: object) -> str:
 
 
 def mention(user_id: str) -> str:
-    """A user mention from a string id."""
+    """A user mention from a string id (it notifies nobody: the bot allows no mentions unless a message opts in)."""
     return f"<@{user_id}>"
+
+
+def echo(text: str) -> str:
+    """User text shown back in a message or embed: mentions defused, markdown (masked links too) shown as typed."""
+    # allowed_mentions already stops the ping; escaping also keeps "@everyone" and "<@&role>" from rendering as
+    # mentions, and "[free nitro](https://…)" from rendering as a link with a lying label.
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+
+
+_MASKED_LINK = re.compile(r"\[([^\]]*)\]\(")
+
+
+def defuse(text: str) -> str:
+    """Names users chose (checkpoints, LoRAs) shown as typed: mentions and masked links defused, `_` left alone."""
+    return discord.utils.escape_mentions(_MASKED_LINK.sub(r"[\1]\\(", text))
 
 
 # --------------------------------------------------------------------------- progress
@@ -141,8 +158,8 @@ def header_embed(session: Session) -> discord.Embed:
     e.add_field(name="Owner", value=mention(session.owner_id))
     e.add_field(name="Visibility", value=str(getattr(session.visibility, "value", session.visibility)))
     if session.negative_prompt:
-        e.add_field(name="Negative", value=session.negative_prompt, inline=False)
-    e.add_field(name="Settings", value=_settings_text(session), inline=False)
+        e.add_field(name="Negative", value=echo(session.negative_prompt), inline=False)
+    e.add_field(name="Settings", value=defuse(_settings_text(session)), inline=False)
     settings = getattr(session, "settings", None)
     if getattr(settings, "quorum", None) or getattr(settings, "deadline_s", None):
         e.add_field(name="Rules", value=rules_text(session), inline=False)
@@ -153,11 +170,11 @@ def header_embed(session: Session) -> discord.Embed:
 def status_embed(session: Session, stage: StageView | None) -> discord.Embed:
     """`/session status`: where the session is and who takes part."""
     e = discord.Embed(title=limits.truncate(f"Session · {flow_label(session.flow)}", limits.EMBED_TITLE), colour=COLOR)
-    e.description = limits.truncate(session.prompt, 1000)
+    e.description = limits.truncate(echo(session.prompt), 1000)
     e.add_field(name="State", value=str(getattr(session.state, "value", session.state)))
     e.add_field(name="Visibility", value=str(getattr(session.visibility, "value", session.visibility)))
     e.add_field(name="Owner", value=mention(session.owner_id))
-    e.add_field(name="Settings", value=_settings_text(session), inline=False)
+    e.add_field(name="Settings", value=defuse(_settings_text(session)), inline=False)
     e.add_field(name="Rules", value=rules_text(session), inline=False)
     if stage is not None:
         status = str(getattr(stage.status, "value", stage.status))
@@ -206,7 +223,7 @@ def concept_fields_text(session: Session) -> str:
         return ""
     locked = getattr(concept, "locked", {}) or {}
     current = getattr(concept, "current_field", None)
-    lines = [f"🔒 **{k}**: {v}" for k, v in locked.items()]
+    lines = [f"🔒 **{echo(k)}**: {echo(v)}" for k, v in locked.items()]
     if current:
         lines.append(f"➡ now choosing **{current}** (pick an image, or reply with your own value)")
     return "\n".join(lines)
@@ -277,7 +294,7 @@ def gallery_content(stage: StageView, page: GalleryPage, *, session: Session | N
             lines.append(fields)
     if stage.options:
         shown = {im.number for im in page.images}
-        lines += [f"**{n}** {opt}" for n, opt in enumerate(stage.options, start=1) if n in shown]
+        lines += [f"**{n}** {echo(opt)}" for n, opt in enumerate(stage.options, start=1) if n in shown]
     lines.append("Pick the one to keep going from." if picking else "✓ select · ✗ reject (press again to withdraw).")
     if page.page == page.pages - 1 and stage.failed:
         lines.append(f"{stage.failed} image{'s' if stage.failed != 1 else ''} could not be made.")
@@ -296,15 +313,16 @@ def suggestion_embed(result: RefineResult, *, by: str) -> discord.Embed:
     """A suggested prompt: the diff, the new prompt, why, and which path answered."""
     e = discord.Embed(title="Suggested prompt", colour=COLOR_WARN)
     e.description = limits.truncate(f"```diff\n{_diff_lines(result)}\n```", limits.EMBED_DESCRIPTION)
-    e.add_field(name="New prompt", value=result.prompt or "(empty)", inline=False)
+    e.add_field(name="New prompt", value=echo(result.prompt) or "(empty)", inline=False)
     if result.negative_prompt:
-        e.add_field(name="Negative", value=result.negative_prompt, inline=False)
+        e.add_field(name="Negative", value=echo(result.negative_prompt), inline=False)
     if result.rationale:
-        e.add_field(name="Why", value=result.rationale, inline=False)
+        e.add_field(name="Why", value=echo(result.rationale), inline=False)
     source = str(getattr(result.source, "value", result.source))
     answered = "the language model" if source == "ollama" else "the built-in rules"
     if result.fallback_reason:
-        answered += f" (fallback: {result.fallback_reason})"
+        # The reason can carry Ollama's address or a path: only its scrubbed words leave the process.
+        answered += f" (fallback: {scrub(result.fallback_reason, 200)})"
     e.add_field(name="Answered by", value=answered, inline=False)
     e.set_footer(text=f"asked by {by} · Use applies it to the next stage; reply “undo” to revert")
     return limits.clamp_embed(e)
@@ -320,12 +338,12 @@ def _diff_lines(result: RefineResult) -> str:
 def applied_text(session: Session, *, by: str, edited: bool) -> str:
     """After Use / Edit: the prompt the next stage will use."""
     how = "edited and applied" if edited else "applied"
-    return limits.content(f"✅ {mention(by)} {how} the suggestion. Next stage prompt:\n> {session.prompt}")
+    return limits.content(f"✅ {mention(by)} {how} the suggestion. Next stage prompt:\n> {echo(session.prompt)}")
 
 
 def undo_text(session: Session) -> str:
     """After “undo”."""
-    return limits.content(f"↩ Reverted. Prompt is now:\n> {session.prompt}")
+    return limits.content(f"↩ Reverted. Prompt is now:\n> {echo(session.prompt)}")
 
 
 # --------------------------------------------------------------------------- final image / info
@@ -340,9 +358,9 @@ def final_content(stage: StageView, img: StageImage) -> str:
 def info_embed(info: ImageInfo) -> discord.Embed:
     """Info: prompt, seed, node, time, lineage."""
     e = discord.Embed(title="Image info", colour=COLOR)
-    e.description = limits.truncate(info.prompt, 1500)
+    e.description = limits.truncate(echo(info.prompt), 1500)
     if info.negative_prompt:
-        e.add_field(name="Negative", value=info.negative_prompt, inline=False)
+        e.add_field(name="Negative", value=echo(info.negative_prompt), inline=False)
     e.add_field(name="Seed", value=str(info.seed))
     e.add_field(name="GPU", value=info.node_id or "?")
     e.add_field(name="Time", value=f"{info.seconds:.1f} s")
@@ -403,17 +421,18 @@ def ended_text(reason: str) -> str:
     """Posted in the thread when a session ends (or finishes)."""
     if reason == "finished":
         return "Session finished. Upscale, Variations, Branch and Info still work on the images above."
+    reason = scrub(reason, 300)
     return limits.content(f"Session ended{f': {reason}' if reason else ''}.")
 
 
 def deadline_missed_text(reason: str) -> str:
     """Posted in the thread when a stage's deadline passed but the session could not continue."""
-    return limits.content(f"⏰ The deadline passed, but the session cannot continue yet: {reason}")
+    return limits.content(f"⏰ The deadline passed, but the session cannot continue yet: {scrub(reason, 300)}")
 
 
 def field_set_text(value: str, *, by: str) -> str:
     """After a participant typed a Concept Builder value."""
-    return limits.content(f"🔒 {mention(by)} set the field to “{value}”; the next round is on its way.")
+    return limits.content(f"🔒 {mention(by)} set the field to “{echo(value)}”; the next round is on its way.")
 
 
 def no_images_text(stage: StageView) -> str:
@@ -421,3 +440,16 @@ def no_images_text(stage: StageView) -> str:
     return limits.content(
         f"**{stage.name}**: none of the {stage.total} images could be made. Regenerate to try again, or End."
     )
+
+
+def post_failed_text(what: str, why: str) -> str:
+    """Posted in the thread after the last retry of a post Discord kept refusing."""
+    return limits.content(
+        f"⚠ Could not post {what}: {why}. The images are kept; `/session png N` sends any of them to you, "
+        "and the bot tries again when it restarts."
+    )
+
+
+def waiting_for_model_text(by: str) -> str:
+    """Shown while a refine waits for its turn with the language model; edited into the suggestion after."""
+    return limits.content(f"⏳ Feedback from {echo(by)}: waiting for the model…")

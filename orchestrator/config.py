@@ -241,6 +241,10 @@ class DiscordSettings:
     max_edit_age_s: float = 3300.0
     #: show the newest in-progress preview a node sends on the stage's progress message
     live_previews: bool = True
+    #: a gallery or final post Discord refused (5xx, 413, a timeout) is tried again this many times
+    post_retries: int = 4
+    #: the first wait before such a retry; each next wait doubles (capped at a minute)
+    post_retry_s: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,8 +255,21 @@ class LimitSettings:
     max_queued_images_per_user: int = 60
     max_count: int = 40
     max_prompt_chars: int = 1500
+    #: negative prompts on every path: `--no`, the `negative` option, the Edit modal, merged vision traits
+    max_negative_chars: int = 500
     max_side: int = 2048
     max_steps: int = 150
+    #: an uploaded image (/explore): bytes (from the attachment's metadata, before downloading) and pixels (from
+    #: its header, before decoding); PNG, JPEG and WebP only
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_upload_pixels: int = 16_000_000
+    #: what one member's kept uploads may take on disk together
+    upload_quota_bytes: int = 200 * 1024 * 1024
+    #: one member's wait between two feedback replies, and between two session starts
+    feedback_cooldown_s: float = 20.0
+    session_cooldown_s: float = 30.0
+    #: feedback refines that may use the language model at once, for the whole bot (the rest wait in line)
+    max_concurrent_refines: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -619,7 +636,16 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
         }
     )
     dc = root.child("discord")
-    dc.only({"progress_interval_s", "thread_auto_archive_minutes", "max_edit_age_s", "live_previews"})
+    dc.only(
+        {
+            "progress_interval_s",
+            "thread_auto_archive_minutes",
+            "max_edit_age_s",
+            "live_previews",
+            "post_retries",
+            "post_retry_s",
+        }
+    )
     lim = root.child("limits")
     lim.only(
         {
@@ -627,8 +653,15 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
             "max_queued_images_per_user",
             "max_count",
             "max_prompt_chars",
+            "max_negative_chars",
             "max_side",
             "max_steps",
+            "max_upload_bytes",
+            "max_upload_pixels",
+            "upload_quota_bytes",
+            "feedback_cooldown_s",
+            "session_cooldown_s",
+            "max_concurrent_refines",
         }
     )
 
@@ -641,6 +674,9 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
     archive = dc.get("thread_auto_archive_minutes", _int, d.discord.thread_auto_archive_minutes)
     if archive not in (60, 1440, 4320, 10080):
         raise dc.child("thread_auto_archive_minutes").fail("expected one of 60, 1440, 4320, 10080")
+    post_retries = dc.get("post_retries", _int, d.discord.post_retries)
+    if post_retries < 0:
+        raise dc.child("post_retries").fail("expected an integer >= 0")
     time_scale = sim.get("time_scale", _num, d.sim.time_scale)
     if time_scale <= 0:
         raise sim.child("time_scale").fail("expected a number > 0")
@@ -694,6 +730,8 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
             thread_auto_archive_minutes=archive,
             max_edit_age_s=dc.get("max_edit_age_s", _num, d.discord.max_edit_age_s),
             live_previews=dc.get("live_previews", _bool, d.discord.live_previews),
+            post_retries=post_retries,
+            post_retry_s=dc.get("post_retry_s", _num, d.discord.post_retry_s),
         ),
         limits=LimitSettings(
             max_active_sessions_per_user=lim.get(
@@ -704,8 +742,15 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
             ),
             max_count=lim.get("max_count", _pos_int, d.limits.max_count),
             max_prompt_chars=lim.get("max_prompt_chars", _pos_int, d.limits.max_prompt_chars),
+            max_negative_chars=lim.get("max_negative_chars", _pos_int, d.limits.max_negative_chars),
             max_side=lim.get("max_side", _pos_int, d.limits.max_side),
             max_steps=lim.get("max_steps", _pos_int, d.limits.max_steps),
+            max_upload_bytes=lim.get("max_upload_bytes", _pos_int, d.limits.max_upload_bytes),
+            max_upload_pixels=lim.get("max_upload_pixels", _pos_int, d.limits.max_upload_pixels),
+            upload_quota_bytes=lim.get("upload_quota_bytes", _pos_int, d.limits.upload_quota_bytes),
+            feedback_cooldown_s=lim.get("feedback_cooldown_s", _num, d.limits.feedback_cooldown_s),
+            session_cooldown_s=lim.get("session_cooldown_s", _num, d.limits.session_cooldown_s),
+            max_concurrent_refines=lim.get("max_concurrent_refines", _pos_int, d.limits.max_concurrent_refines),
         ),
     )
 

@@ -27,6 +27,7 @@ from orchestrator.scheduler import BatchResult, Scheduler
 from orchestrator.sessions.service import SessionService
 from orchestrator.store import ImageStore
 from orchestrator.supervisor import Supervisor
+from orchestrator.uploads import Uploads
 from orchestrator.workflows import WorkflowEngine
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ class Orchestrator:
         self.farm: SimFarm | None = None
         self.db = Database(self.settings.storage.db_path, busy_timeout_s=self.settings.storage.busy_timeout_s)
         self.store = ImageStore(self.settings.storage.images_dir)
+        self.uploads = Uploads(self.settings.storage.data_dir, self.settings.limits)
         self.workflows = WorkflowEngine.load()
         self.registry: Registry | None = None
         self.scheduler: Scheduler | None = None

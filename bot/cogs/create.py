@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import discord
@@ -12,6 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render
+from bot.budgets import StartTicket
 from bot.errors import PUBLIC_DEFER
 from bot.limits import AUTOCOMPLETE_CHOICES, CHOICE_NAME, truncate
 from orchestrator.errors import InputError, InvalidState
@@ -22,8 +21,7 @@ if TYPE_CHECKING:
     from bot.client import ImGenBot
 
 ASPECTS = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")
-#: an attached image is read into the store; refuse anything bigger before downloading it
-MAX_INPUT_IMAGE_BYTES = 20 * 1024 * 1024
+#: what Discord's attachment metadata may say; only a hint (it follows the file name), the bytes decide
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
 CHECKPOINT_HELP = "Checkpoint for the stages of its family (autocompletes from the GPUs)"
 LORA_HELP = "LoRA as NAME or NAME:WEIGHT; several separated by commas (autocompletes from the GPUs)"
@@ -87,12 +85,37 @@ class CreateCog(commands.Cog):
     def __init__(self, bot: ImGenBot) -> None:
         self.bot = bot
 
-    async def _start(
-        self, interaction: discord.Interaction, make: Flow, *, title: str | None = None, **kwargs: object
-    ) -> None:
+    @staticmethod
+    def _channel(interaction: discord.Interaction) -> discord.TextChannel:
         channel = interaction.channel
         if not isinstance(channel, discord.TextChannel):
             raise InvalidState("channel", user_message="Start sessions in a server text channel, not in a thread.")
+        return channel
+
+    async def _start(
+        self,
+        interaction: discord.Interaction,
+        make: Flow,
+        *,
+        title: str | None = None,
+        ticket: StartTicket | None = None,
+        **kwargs: object,
+    ) -> None:
+        channel = self._channel(interaction)
+        if ticket is None:
+            async with self.bot.budgets.start(str(interaction.user.id)) as ticket:
+                await self._create(interaction, channel, make, title, **kwargs)
+        else:
+            await self._create(interaction, channel, make, title, **kwargs)
+
+    async def _create(
+        self,
+        interaction: discord.Interaction,
+        channel: discord.TextChannel,
+        make: Flow,
+        title: str | None,
+        **kwargs: object,
+    ) -> None:
         # Defer within Discord's 3 s: creating a session plans and queues a whole stage.
         if not interaction.response.is_done():
             await interaction.response.defer(thinking=True)
@@ -182,32 +205,48 @@ class CreateCog(commands.Cog):
         if not prompt and image is None:
             raise InputError("explore", user_message="Give a prompt or attach an image.")
         loras = parse_loras(lora)
-        image_path: Path | None = None
-        if image is not None:
-            if (image.content_type or "").split(";")[0] not in IMAGE_TYPES:
+        if image is None:
+            await self._start(
+                interaction,
+                Flow.EXPLORER,
+                prompt=prompt or "",
+                private=private,
+                checkpoint=checkpoint,
+                loras=loras,
+            )
+            return
+        # Every check that costs nothing comes before the download: the place, the cooldown, the declared
+        # size and the member's quota. The bytes then go to the quarantine, never straight into the store.
+        self._channel(interaction)
+        user = str(interaction.user.id)
+        uploads = self.bot.orch.uploads
+        async with self.bot.budgets.start(user) as ticket:
+            declared = (image.content_type or "").split(";")[0].strip().lower()
+            if declared and declared not in IMAGE_TYPES:
                 raise InputError("image", user_message="Attach a PNG, JPEG or WebP image.")
-            if image.size > MAX_INPUT_IMAGE_BYTES:
-                raise InputError("image", user_message="That image is too large (20 MB at most).")
+            await uploads.check_size(user, image.size)
             await interaction.response.defer(thinking=True)
             interaction.extras[PUBLIC_DEFER] = True
-            data = await image.read()
-            stored = await self.bot.orch.store.save(None, f"upload-{uuid.uuid4().hex}", data)
-            image_path = stored.path
-        title = None
-        if not prompt and image is not None:
-            # Image only: its alt text when it has one; else no prompt, and every variation is img2img from it.
-            prompt = (image.description or "").strip()
-            title = f"Explorer · {image.filename}"
-        await self._start(
-            interaction,
-            Flow.EXPLORER,
-            title=title,
-            prompt=prompt or "",
-            private=private,
-            image_path=image_path,
-            checkpoint=checkpoint,
-            loras=loras,
-        )
+            ticket.keep()
+            upload = await uploads.receive(user, await image.read())
+            try:
+                # Image only: its alt text when it has one; else no prompt, and every variation is img2img from it.
+                text = prompt or (image.description or "").strip()
+                title = None if prompt else f"Explorer · {image.filename}"
+                await self._start(
+                    interaction,
+                    Flow.EXPLORER,
+                    title=title,
+                    ticket=ticket,
+                    prompt=text,
+                    private=private,
+                    image_path=upload.path,
+                    checkpoint=checkpoint,
+                    loras=loras,
+                )
+            finally:
+                # Accepted: the session copied it into the member's inputs. Refused: nothing may stay.
+                await uploads.discard(upload)
 
     @draft.autocomplete("family")
     async def family_autocomplete(

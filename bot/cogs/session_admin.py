@@ -73,8 +73,10 @@ class SessionCog(commands.Cog):
     async def invite(self, interaction: discord.Interaction, member: discord.Member) -> None:
         sid = await self._here(interaction)
         await self.bot.sessions.invite(sid, str(interaction.user.id), str(member.id))
+        # The one ping the bot means to make: the invited member learns they were invited.
         await interaction.response.send_message(
-            f"{interaction.user.mention} invited {member.mention}: they can vote and give feedback here."
+            f"{interaction.user.mention} invited {member.mention}: they can vote and give feedback here.",
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=[member]),
         )
 
     @session.command(name="rules", description="Continue by itself after a quorum of voters or a deadline.")

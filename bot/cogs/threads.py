@@ -12,7 +12,7 @@ from bot import feedback, render
 from bot.errors import translate
 from bot.relay import THREAD
 from bot.views import modals
-from orchestrator.errors import ImGenError
+from orchestrator.errors import LimitExceeded
 from orchestrator.sessions.models import Flow
 
 if TYPE_CHECKING:
@@ -21,6 +21,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UNDO_WORDS = frozenset({"undo", "revert"})
+
+
+async def _answer(message: discord.Message, text: str, *, delete_after: float | None = None) -> None:
+    """Reply to a member's message; a reply that cannot be sent (shutting down, thread gone) is only logged."""
+    try:
+        await message.reply(text, mention_author=False, delete_after=delete_after)
+    except (discord.HTTPException, RuntimeError) as e:
+        log.warning("could not answer message %s: %r", message.id, e)
 
 
 class ThreadCog(commands.Cog):
@@ -46,10 +54,14 @@ class ThreadCog(commands.Cog):
             return
         try:
             await self._reply(message, message.channel, sid, text)
-        except ImGenError as e:
-            await message.reply(translate(e).text, mention_author=False)
+        except LimitExceeded as e:
+            # A reply cannot be answered privately: a flood gets one short notice per member and window, which
+            # removes itself when the member may try again, instead of one public refusal per message.
+            budgets = self.bot.budgets
+            if not budgets.notices.take(str(message.author.id)):
+                await _answer(message, translate(e).text, delete_after=budgets.notices.seconds or None)
         except Exception as e:  # never let discord.py log it as an ERROR; the translator logs it with a reference
-            await message.reply(translate(e).text, mention_author=False)
+            await _answer(message, translate(e).text)
 
     async def _reply(self, message: discord.Message, thread: discord.Thread, sid: str, text: str) -> None:
         svc = self.bot.sessions
@@ -63,6 +75,7 @@ class ThreadCog(commands.Cog):
             await message.reply(render.undo_text(session), mention_author=False)
             return
         if session.flow is Flow.CONCEPT and session.concept is not None and session.concept.current_field:
+            self.bot.budgets.typed_value(user)
             async with thread.typing():
                 await svc.concept_set_field(sid, user, text)
             await message.reply(render.field_set_text(text, by=user), mention_author=False)

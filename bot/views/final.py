@@ -11,8 +11,10 @@ from bot import render
 from bot.custom_ids import BRANCH_SELECT_TEMPLATE, FINAL_TEMPLATE, BranchSelectId, FinalAction, FinalId
 from bot.errors import guard
 from bot.limits import MAX_SELECT_OPTIONS, SELECT_OPTION_DESCRIPTION, SELECT_OPTION_LABEL, truncate
-from bot.views.common import app, defer_update, sessions, uid
+from bot.views.common import app, defer_update, final_ref, require_here, sessions, uid
 from orchestrator.errors import InvalidState
+from orchestrator.sessions.access import check_vote
+from orchestrator.sessions.models import StageStatus, StageView
 
 FINAL_LABELS: dict[FinalAction, tuple[str, discord.ButtonStyle]] = {
     FinalAction.UPSCALE: ("Upscale 4x", discord.ButtonStyle.primary),
@@ -76,16 +78,26 @@ class FinalButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=FINAL
     async def _run(self, interaction: discord.Interaction) -> None:
         svc = sessions(interaction)
         sid, image_id, user = self.fid.session_id, self.fid.image_id, uid(interaction)
+        await require_here(interaction, sid)
         match self.fid.action:
             case FinalAction.UPSCALE:
+                existing = await svc.existing_upscale(sid, image_id)
+                if existing is not None:
+                    await interaction.response.send_message(
+                        await already_upscaled_text(interaction, sid, existing), ephemeral=True
+                    )
+                    return
                 await defer_update(interaction)
                 await svc.upscale(sid, user, image_id)
             case FinalAction.VARIATIONS:
-                await interaction.response.defer(ephemeral=True, thinking=True)
-                new = await svc.variations(user, image_id)
-                thread = await app(interaction).relay.open_session(new, await parent_channel(interaction))
+                async with app(interaction).budgets.start(user):
+                    await interaction.response.defer(ephemeral=True, thinking=True)
+                    new = await svc.variations(user, image_id)
+                    thread = await app(interaction).relay.open_session(new, await parent_channel(interaction))
                 await interaction.followup.send(f"Explorer started: {thread.mention}", ephemeral=True)
             case FinalAction.BRANCH:
+                # Refuse before the lineage is shown, not when a member has picked from it.
+                check_vote(await svc.get(sid), user)
                 await interaction.response.defer(ephemeral=True, thinking=True)
                 view = await branch_view(interaction, sid, image_id)
                 await interaction.followup.send("Branch a new Draft Grid from which image?", view=view, ephemeral=True)
@@ -93,6 +105,17 @@ class FinalButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=FINAL
                 await interaction.response.defer(ephemeral=True, thinking=True)
                 info = await svc.image_info(image_id)
                 await interaction.followup.send(embed=render.info_embed(info), ephemeral=True)
+
+
+async def already_upscaled_text(interaction: discord.Interaction, session_id: str, stage: StageView) -> str:
+    """Where the existing upscale of an image is (a link to its message), or that it is still rendering."""
+    if stage.status is StageStatus.GENERATING:
+        return "The 4x upscale of this image is on its way; it will appear in this thread."
+    ref = await app(interaction).orch.db.get_ref(session_id, final_ref(stage.id, 1))
+    channel = interaction.channel
+    if ref is not None and isinstance(channel, discord.Thread):
+        return f"This image is already upscaled: {channel.get_partial_message(int(ref)).jump_url}"
+    return "This image is already upscaled: the 4x image is in this thread."
 
 
 async def branch_view(interaction: discord.Interaction, session_id: str, image_id: str) -> discord.ui.View:
@@ -137,11 +160,13 @@ class BranchSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=BRAN
 
     async def callback(self, interaction: discord.Interaction) -> None:
         async with guard(interaction):
+            await require_here(interaction, self.bid.session_id)
             values = self.item.values
             if not values:
                 await defer_update(interaction)
                 return
-            await interaction.response.defer(ephemeral=True, thinking=True)
-            new = await sessions(interaction).branch(self.bid.session_id, uid(interaction), values[0])
-            thread = await app(interaction).relay.open_session(new, await parent_channel(interaction))
+            async with app(interaction).budgets.start(uid(interaction)):
+                await interaction.response.defer(ephemeral=True, thinking=True)
+                new = await sessions(interaction).branch(self.bid.session_id, uid(interaction), values[0])
+                thread = await app(interaction).relay.open_session(new, await parent_channel(interaction))
             await interaction.followup.send(f"New Draft Grid branched: {thread.mention}", ephemeral=True)

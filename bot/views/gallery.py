@@ -23,7 +23,7 @@ from bot.custom_ids import (
 from bot.errors import guard
 from bot.limits import MAX_BUTTONS_PER_ROW, chunks, label
 from bot.views import modals
-from bot.views.common import defer_update, sessions, uid
+from bot.views.common import defer_update, require_here, sessions, uid
 from bot.views.final import FinalButton
 from orchestrator.errors import InvalidState, NotAllowed
 from orchestrator.sessions.models import Flow, Session, StageView
@@ -137,6 +137,7 @@ class VoteButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=VOTE_T
 
     async def callback(self, interaction: discord.Interaction) -> None:
         async with guard(interaction):
+            await require_here(interaction, self.vid.session_id)
             # The tally on the buttons updates through the coalescing editor (VotesChanged), not here.
             await defer_update(interaction)
             await sessions(interaction).toggle(self.vid.session_id, self.vid.image_id, uid(interaction), self.vid.value)
@@ -158,6 +159,7 @@ class PickButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=PICK_T
 
     async def callback(self, interaction: discord.Interaction) -> None:
         async with guard(interaction):
+            await require_here(interaction, self.pid.session_id)
             await defer_update(interaction)
             await sessions(interaction).pick(self.pid.session_id, uid(interaction), self.pid.image_id)
 
@@ -189,6 +191,7 @@ class ControlButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CON
     async def _run(self, interaction: discord.Interaction) -> None:
         svc = sessions(interaction)
         sid, user = self.cid.session_id, uid(interaction)
+        await require_here(interaction, sid)
         match self.cid.action:
             case Control.FEEDBACK:
                 await require_voter(interaction, sid)

@@ -16,7 +16,7 @@ from bot import feedback, render
 from bot.custom_ids import ModalId, ModalKind
 from bot.errors import guard
 from bot.limits import MODAL_TITLE, TEXT_INPUT_LABEL, TEXT_INPUT_VALUE, truncate
-from bot.views.common import app, sessions, uid
+from bot.views.common import app, require_here, sessions, uid
 from orchestrator.errors import InputError
 
 FEEDBACK_FIELD = "feedback"
@@ -60,8 +60,10 @@ def feedback_modal(session_id: str) -> FormModal:
     )
 
 
-def edit_modal(session_id: str, prompt: str, negative: str) -> FormModal:
-    """Edit a suggested prompt before using it."""
+def edit_modal(session_id: str, prompt: str, negative: str, *, max_prompt: int, max_negative: int) -> FormModal:
+    """Edit a suggested prompt before using it; Discord itself holds the inputs to our prompt limits."""
+    prompt_max = min(TEXT_INPUT_VALUE, max_prompt)
+    negative_max = min(TEXT_INPUT_VALUE, max_negative)
     return _modal(
         ModalKind.EDIT,
         session_id,
@@ -70,16 +72,16 @@ def edit_modal(session_id: str, prompt: str, negative: str) -> FormModal:
             label="Prompt",
             custom_id=PROMPT_FIELD,
             style=discord.TextStyle.paragraph,
-            default=truncate(prompt, TEXT_INPUT_VALUE),
-            max_length=TEXT_INPUT_VALUE,
+            default=truncate(prompt, prompt_max),
+            max_length=prompt_max,
         ),
         discord.ui.TextInput(
             label="Negative prompt",
             custom_id=NEGATIVE_FIELD,
             style=discord.TextStyle.paragraph,
-            default=truncate(negative, TEXT_INPUT_VALUE) or None,
+            default=truncate(negative, negative_max) or None,
             required=False,
-            max_length=TEXT_INPUT_VALUE,
+            max_length=negative_max,
         ),
     )
 
@@ -125,6 +127,8 @@ async def handle_submit(interaction: discord.Interaction) -> bool:
     async with guard(interaction):
         svc = sessions(interaction)
         user = uid(interaction)
+        # A submit is trusted no more than a button: it must come from the thread of the session it names.
+        await require_here(interaction, mid.session_id)
         match mid.kind:
             case ModalKind.FEEDBACK:
                 text = values.get(FEEDBACK_FIELD, "").strip()
@@ -141,12 +145,15 @@ async def handle_submit(interaction: discord.Interaction) -> bool:
                 if not prompt:
                     raise InputError("empty", user_message="The prompt is empty.")
                 negative = values.get(NEGATIVE_FIELD, "").strip()
-                session = await svc.apply_suggestion(mid.session_id, user, prompt=prompt, negative=negative)
+                session = await svc.apply_suggestion(
+                    mid.session_id, user, prompt=prompt, negative=negative, require_pending=True
+                )
                 await interaction.response.send_message(render.applied_text(session, by=user, edited=True))
             case ModalKind.FIELD:
                 value = values.get(VALUE_FIELD, "").strip()
                 if not value:
                     raise InputError("empty", user_message="The value is empty.")
+                app(interaction).budgets.typed_value(user)
                 await interaction.response.defer(thinking=True)
                 await svc.concept_set_field(mid.session_id, user, value)
                 await interaction.followup.send(render.field_set_text(value, by=user))

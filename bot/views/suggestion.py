@@ -11,8 +11,9 @@ from bot import render
 from bot.custom_ids import SUGGESTION_TEMPLATE, SuggestionAction, SuggestionId
 from bot.errors import guard
 from bot.views import modals
-from bot.views.common import sessions, uid
+from bot.views.common import require_here, sessions, uid
 from orchestrator.errors import InvalidState
+from orchestrator.sessions.access import check_advance
 
 SUGGESTION_LABELS: dict[SuggestionAction, tuple[str, discord.ButtonStyle]] = {
     SuggestionAction.USE: ("Use", discord.ButtonStyle.success),
@@ -51,6 +52,7 @@ class SuggestionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=
         async with guard(interaction):
             svc = sessions(interaction)
             session_id, user = self.sid.session_id, uid(interaction)
+            await require_here(interaction, session_id)
             match self.sid.action:
                 case SuggestionAction.USE:
                     session = await svc.apply_suggestion(session_id, user)
@@ -59,10 +61,20 @@ class SuggestionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=
                     )
                 case SuggestionAction.EDIT:
                     session = await svc.get(session_id)
+                    # Refuse before the modal opens, not after someone typed a whole prompt into it.
+                    check_advance(session, user, "apply a suggestion in this private session")
                     if session.suggestion is None:
                         raise InvalidState("none", user_message="There is no pending suggestion any more.")
                     s = session.suggestion
-                    await interaction.response.send_modal(modals.edit_modal(session_id, s.prompt, s.negative_prompt))
+                    lim = svc.settings.limits
+                    modal = modals.edit_modal(
+                        session_id,
+                        s.prompt,
+                        s.negative_prompt,
+                        max_prompt=lim.max_prompt_chars,
+                        max_negative=lim.max_negative_chars,
+                    )
+                    await interaction.response.send_modal(modal)
                 case SuggestionAction.DISCARD:
                     await svc.discard_suggestion(session_id, user)
                     await interaction.response.edit_message(content=f"Discarded by {render.mention(user)}.", view=None)

@@ -34,12 +34,12 @@ def check_vote(session: Session, user_id: str) -> None:
         )
 
 
-def check_advance(session: Session, user_id: str) -> None:
-    """Raise unless `user_id` may move the session on."""
+def check_advance(session: Session, user_id: str, what: str = "continue this session") -> None:
+    """Raise unless `user_id` may move the session on; `what` completes "Only the owner can ..."."""
     if not may_advance(session, user_id):
+        still = "; you can still vote and give feedback" if may_vote(session, user_id) else ""
         raise NotAllowed(
-            f"user {user_id} may not advance session {session.id}",
-            user_message="Only the owner can continue this session.",
+            f"user {user_id} may not {what} ({session.id})", user_message=f"Only the owner can {what}{still}."
         )
 
 

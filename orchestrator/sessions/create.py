@@ -28,8 +28,9 @@ from orchestrator.sessions.explorer import Pick
 from orchestrator.sessions.models import Flow, Role, Session, SessionSettings, SessionState, Visibility
 from orchestrator.sessions.planner import ROUND, STAGE, aspect_of, check_loras, guess_family
 from orchestrator.sessions.stages import Prepared, StageWriter
-from orchestrator.sessions.syntax import expand, parse_aspect, parse_prompt
+from orchestrator.sessions.syntax import check_negative, clip_negative, expand, parse_aspect, parse_prompt
 from orchestrator.sessions.views import session_of
+from orchestrator.uploads import EXTENSIONS, inspect_image, owner_dir
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,11 @@ class SessionFactory:
             if ours is not None:
                 image, ours_family = ours
                 flags = dataclasses.replace(flags, prompt=image.prompt)
-                negative = negative if negative is not None else (flags.negative or image.negative_prompt)
+                negative = (
+                    negative
+                    if negative is not None
+                    else (flags.negative or clip_negative(image.negative_prompt, lim.max_negative_chars))
+                )
                 family = family or flags.family or ours_family
         family = family or flags.family
         checkpoint = (checkpoint or "").strip() or None
@@ -109,9 +114,9 @@ class SessionFactory:
                 locked.setdefault("subject", concept.clean_value(flags.prompt))
                 data["concept"] = {"locked": locked, "field": None}
                 text = concept.compose(locked)
-            negative = negative if negative is not None else (flags.negative or "")
+            negative = check_negative(negative, lim) if negative is not None else (flags.negative or "")
             row = _new_row(flow, owner_id, text, negative, ss, 0, data, private=private)
-            init = await self._import_image(row.id, image_path) if image_path is not None else None
+            init = await self._import_image(row.id, owner_id, image_path) if image_path is not None else None
             try:
                 if flow is Flow.DRAFT_GRID:
                     first = settings.funnel.stages[0]
@@ -235,25 +240,22 @@ class SessionFactory:
                 user_message=f"You already have {active} active sessions (the limit is {cap}); end one first.",
             )
 
-    async def _import_image(self, session_id: str, path: Path) -> str:
-        """Copy a user's image into the data directory (the scheduler uploads it from there)."""
-        dest = self.ctx.settings.storage.data_dir / "inputs" / f"{session_id}{path.suffix.lower() or '.png'}"
+    async def _import_image(self, session_id: str, owner_id: str, path: Path) -> str:
+        """Copy a member's checked image into `inputs/<member>/` (the scheduler uploads it from there)."""
+        settings = self.ctx.settings
+        folder = owner_dir(settings.storage.data_dir, owner_id)
 
-        def copy() -> None:
-            from PIL import Image, UnidentifiedImageError
-
+        def copy() -> str:
             if not path.is_file():
                 raise InputError("no such image", user_message=f"There is no image file at {path.name}.")
-            try:
-                with Image.open(path) as im:
-                    im.verify()
-            except (UnidentifiedImageError, OSError):
-                raise InputError("not an image", user_message=f"{path.name} is not an image.") from None
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            # The same checks as an upload: only PNG, JPEG and WebP, within the pixel cap, decodable.
+            facts = inspect_image(path, settings.limits.max_upload_pixels)
+            dest = folder / f"{session_id}{EXTENSIONS[facts.format]}"
+            folder.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest)
+            return str(dest)
 
-        await asyncio.to_thread(copy)
-        return str(dest)
+        return await asyncio.to_thread(copy)
 
     async def _our_image(self, path: Path) -> tuple[ImageRecord, Family] | None:
         """The delivered image stored at `path` (its file name is its id) with its family, if it is one of ours."""

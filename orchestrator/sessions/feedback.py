@@ -17,7 +17,7 @@ from orchestrator.sessions.access import check_advance, check_vote
 from orchestrator.sessions.context import SessionContext
 from orchestrator.sessions.models import Session, SessionState, StageImage, Suggestion
 from orchestrator.sessions.state import require
-from orchestrator.sessions.syntax import expand
+from orchestrator.sessions.syntax import check_negative, clip_negative, expand
 from orchestrator.sessions.views import session_of, stage_view
 from orchestrator.sessions.voting import rank_selection, rejected
 
@@ -53,6 +53,10 @@ class Feedback:
             intent=tuple(IntentEntry.from_dict(d) for d in await ctx.db.intent(session_id)),
         )
         result = await ctx.pipeline.refine(request)
+        # The engineer may merge vision traits into the negative: it stays within the same limit as typed ones.
+        clipped = clip_negative(result.negative_prompt, ctx.settings.limits.max_negative_chars)
+        if clipped != result.negative_prompt:
+            result = dataclasses.replace(result, negative_prompt=clipped)
         entry = result.intent_entry(request, time.time())
         suggestion = Suggestion(
             prompt=result.prompt,
@@ -71,22 +75,35 @@ class Feedback:
         return result
 
     async def apply_suggestion(
-        self, session_id: str, user_id: str, prompt: str | None = None, negative: str | None = None
+        self,
+        session_id: str,
+        user_id: str,
+        prompt: str | None = None,
+        negative: str | None = None,
+        *,
+        require_pending: bool = False,
     ) -> Session:
-        """Use the pending suggestion (or the user's edit of it) as the prompt of the next stage."""
+        """
+        Use the pending suggestion (or the user's edit of it) as the prompt of the next stage.
+
+        require_pending: an edit of a suggestion needs that suggestion still pending (not used or discarded).
+        """
         ctx = self.ctx
         limits = ctx.settings.limits
         async with ctx.lock(session_id):
             row = await ctx.row(session_id)
             session = await session_of(ctx.db, row)
-            check_advance(session, user_id)
+            check_advance(session, user_id, "apply a suggestion in this private session")
             require(session.state, SessionState.GENERATING, SessionState.VOTING, SessionState.FINISHED)
             pending = session.suggestion
-            if prompt is None and pending is None:
-                raise InvalidState("no suggestion", user_message="There is no suggestion to use.")
+            if pending is None and (prompt is None or require_pending):
+                raise InvalidState(
+                    "no suggestion",
+                    user_message="There is no pending suggestion any more (it was used or discarded).",
+                )
             new_prompt = " ".join((prompt if prompt is not None else pending.prompt).split())  # type: ignore[union-attr]
             if negative is not None:
-                new_negative = negative.strip()
+                new_negative = check_negative(negative, limits)
             else:
                 new_negative = pending.negative_prompt if pending is not None else row.negative_prompt
             if not new_prompt:
@@ -129,7 +146,7 @@ class Feedback:
         ctx = self.ctx
         async with ctx.lock(session_id):
             row = await ctx.row(session_id)
-            check_advance(await session_of(ctx.db, row), user_id)
+            check_advance(await session_of(ctx.db, row), user_id, "undo a prompt change in this private session")
             history = list(row.data.get("history", []))
             if not history:
                 raise InvalidState("nothing to undo", user_message="There is no earlier prompt to go back to.")

@@ -20,7 +20,7 @@ from orchestrator.sessions.access import check_advance, check_owner
 from orchestrator.sessions.context import SessionContext
 from orchestrator.sessions.explorer import Pick
 from orchestrator.sessions.models import Flow, Session, SessionState, StageStatus, StageView
-from orchestrator.sessions.planner import ROUND, STAGE, aspect_of
+from orchestrator.sessions.planner import ROUND, STAGE, UPSCALE, aspect_of
 from orchestrator.sessions.stages import StageWriter
 from orchestrator.sessions.state import Action, require, transition
 from orchestrator.sessions.views import session_of, stage_view
@@ -157,14 +157,35 @@ class FunnelMoves:
             return await self.ctx.current_view(row)
 
     async def upscale(self, session_id: str, user_id: str, image_id: str) -> StageView:
-        """Upscale any delivered image of the session as a one-image stage."""
+        """Upscale any delivered image of the session as a one-image stage (once: a second would be identical)."""
         async with self.ctx.lock(session_id):
             row = await self._row_for_advance(session_id, user_id)
+            existing = await self.existing_upscale(session_id, image_id)
+            if existing is not None:
+                on_its_way = existing.status is StageStatus.GENERATING
+                raise InvalidState(
+                    "already upscaled",
+                    user_message="The 4x upscale of this image is on its way."
+                    if on_its_way
+                    else "This image is already upscaled: the 4x image is in this thread.",
+                )
             require(SessionState(row.state), SessionState.VOTING, SessionState.FINISHED)
             image = await self._image_here(row, image_id)
             st = await self.ctx.need_current(row)
             row = await self.stages.start_upscale(row, st, image.id)
             return await self.ctx.current_view(row)
+
+    async def existing_upscale(self, session_id: str, image_id: str) -> StageView | None:
+        """The upscale stage of this image (rendering, or done with its image), if there is one."""
+        for st in reversed(await self.ctx.db.session_stages(session_id)):
+            if st.data.get("kind") != UPSCALE or st.data.get("image_id") != image_id:
+                continue
+            if st.status == StageStatus.GENERATING:
+                return await stage_view(self.ctx.db, st)
+            view = await stage_view(self.ctx.db, st)
+            if st.status != StageStatus.CANCELLED and view.images:
+                return view
+        return None
 
     async def _image_here(self, row: SessionRow, image_id: str) -> ImageRecord:
         image = await self.ctx.db.image(image_id)

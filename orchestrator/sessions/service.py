@@ -235,8 +235,12 @@ class SessionService:
         return await self._moves.pick(session_id, user_id, image_id)
 
     async def upscale(self, session_id: str, user_id: str, image_id: str) -> StageView:
-        """Upscale any delivered image of the session as a one-image stage."""
+        """Upscale any delivered image of the session as a one-image stage (InvalidState if one exists)."""
         return await self._moves.upscale(session_id, user_id, image_id)
+
+    async def existing_upscale(self, session_id: str, image_id: str) -> StageView | None:
+        """The upscale of this image that exists or is rendering, if any (a second would be identical)."""
+        return await self._moves.existing_upscale(session_id, image_id)
 
     # ------------------------------------------------------------------ feedback
 
@@ -245,10 +249,18 @@ class SessionService:
         return await self._feedback.refine(session_id, user_id, feedback)
 
     async def apply_suggestion(
-        self, session_id: str, user_id: str, prompt: str | None = None, negative: str | None = None
+        self,
+        session_id: str,
+        user_id: str,
+        prompt: str | None = None,
+        negative: str | None = None,
+        *,
+        require_pending: bool = False,
     ) -> Session:
-        """Use the pending suggestion (or the user's edit of it) as the prompt of the next stage."""
-        return await self._feedback.apply_suggestion(session_id, user_id, prompt, negative)
+        """Use the pending suggestion (or the user's edit of it, which needs it still pending) as the next prompt."""
+        return await self._feedback.apply_suggestion(
+            session_id, user_id, prompt, negative, require_pending=require_pending
+        )
 
     async def discard_suggestion(self, session_id: str, user_id: str) -> None:
         """Drop the pending suggestion."""

@@ -128,15 +128,37 @@ def parse_prompt(text: str, limits: LimitSettings, *, allow_empty: bool = False)
     if "ar" in values:
         w, h = parse_aspect(values["ar"])
         aspect = f"{w}:{h}"
+    negative = check_negative(", ".join(n for n in negatives if n), limits) if negatives else None
     return PromptFlags(
         prompt=prompt,
-        negative=", ".join(n for n in negatives if n) or None,
+        negative=negative or None,
         aspect=aspect,
         seed=_int("seed", values["seed"], 0, MAX_SEED) if "seed" in values else None,
         steps=_int("steps", values["steps"], 1, limits.max_steps) if "steps" in values else None,
         family=family,
         count=_int("count", values["count"], 1, limits.max_count) if "count" in values else None,
     )
+
+
+def check_negative(text: str | None, limits: LimitSettings) -> str:
+    """A negative prompt a person typed, tidied; InputError when it is over `max_negative_chars`."""
+    tidy = _tidy(text or "")
+    if len(tidy) > limits.max_negative_chars:
+        raise InputError(
+            "negative prompt too long",
+            user_message=f"The negative prompt is {len(tidy)} characters; the limit is {limits.max_negative_chars}.",
+        )
+    return tidy
+
+
+def clip_negative(text: str, limit: int) -> str:
+    """A negative prompt a machine merged (vision traits, an earlier image's), cut at a term boundary to `limit`."""
+    tidy = _tidy(text)
+    if len(tidy) <= limit:
+        return tidy
+    cut = tidy[: limit + 1]
+    comma = cut.rfind(",")
+    return _tidy(cut[:comma] if comma > 0 else tidy[:limit])
 
 
 def _tidy(text: str) -> str:
@@ -214,6 +236,8 @@ __all__ = [
     "MAX_SEED",
     "PromptFlags",
     "aspect_size",
+    "check_negative",
+    "clip_negative",
     "count_permutations",
     "expand",
     "parse_aspect",

@@ -48,6 +48,7 @@ def make_config(
     llm: LlmSettings | None = None,
     limits: LimitSettings | None = None,
     max_edit_age_s: float = 3300.0,
+    post_retries: int = 3,
 ) -> Any:
     """The repo's simulated farm with a tmp data dir, small stages and a fast progress interval."""
     config = load_config(REPO / "config", env={})
@@ -61,10 +62,17 @@ def make_config(
             concept_options=3,
             explorer_count=3,
         ),
-        discord=DiscordSettings(progress_interval_s=progress_interval_s, max_edit_age_s=max_edit_age_s),
+        # Refused posts are tried again almost at once: tests wait on the outcome, never on the backoff.
+        discord=DiscordSettings(
+            progress_interval_s=progress_interval_s,
+            max_edit_age_s=max_edit_age_s,
+            post_retries=post_retries,
+            post_retry_s=0.01,
+        ),
         # No Ollama in tests unless a test passes the fake's host: the rules path answers.
         llm=llm or LlmSettings(enabled=False),
-        limits=limits or s.limits,
+        # No cooldowns unless a test asks for them: most tests act faster than any member would.
+        limits=limits or replace(s.limits, feedback_cooldown_s=0.0, session_cooldown_s=0.0),
         health=replace(s.health, interval_s=0.5),
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,6 +82,8 @@ class FakeFile:
     filename: str
     content: bytes
     content_type: str = "application/octet-stream"
+    #: what the attachment's metadata claims (a lying client); None: the real byte count
+    declared_size: int | None = None
 
 
 @dataclass
@@ -93,10 +96,11 @@ class FakeAttachment:
     url: str
     content_type: str | None = None
     description: str | None = None
+    declared_size: int | None = None
 
     @property
     def size(self) -> int:
-        return len(self.content)
+        return len(self.content) if self.declared_size is None else self.declared_size
 
     def payload(self) -> Json:
         data: Json = {
@@ -190,6 +194,13 @@ class FakeMessage:
     thread_id: int | None = None
     deleted: bool = False
     old: bool = False
+    #: the allowed_mentions of the create (or of the last edit that carried one); None: Discord's default
+    allowed_mentions: Json | None = None
+
+    @property
+    def pings(self) -> set[str]:
+        """Who this message notifies, as Discord decides it: "everyone", "user:<id>", "role:<id>"."""
+        return pings(self.content, self.allowed_mentions)
 
     @property
     def components(self) -> list[FakeComponent]:
@@ -363,6 +374,30 @@ class InteractionHandle:
         if self.callback is None or self.callback.type != 8:
             return []
         return list(self.callback.data.get("choices", []))
+
+
+# --- mentions ------------------------------------------------------------------------------------------------
+
+_USER_MENTION = re.compile(r"<@!?(\d+)>")
+_ROLE_MENTION = re.compile(r"<@&(\d+)>")
+_EVERYONE = re.compile(r"@(everyone|here)")
+
+
+def pings(content: str, allowed: Json | None) -> set[str]:
+    """Mentions in `content` that notify someone under `allowed` (absent: Discord parses every kind)."""
+    users = set(_USER_MENTION.findall(content))
+    roles = set(_ROLE_MENTION.findall(content))
+    everyone = bool(_EVERYONE.search(content))
+    if allowed is None:
+        parse = {"users", "roles", "everyone"}
+        allowed = {}
+    else:
+        parse = set(allowed.get("parse") or [])
+    out = {f"user:{u}" for u in users if "users" in parse or u in {str(x) for x in allowed.get("users") or []}}
+    out |= {f"role:{r}" for r in roles if "roles" in parse or r in {str(x) for x in allowed.get("roles") or []}}
+    if everyone and "everyone" in parse:
+        out.add("everyone")
+    return out
 
 
 # --- Discord limits -------------------------------------------------------------------------------------------

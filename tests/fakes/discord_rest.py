@@ -297,6 +297,9 @@ class RestHandlers:
 
     async def _post_message(self, req: Request) -> web.Response:
         cid = self._channel_id(req)
+        failure = self.take_failure(cid, bool(req.files))
+        if failure is not None:
+            raise DiscordError(failure.status, failure.code, failure.message)
         self._check_thread_open(cid)
         self._check(req.payload, req.files, creating=True)
         nonce = req.payload.get("nonce")

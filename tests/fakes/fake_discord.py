@@ -45,6 +45,7 @@ from tests.fakes.discord_models import (
     SnowflakeFactory,
     check_message,
     iso_now,
+    pings,
     route_bucket,
 )
 from tests.fakes.discord_rest import DiscordError, FakeError, Handler, Request, RestHandlers, json_response, not_found
@@ -81,6 +82,18 @@ class _Inject:
     retry_after: float
 
 
+@dataclass
+class _Failure:
+    """The next `times` message creates in a channel are answered with this error instead."""
+
+    channel_id: int | None
+    times: int
+    status: int
+    code: int
+    message: str
+    with_files: bool
+
+
 class FakeDiscord(RestHandlers):
     """A Discord-compatible server (REST under /api/v10 + gateway WebSocket) for one guild with a few users."""
 
@@ -107,6 +120,8 @@ class FakeDiscord(RestHandlers):
         self.edit_log: list[tuple[float, int, int]] = []
         self.typing: dict[int, int] = defaultdict(int)
         self.requests: list[tuple[str, str]] = []
+        #: downloads of attachments from the fake's CDN
+        self.cdn_fetches = 0
         self.global_commands: list[Json] = []
         self.guild_commands: dict[int, list[Json]] = {}
         self.identify_payloads: list[Json] = []
@@ -117,6 +132,9 @@ class FakeDiscord(RestHandlers):
         self._attachments: dict[int, FakeAttachment] = {}
         self._channel_order: dict[int, list[int]] = defaultdict(list)
         self._injections: list[_Inject] = []
+        self._failures: list[_Failure] = []
+        #: message creates refused by fail_posts(), as (channel id, status)
+        self.failed_posts: list[tuple[int, int]] = []
         self._sockets: list[_GatewaySession] = []
         self._cond = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -214,6 +232,49 @@ class FakeDiscord(RestHandlers):
     def inject_429(self, route_pattern: str, times: int = 1, retry_after: float = 0.05) -> None:
         """Answer the next `times` requests whose "METHOD /path" (path after /api/v10) matches the regex with 429."""
         self._injections.append(_Inject(re.compile(route_pattern), times, retry_after))
+
+    def fail_posts(
+        self,
+        channel_id: int | None,
+        times: int = 1,
+        status: int = 503,
+        code: int = 0,
+        message: str = "Service Unavailable",
+        *,
+        with_files: bool = False,
+    ) -> None:
+        """Answer the next `times` message POSTs to a channel (None: any) with `status` and Discord's JSON `code`.
+
+        with_files: only posts that upload files count (galleries, final images), so the switch can be armed
+        before the thread that will receive them exists.
+        """
+        self._failures.append(_Failure(channel_id, times, status, code, message, with_files))
+
+    def take_failure(self, channel_id: int, has_files: bool) -> _Failure | None:
+        """The failure the next post to `channel_id` gets, if fail_posts() armed one (counted down)."""
+        for failure in self._failures:
+            if failure.channel_id not in (None, channel_id) or (failure.with_files and not has_files):
+                continue
+            if failure.times > 0:
+                failure.times -= 1
+                self.failed_posts.append((channel_id, failure.status))
+                return failure
+        return None
+
+    def all_bot_messages(self) -> list[FakeMessage]:
+        """Every message the bot made anywhere, ephemeral and deleted ones included."""
+        return [m for m in self._messages.values() if m.author.id == self.bot_user.id]
+
+    def bot_pings(self) -> set[str]:
+        """Everyone the bot's messages (creates, edits, interaction replies) notified so far."""
+        out: set[str] = set()
+        for msg in self.all_bot_messages():
+            out |= msg.pings
+            for _, edit in msg.edits:
+                if "content" in edit:
+                    allowed = edit.get("allowed_mentions", msg.allowed_mentions)
+                    out |= pings(edit.get("content") or "", allowed)
+        return out
 
     # --- payloads ----------------------------------------------------------------------------------------------
 
@@ -519,13 +580,19 @@ class FakeDiscord(RestHandlers):
     def _resolve_message(self, message: FakeMessage | int) -> FakeMessage:
         return self._messages[message] if isinstance(message, int) else message
 
-    async def click(self, user: FakeUser, message: FakeMessage | int, custom_id: str) -> InteractionHandle:
-        """Press a button on a message (component interaction, component_type 2)."""
+    async def click(
+        self, user: FakeUser, message: FakeMessage | int, custom_id: str, *, channel_id: int | None = None
+    ) -> InteractionHandle:
+        """Press a button on a message (component interaction, component_type 2).
+
+        channel_id: claim another channel than the message's, as a forged interaction can.
+        """
         msg = self._resolve_message(message)
         comp = msg.component(custom_id)
         if comp.disabled:
             raise ValueError(f"button {custom_id!r} is disabled")
-        return await self._send_interaction(3, user, None, {"custom_id": custom_id, "component_type": 2}, msg)
+        data = {"custom_id": custom_id, "component_type": 2}
+        return await self._send_interaction(3, user, channel_id, data, msg)
 
     async def select(
         self, user: FakeUser, message: FakeMessage | int, custom_id: str, values: list[str]
@@ -579,7 +646,9 @@ class FakeDiscord(RestHandlers):
     def _store_attachment(self, channel_id: int, upload: FakeFile, description: str | None = None) -> FakeAttachment:
         aid = self._snow()
         url = f"{self.url}/attachments/{channel_id}/{aid}/{upload.filename}"
-        att = FakeAttachment(aid, upload.filename, upload.content, url, upload.content_type, description)
+        att = FakeAttachment(
+            aid, upload.filename, upload.content, url, upload.content_type, description, upload.declared_size
+        )
         self._attachments[aid] = att
         return att
 
@@ -607,6 +676,7 @@ class FakeDiscord(RestHandlers):
             **kw,
         )
         msg.attachments = self._attachments_for(channel_id, payload, files, [])
+        msg.allowed_mentions = payload.get("allowed_mentions")
         if payload.get("message_reference"):
             msg.message_reference = payload["message_reference"]
         return msg
@@ -652,6 +722,8 @@ class FakeDiscord(RestHandlers):
         now = time.monotonic()
         if "content" in payload:
             msg.content = payload["content"] or ""
+        if "allowed_mentions" in payload:
+            msg.allowed_mentions = payload["allowed_mentions"]
         if "embeds" in payload:
             msg.embeds = list(payload["embeds"] or [])
         if "components" in payload:
@@ -704,6 +776,7 @@ class FakeDiscord(RestHandlers):
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         method, full = request.method, request.path
         if full.startswith("/attachments/"):
+            self.cdn_fetches += 1
             return self._cdn(full)
         path = full.removeprefix("/api/v10")
         self.requests.append((method, path))

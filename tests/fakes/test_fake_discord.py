@@ -336,3 +336,61 @@ async def test_file_over_upload_limit_rejected(fake, bot):
         await bot.get_channel(fake.channel_id).send(file=discord.File(io.BytesIO(b"12345"), "big.png"))
     assert exc.value.status == 413 and exc.value.code == 40005
     fake.errors.clear()
+
+
+async def test_more_limits_discord_enforces(fake, bot):
+    """Embed totals over 6000, 26 fields, 11 embeds, 6 buttons in a row, an 81-character label: all 400s."""
+    channel = bot.get_channel(fake.channel_id)
+    big = [discord.Embed(description="d" * 4000), discord.Embed(description="d" * 2001)]
+    many_fields = discord.Embed(title="f")
+    for i in range(26):
+        many_fields.add_field(name=str(i), value="v")
+    wide = {"type": 1, "components": [{"type": 2, "style": 1, "label": "b", "custom_id": f"w{i}"} for i in range(6)]}
+    long_label = discord.ui.View()
+    long_label.add_item(discord.ui.Button(label="l" * 81, custom_id="long"))
+    for kwargs in ({"embeds": big}, {"embed": many_fields}, {"embeds": [discord.Embed(title="e")] * 11}):
+        with pytest.raises((discord.HTTPException, ValueError)):
+            await channel.send(**kwargs)
+    with pytest.raises(discord.HTTPException):
+        await channel.send("hi", view=long_label)
+    with pytest.raises(discord.HTTPException):
+        await bot.http.send_message(
+            fake.channel_id, params=discord.http.MultipartParameters({"components": [wide]}, None, None)
+        )
+    assert fake.messages() == []
+    fake.errors.clear()
+
+
+async def test_fail_posts_switch_answers_the_next_posts_with_the_chosen_status(fake, bot):
+    """fail_posts(channel, 2, 503): the next two posts there fail, the third passes; other channels are untouched."""
+    channel = bot.get_channel(fake.channel_id)
+    fake.fail_posts(fake.channel_id, times=2, status=503)
+    for _ in range(2):
+        with pytest.raises(discord.DiscordServerError):
+            await channel.send("one")
+    await bot.get_channel(fake.other_channel_id).send("elsewhere")
+    await channel.send("three")
+    assert [m.content for m in fake.messages()] == ["three"]
+    assert fake.failed_posts == [(fake.channel_id, 503), (fake.channel_id, 503)]
+    fake.fail_posts(None, times=1, status=413, code=40005, with_files=True)
+    await channel.send("no file: not counted")
+    with pytest.raises(discord.HTTPException) as exc:
+        await channel.send(file=discord.File(io.BytesIO(b"png"), "a.png"))
+    assert exc.value.status == 413 and exc.value.code == 40005
+    fake.errors.clear()
+
+
+async def test_pings_follow_allowed_mentions(fake, bot):
+    """The fake decides who a message notifies as Discord does: default all, none, or only the listed user."""
+    channel = bot.get_channel(fake.channel_id)
+    alice, bob = fake.users[:2]
+    text = f"@everyone <@&{fake.bot_role_id}> {alice.mention} {bob.mention}"
+    await channel.send(text, allowed_mentions=discord.AllowedMentions.all())
+    await channel.send(text, allowed_mentions=discord.AllowedMentions.none())
+    await channel.send(text, allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=[bob]))
+    await channel.send(discord.utils.escape_mentions(text), allowed_mentions=discord.AllowedMentions.all())
+    everything, nothing, only_bob, escaped = fake.messages()
+    assert everything.pings == {"everyone", f"role:{fake.bot_role_id}", f"user:{alice.id}", f"user:{bob.id}"}
+    assert nothing.pings == set()
+    assert only_bob.pings == {f"user:{bob.id}"}
+    assert escaped.pings == set()

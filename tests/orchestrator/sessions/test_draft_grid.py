@@ -103,7 +103,7 @@ async def test_private_session_refuses_outsiders_and_open_lets_anyone_advance(fa
         assert (await h.svc.vote(s.id, img, "bob", 1)).tally == 1
         with pytest.raises(NotAllowed) as e:
             await h.svc.advance(s.id, "bob")
-        assert e.value.user_message == "Only the owner can continue this session."
+        assert e.value.user_message == "Only the owner can continue this session; you can still vote and give feedback."
         s = await h.svc.set_visibility(s.id, "alice", Visibility.OPEN)
         assert h.svc.may_vote(s, "mallory") and h.svc.may_advance(s, "mallory")
         nxt = await h.svc.advance(s.id, "mallory")
@@ -207,7 +207,7 @@ async def test_a_start_refused_after_its_image_was_imported_leaves_no_copy(tmp_p
         with pytest.raises(LimitExceeded):
             await h.svc.create(Flow.EXPLORER, "bob", "a fox", image_path=picture)
         inputs = bound.settings.storage.data_dir / "inputs"
-        assert not inputs.exists() or not list(inputs.iterdir())
+        assert not inputs.exists() or not [p for p in inputs.rglob("*") if p.is_file()]
 
 
 async def test_prune_unselected_keeps_thumbnails(tmp_path):
