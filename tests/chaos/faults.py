@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.comfy.simulator import ComfySimulator, SimFarm
+from orchestrator.comfy.simulator import ComfySimulator, Garbage, SimFarm
 from orchestrator.service import Orchestrator
 from orchestrator.store import ImageStore
 
@@ -151,6 +151,62 @@ def install_disk(world: World, store: ImageStore) -> None:
     world.store = store
 
 
+def _for_a_while(world: World, sim: ComfySimulator, field_name: str, value: object, off: object) -> FaultAction:
+    async def undo() -> None:
+        setattr(sim.faults, field_name, off)
+
+    async def act(world: World, f: Fault) -> None:
+        setattr(sim.faults, field_name, value)
+        world.undo.append(undo)
+        await asyncio.sleep(f.duration)
+        await undo()
+
+    return act
+
+
+async def _garbage_ws(world: World, f: Fault) -> None:
+    """Malformed WebSocket frames: a burst of every kind now, then one after every real message for a while."""
+    sim = world.sim(f.node or "")
+    for kind in Garbage:
+        await sim.inject_garbage(kind)
+    await _for_a_while(world, sim, "malformed_ws", True, False)(world, f)
+
+
+async def _bad_health(world: World, f: Fault) -> None:
+    """Odd answers to health checks for a while: /system_stats with '16 GB' for a number, or a non-dict
+    /object_info, or a gzip header over a plain body."""
+    sim = world.sim(f.node or "")
+    field_name, value, off = (
+        ("bad_system_stats", "vram_text", None),
+        ("bad_object_info", True, False),
+        ("gzip_lie", True, False),
+        ("bad_system_stats", "list", None),
+    )[f.n % 4]
+    await _for_a_while(world, sim, field_name, value, off)(world, f)
+
+
+async def _bad_view(world: World, f: Fault) -> None:
+    """/view answers non-image bytes, or drips its body, for a while."""
+    sim = world.sim(f.node or "")
+    if f.n % 2:
+        await _for_a_while(world, sim, "view_garbage", True, False)(world, f)
+    else:
+        await _for_a_while(world, sim, "drip_view_bytes_per_s", 20_000.0, None)(world, f)
+
+
+async def _wedge(world: World, f: Fault) -> None:
+    """The node takes prompts and answers health checks but runs and reports nothing, for a while."""
+    sim = world.sim(f.node or "")
+    sim.faults.wedge = True
+
+    async def undo() -> None:
+        sim.unwedge()
+
+    world.undo.append(undo)
+    await asyncio.sleep(f.duration)
+    await undo()
+
+
 async def _cancel(world: World, f: Fault) -> None:
     """A user cancels a batch mid-way (End on a session): every job ends once, delivered or cancelled."""
     if world.orch is not None and world.orch.scheduler is not None and world.batches:
@@ -167,10 +223,16 @@ ACTIONS: dict[str, FaultAction] = {
     "db_lock": _db_lock,
     "disk_full": _disk_full,
     "cancel": _cancel,
+    "garbage_ws": _garbage_ws,
+    "bad_health": _bad_health,
+    "bad_view": _bad_view,
+    "wedge": _wedge,
 }
 KINDS: tuple[str, ...] = (*ACTIONS, "restart")
 #: faults aimed at one node
-NODE_FAULTS = frozenset({"kill", "hang", "error", "drop_ws", "slow_view"})
+NODE_FAULTS = frozenset(
+    {"kill", "hang", "error", "drop_ws", "slow_view", "garbage_ws", "bad_health", "bad_view", "wedge"}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,10 @@ def bound_seconds(schedule: Schedule) -> float:
         "disk_full": 3.0,
         "restart": 3.0,
         "cancel": 0.5,
+        "garbage_ws": 2.0,
+        "bad_health": 2.0,
+        "bad_view": 3.0,
+        "wedge": 3.0,
     }
     return 5.0 + sum(cost.get(f.kind, 3.0) + f.duration for f in schedule.faults)
 
