@@ -408,6 +408,8 @@ def gpus_embed(nodes: Sequence[NodeStatus], health: FarmHealth | None = None) ->
             lines.append(f"recent failures: {n.recent_failures}")
         if n.listener_restarts:
             lines.append(f"listener restarts: {n.listener_restarts}")
+        if n.dropped_frames:
+            lines.append(f"malformed messages dropped: {n.dropped_frames}")
         e.add_field(name=limits.truncate(f"{n.name} ({n.id})", limits.EMBED_FIELD_NAME), value="\n".join(lines))
     if health is not None:
         e.set_footer(

@@ -79,6 +79,8 @@ class NodeStatus:
     models: NodeModels = field(default_factory=NodeModels)
     #: times this node's WebSocket listener crashed and was restarted by the supervisor
     listener_restarts: int = 0
+    #: malformed frames from the node that were dropped (each logged, at most once per 10 s)
+    dropped_frames: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +318,7 @@ class Orchestrator:
                     completed=st.completed,
                     models=st.models,
                     listener_restarts=self.supervisor.restarts(node.client.listener_name),
+                    dropped_frames=node.client.dropped_messages,
                 )
             )
         return out

@@ -205,10 +205,12 @@ def test_gpus_embed_shows_listener_restarts_and_the_engines_health():
         last_response_ms=None,
         completed=0,
         listener_restarts=2,
+        dropped_frames=5,
     )
     health = FarmHealth(task_restarts=3, reconciler_heals=1, backups_started=4, backups_won=3, db_retries=5)
     e = render.gpus_embed([node], health).to_dict()
     assert "listener restarts: 2" in e["fields"][0]["value"]
+    assert "malformed messages dropped: 5" in e["fields"][0]["value"]
     footer = e["footer"]["text"]
     assert "3 task restarts" in footer and "1 reconciler heals" in footer and "4 backup copies (3 won)" in footer
 
