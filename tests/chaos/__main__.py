@@ -47,11 +47,14 @@ async def soak(seeds: list[int], verbose: bool) -> list[Outcome]:
             for crash in out.crashes:
                 print(f"seed={seed}: supervised task restarted: {crash}")
             if verbose or not out.ok:
-                print(f"{mark} {schedule.describe()} -> {out.delivered}/{out.jobs} delivered, {out.seconds:.2f}s")
+                print(
+                    f"{mark} {schedule.describe()} -> {out.delivered}/{out.jobs} delivered, {out.seconds:.2f}s",
+                    flush=True,
+                )
                 for v in out.violations:
                     print(f"   ! {v}")
-            elif seed % 50 == 0:
-                print(f"... {seed} schedules", flush=True)
+            elif seed % 25 == 0:
+                print(f"... seed {seed}", flush=True)
     return outcomes
 
 
@@ -118,11 +121,12 @@ def write_section(text: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__)
     p.add_argument("--runs", type=int, default=500, help="schedules to run (seeds 1..N)")
+    p.add_argument("--first", type=int, default=1, help="the first seed of the runs")
     p.add_argument("--seed", type=int, help="replay one seed")
     p.add_argument("-v", "--verbose", action="store_true", help="print every schedule (and the log, with --seed)")
     p.add_argument("--no-write", action="store_true", help="print only; do not write bench/results.md")
     args = p.parse_args()
-    seeds = [args.seed] if args.seed is not None else list(range(1, args.runs + 1))
+    seeds = [args.seed] if args.seed is not None else list(range(args.first, args.first + args.runs))
     logging.basicConfig(
         level=logging.INFO if (args.verbose and args.seed is not None) else logging.CRITICAL,
         format="%(relativeCreated)7.0f %(name)s %(message)s",

@@ -34,6 +34,8 @@ TIME_SCALE = 0.01
 RECONCILE_S = 0.25
 #: how long a job may wait while a capable node idles before that counts as a violation
 IDLE_GRACE_S = RECONCILE_S + 0.75
+#: how long stopping the orchestrators and the farm may take at the end of a run
+TEARDOWN_S = 30.0
 
 
 def chaos_config(tmp: Path) -> Config:
@@ -159,9 +161,10 @@ async def run_schedule(schedule: Schedule, tmp: Path) -> Outcome:
         return orch
 
     t0 = time.monotonic()
-    orch = await start_orch()
+    orch: Orchestrator | None = None
     try:
         async with asyncio.timeout(bound_seconds(schedule)):
+            orch = await start_orch()
             batches = []
             for i, count in enumerate(schedule.counts):
                 req = GenerateRequest(prompt=f"chaos {schedule.seed}", count=count, seed=1000 * i, user_id=f"u{i}")
@@ -196,27 +199,48 @@ async def run_schedule(schedule: Schedule, tmp: Path) -> Outcome:
     except TimeoutError:
         out.seconds = time.monotonic() - t0
         out.violations.append(f"the batches did not end within the bound of {bound_seconds(schedule):.1f}s")
-        with contextlib.suppress(Exception):
-            await _count_lost(out, orch)
+        if orch is not None:
+            with contextlib.suppress(Exception):
+                await _count_lost(out, orch)
     finally:
         watcher.cancel()
         for t in fault_tasks:
             t.cancel()
-        for undo in world.undo:
-            with contextlib.suppress(Exception):
-                await undo()
-        for rec in recorders:
-            with contextlib.suppress(Exception):
-                await rec.close()
-        for o in orchs:
-            with contextlib.suppress(Exception):
-                await o.stop()
-        await farm.stop()
+        try:
+            # A stop that never ends is a bug too: say where every task is instead of hanging the suite.
+            async with asyncio.timeout(TEARDOWN_S):
+                await _teardown(world, recorders, orchs, farm)
+        except TimeoutError:
+            out.violations.append(f"stopping took longer than {TEARDOWN_S}s; tasks still running:\n{_task_dump()}")
     if watch.worst > IDLE_GRACE_S:
         out.violations.append(
             f"job {watch.worst_job[:8]} waited {watch.worst:.2f}s while a capable node was idle (grace {IDLE_GRACE_S}s)"
         )
     return out
+
+
+async def _teardown(world: World, recorders: list[Recorder], orchs: list[Orchestrator], farm: SimFarm) -> None:
+    for undo in world.undo:
+        with contextlib.suppress(Exception):
+            await undo()
+    for rec in recorders:
+        with contextlib.suppress(Exception):
+            await rec.close()
+    for o in orchs:
+        with contextlib.suppress(Exception):
+            await o.stop()
+    await farm.stop()
+
+
+def _task_dump() -> str:
+    lines = []
+    for task in asyncio.all_tasks():
+        if task is asyncio.current_task():
+            continue
+        frames = task.get_stack(limit=3)
+        where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames))
+        lines.append(f"  {task.get_name()}: {where}")
+    return "\n".join(sorted(lines)[:40])
 
 
 async def _count_lost(out: Outcome, orch: Orchestrator) -> None:
