@@ -12,23 +12,14 @@ import pytest
 
 from orchestrator.comfy.client import MAX_PENDING_EVENTS, MAX_UNWATCHED
 from orchestrator.comfy.protocol import ExecutionSuccess
-from orchestrator.comfy.simulator import Garbage, SimFarm
+from orchestrator.comfy.simulator import Garbage
 from orchestrator.events import JobRetried, NodeHealthChanged
 from orchestrator.registry import HEALTH_TASK
 from orchestrator.service import GenerateRequest, Orchestrator
 from tests.orchestrator.comfy import collect
-from tests.orchestrator.farm import TIME_SCALE, Recorder, farm_config
+from tests.orchestrator.farm import Recorder
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-async def farm(tmp_path):
-    cfg = farm_config(tmp_path)
-    sim = SimFarm(cfg, time_scale=TIME_SCALE, ephemeral_ports=True)
-    bound = await sim.start()
-    yield sim, bound
-    await sim.stop()
 
 
 async def run_batch(orch: Orchestrator, count: int, seed: int = 100, **kw):

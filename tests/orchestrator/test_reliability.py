@@ -14,22 +14,12 @@ from dataclasses import replace
 
 import pytest
 
-from orchestrator.comfy.simulator import SimFarm
 from orchestrator.events import JobFailed, JobFinished, JobRetried
 from orchestrator.models import JobStatus
 from orchestrator.service import GenerateRequest, Orchestrator
-from tests.orchestrator.farm import TIME_SCALE, Recorder, assert_exactly_once, farm_config, run_batch
+from tests.orchestrator.farm import TIME_SCALE, Recorder, assert_exactly_once, run_batch
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-async def farm(tmp_path):
-    cfg = farm_config(tmp_path, reconcile_interval_s=0.2)
-    sim = SimFarm(cfg, time_scale=TIME_SCALE, ephemeral_ports=True)
-    bound = await sim.start()
-    yield sim, bound
-    await sim.stop()
 
 
 def with_scheduler(cfg, **kw):

@@ -19,16 +19,6 @@ from tests.orchestrator.farm import TIME_SCALE, Recorder, assert_exactly_once, f
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.fixture
-async def farm(tmp_path):
-    """A running simulated farm (outliving any orchestrator, so restarts can be tested) and its config."""
-    cfg = farm_config(tmp_path)
-    sim = SimFarm(cfg, time_scale=TIME_SCALE, ephemeral_ports=True)
-    bound = await sim.start()
-    yield sim, bound
-    await sim.stop()
-
-
 async def test_twenty_drafts_spread_by_node_speed(tmp_path):
     # Its own farm at 5x the usual time scale: at 0.01 a sampler step (0.5 ms) is shorter than the event loop's
     # work per step with four simulators and the orchestrator in one process, so every node runs at the loop's
