@@ -214,6 +214,8 @@ class Orchestrator:
         if self.registry is not None:
             await self.registry.stop()
         await self.supervisor.stop()
+        if self._started:
+            await self._write_health_snapshot()  # the last word, for `vibes doctor` after this process
         await self.db.close()
         if self.farm is not None:
             await self.farm.stop()
@@ -342,12 +344,15 @@ class Orchestrator:
     async def _keep_health_snapshot(self) -> None:
         # `vibes doctor` runs in another process: it reads the running engine's health from the DB.
         while True:
-            try:
-                await self.db.set_ref(HEALTH_REF[0], HEALTH_REF[1], self.farm_health().to_json())
-            except DB_WRITE_ERRORS as e:
-                # A locked or full DB: this snapshot is skipped (the next one comes soon); jobs retry their own writes.
-                log.info("health snapshot not written: %s", e)
+            await self._write_health_snapshot()
             await asyncio.sleep(HEALTH_SNAPSHOT_S)
+
+    async def _write_health_snapshot(self) -> None:
+        try:
+            await self.db.set_ref(HEALTH_REF[0], HEALTH_REF[1], self.farm_health().to_json())
+        except DB_WRITE_ERRORS as e:
+            # A locked or full DB: this snapshot is skipped (the next one comes soon); jobs retry their own writes.
+            log.info("health snapshot not written: %s", e)
 
     def known_models(self) -> NodeModels:
         """Union of the model files every healthy node reports (for autocomplete)."""

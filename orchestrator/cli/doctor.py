@@ -90,7 +90,7 @@ async def _engine_health(config: Config) -> int:
     print("engine:")
     raw = await peek_ref(config.settings.storage.db_path, *HEALTH_REF)
     if raw is None:
-        print("  no running bot has recorded its health in this data directory yet")
+        print("  no engine (bot, demo or generate) has recorded its health in this data directory yet")
         return 0
     try:
         h = FarmHealth.from_json(raw)
@@ -98,7 +98,7 @@ async def _engine_health(config: Config) -> int:
         print("  the recorded health snapshot is unreadable")
         return 0
     age = max(0.0, time.time() - h.taken_at)
-    print(f"  snapshot {age:.0f} s old (refreshed every {HEALTH_SNAPSHOT_S:.0f} s while a bot runs)")
+    print(f"  snapshot {age:.0f} s old (written every {HEALTH_SNAPSHOT_S:.0f} s while an engine runs, and as it stops)")
     restarts = ", ".join(f"{k} {v}" for k, v in sorted(h.restarts_by_task.items()))
     print(f"  supervised task restarts: {h.task_restarts}" + (f" ({restarts})" if restarts else ""))
     heals = ", ".join(f"{k} {v}" for k, v in sorted(h.heals_by_kind.items()))
