@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import ipaddress
@@ -83,21 +84,8 @@ class SimFaultState:
 
     @classmethod
     def from_config(cls, faults: SimFaults) -> SimFaultState:
-        return cls(
-            die_after=faults.die_after,
-            hang_after=faults.hang_after,
-            error_after=faults.error_after,
-            drop_ws_after=faults.drop_ws_after,
-            slow_view_seconds=faults.slow_view_seconds,
-            malformed_ws=faults.malformed_ws,
-            bad_system_stats=faults.bad_system_stats,
-            bad_object_info=faults.bad_object_info,
-            gzip_lie=faults.gzip_lie,
-            drip_view_bytes_per_s=faults.drip_view_bytes_per_s,
-            view_garbage=faults.view_garbage,
-            view_oversize_bytes=faults.view_oversize_bytes,
-            wedge_after=faults.wedge_after,
-        )
+        # Every configurable fault has a field of the same name here; the runtime-only ones keep their defaults.
+        return cls(**{f.name: getattr(faults, f.name) for f in dataclasses.fields(faults)})
 
 
 class Garbage(StrEnum):
