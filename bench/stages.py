@@ -12,8 +12,8 @@ from pathlib import Path
 from orchestrator.comfy.client import ComfyClient
 from orchestrator.comfy.protocol import Executed, ExecutionError, ExecutionSuccess
 from orchestrator.config import Config, NodeConfig
+from orchestrator.farm.router import even_split
 from orchestrator.models import Family, GenerationParams, JobSpec, Mode, TaskKind
-from orchestrator.router import even_split
 from orchestrator.service import Orchestrator
 from orchestrator.store import ImageStore
 from orchestrator.workflows import WorkflowEngine

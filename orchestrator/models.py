@@ -232,12 +232,11 @@ class NodeModels:
 
 @dataclass(slots=True)
 class NodeStats:
-    """Live view of one node, kept by the registry."""
+    """Live view of one node; the registry is its only writer (jobs on the node: the scheduler's job table)."""
 
     node_id: str
     healthy: bool = False
     queue_length: int = 0
-    in_flight: int = 0
     loaded_checkpoint: str | None = None
     #: measured seconds per step by (speed family, megapixel bucket)
     seconds_per_step: dict[str, float] = field(default_factory=dict)

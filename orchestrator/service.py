@@ -19,11 +19,11 @@ from orchestrator.config import Config
 from orchestrator.db import DB_WRITE_ERRORS, Database
 from orchestrator.errors import ConfigError, InputError
 from orchestrator.events import EventBus
+from orchestrator.farm.registry import Registry
+from orchestrator.farm.router import seconds_per_step
+from orchestrator.farm.scheduler import BatchResult, Scheduler
 from orchestrator.llm.pipeline import FeedbackPipeline
 from orchestrator.models import Family, GenerationParams, JobSpec, LoraSpec, NodeModels, TaskKind
-from orchestrator.registry import Registry
-from orchestrator.router import seconds_per_step
-from orchestrator.scheduler import BatchResult, Scheduler
 from orchestrator.sessions.service import SessionService
 from orchestrator.store import ImageStore
 from orchestrator.supervisor import Supervisor
@@ -301,6 +301,7 @@ class Orchestrator:
         out = []
         for node in self.registry:
             st = node.stats
+            in_flight = len(self.scheduler.jobs_in_flight(node.id)) if self.scheduler is not None else 0
             fams = [f for f in (Family.SD15, Family.SDXL, Family.FLUX) if node.config.can_run(f.value)]
             out.append(
                 NodeStatus(
@@ -310,8 +311,8 @@ class Orchestrator:
                     healthy=st.healthy,
                     capabilities=node.config.capabilities,
                     loaded_checkpoint=st.loaded_checkpoint,
-                    queue_length=max(st.queue_length, st.in_flight),
-                    in_flight=st.in_flight,
+                    queue_length=max(st.queue_length, in_flight),
+                    in_flight=in_flight,
                     seconds_per_step={f.value: round(seconds_per_step(node.config, st, f), 3) for f in fams},
                     measured=bool(st.seconds_per_step),
                     recent_failures=st.recent_failures,

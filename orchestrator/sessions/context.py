@@ -13,8 +13,8 @@ from orchestrator.config import Settings
 from orchestrator.db import Database, SessionRow, StageRow
 from orchestrator.errors import InvalidState, SessionNotFound
 from orchestrator.events import EventBus
+from orchestrator.farm.scheduler import Scheduler
 from orchestrator.llm.pipeline import FeedbackPipeline
-from orchestrator.scheduler import Scheduler
 from orchestrator.sessions.models import StageView
 from orchestrator.sessions.planner import Planner
 from orchestrator.sessions.views import stage_view

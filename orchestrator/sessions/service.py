@@ -19,10 +19,10 @@ from orchestrator.config import Settings
 from orchestrator.db import Database
 from orchestrator.errors import SessionNotFound
 from orchestrator.events import EventBus
+from orchestrator.farm.scheduler import Scheduler
 from orchestrator.llm.changes import RefineResult
 from orchestrator.llm.pipeline import FeedbackPipeline
 from orchestrator.models import Family, LoraSpec
-from orchestrator.scheduler import Scheduler
 from orchestrator.sessions import access
 from orchestrator.sessions.ballots import Ballots
 from orchestrator.sessions.context import SessionContext

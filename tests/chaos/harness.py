@@ -21,10 +21,10 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from orchestrator import router
 from orchestrator.comfy.simulator import SimFarm
 from orchestrator.config import Config, HealthSettings, SchedulerSettings, StorageSettings, load_config
 from orchestrator.events import JobFailed, JobFinished
+from orchestrator.farm import router
 from orchestrator.models import JobStatus
 from orchestrator.service import GenerateRequest, Orchestrator
 from tests.chaos.faults import ACTIONS, Fault, Schedule, World, install_disk

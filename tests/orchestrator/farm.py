@@ -9,7 +9,7 @@ from pathlib import Path
 
 from orchestrator.config import Config, HealthSettings, SchedulerSettings, StorageSettings, load_config
 from orchestrator.events import Event, EventBus, JobFinished, JobRetried, JobStarted, Subscription
-from orchestrator.scheduler import BatchResult
+from orchestrator.farm.scheduler import BatchResult
 from orchestrator.service import GenerateRequest, Orchestrator
 
 ROOT = Path(__file__).resolve().parents[2]

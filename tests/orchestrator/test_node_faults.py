@@ -14,7 +14,7 @@ from orchestrator.comfy.client import MAX_PENDING_EVENTS, MAX_UNWATCHED
 from orchestrator.comfy.protocol import ExecutionSuccess
 from orchestrator.comfy.simulator import Garbage
 from orchestrator.events import JobRetried, NodeHealthChanged
-from orchestrator.registry import HEALTH_TASK
+from orchestrator.farm.registry import HEALTH_TASK
 from orchestrator.service import GenerateRequest, Orchestrator
 from tests.orchestrator.comfy import collect
 from tests.orchestrator.farm import Recorder

@@ -9,7 +9,7 @@ import pytest
 from orchestrator.comfy.simulator import ComfySimulator
 from orchestrator.config import HealthSettings, TransferSettings
 from orchestrator.events import EventBus, NodeHealthChanged
-from orchestrator.registry import HEALTH_TASK, Registry
+from orchestrator.farm.registry import HEALTH_TASK, Registry
 from orchestrator.supervisor import Supervisor
 from tests.orchestrator.comfy import SCALE, node_config
 from tests.orchestrator.farm import Recorder

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from orchestrator import router
 from orchestrator.config import load_config
+from orchestrator.farm import router
 from orchestrator.models import Family, GenerationParams, Job, JobSpec, Mode, NodeModels, NodeStats, TaskKind
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,8 @@ from orchestrator.comfy import sim_render
 from orchestrator.comfy.simulator import SimFarm
 from orchestrator.errors import NoCapableNode
 from orchestrator.events import BatchDone, JobFinished, JobRetried, NodeHealthChanged
+from orchestrator.farm.job_state import IllegalTransition, transition
 from orchestrator.models import Family, GenerationParams, JobSpec, JobStatus, LoraSpec, Mode, TaskKind
-from orchestrator.scheduler import IllegalTransition, transition
 from orchestrator.service import GenerateRequest, Orchestrator
 from tests.orchestrator.farm import TIME_SCALE, Recorder, assert_exactly_once, farm_config, run_batch
 

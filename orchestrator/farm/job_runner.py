@@ -31,10 +31,10 @@ from orchestrator.config import SchedulerSettings
 from orchestrator.db import Database
 from orchestrator.errors import ComfyError, ExecutionFailed, ImGenError, LocalStoreError, StoreError
 from orchestrator.events import EventBus, JobFinished, JobPreview, JobProgress, JobStarted
-from orchestrator.job_state import transition
-from orchestrator.job_table import JobTable, Run
+from orchestrator.farm.job_state import transition
+from orchestrator.farm.job_table import JobTable, Run
+from orchestrator.farm.registry import Node, Registry
 from orchestrator.models import ImageRecord, Job, JobStatus, Mode
-from orchestrator.registry import Node, Registry
 from orchestrator.store import ImageStore, StoredImage
 from orchestrator.workflows import WorkflowEngine
 
@@ -144,7 +144,7 @@ class JobRunner:
                     run.started = t_start
                     job = transition(job, JobStatus.RUNNING)
                     run.job = job
-                    node.stats.loaded_checkpoint = job.params.model_name or node.stats.loaded_checkpoint
+                    self.registry.record_checkpoint(node.id, job.params.model_name)
                     # Not persisted: recovery treats submitted and running alike (it asks the node), and the
                     # start time is written with the result. One commit less per image.
                     self.bus.publish(
@@ -242,7 +242,7 @@ class JobRunner:
             parent_id=job.spec.parent_id,
             index=job.spec.index,
         )
-        node.stats.completed += 1
+        self.registry.record_completed(node.id)
         # From here the job's fate is sealed for memory too: a cancel of this run (its node went down a moment
         # after sending the image) must not requeue a job whose delivery is being written.
         self.table.ending[done.id] = done

@@ -1,4 +1,9 @@
-"""The farm's nodes: one ComfyUI client each, health checks, and live stats (speed, load, failures)."""
+"""
+The farm's nodes: one ComfyUI client each, health checks, and live stats (speed, load, failures).
+
+The registry is the only writer of every node's `NodeStats`: the job runner and the scheduler report what they
+saw through its `record_*` and `report_failure` methods. Health changes go out on the bus (NodeHealthChanged).
+"""
 
 from __future__ import annotations
 
@@ -15,8 +20,8 @@ from orchestrator.comfy.protocol import ObjectInfo
 from orchestrator.config import HealthSettings, NodeConfig, TransferSettings
 from orchestrator.errors import ComfyError
 from orchestrator.events import EventBus, NodeHealthChanged
+from orchestrator.farm.router import DEFAULT_LOAD_SECONDS, prior_seconds_per_step
 from orchestrator.models import Family, NodeModels, NodeStats
-from orchestrator.router import DEFAULT_LOAD_SECONDS, prior_seconds_per_step
 from orchestrator.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,7 @@ class Node:
 
     @property
     def id(self) -> str:
+        """The node's configured id."""
         return self.config.id
 
 
@@ -82,12 +88,12 @@ class Registry:
             # A stable client id per install and node lets a restarted process re-attach to its prompts.
             client_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"vibes:{install}:{cfg.id}"))
             self.nodes[cfg.id] = Node(cfg, factory(cfg, client_id), NodeStats(node_id=cfg.id))
-        self.listeners: list[Callable[[str, bool], None]] = []
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes.values())
 
     def get(self, node_id: str) -> Node:
+        """The node of this id (KeyError if none)."""
         return self.nodes[node_id]
 
     async def start(self, supervisor: Supervisor | None = None) -> None:
@@ -101,6 +107,7 @@ class Registry:
             self._task = asyncio.create_task(self._loop(), name=HEALTH_TASK)
 
     async def stop(self) -> None:
+        """Stop the health checks and close every client."""
         if self._supervisor is not None:
             await self._supervisor.cancel(HEALTH_TASK)
         tasks: list[asyncio.Task[None] | asyncio.Task[bool]] = [t for t in (self._task, *self._probes) if t is not None]
@@ -173,8 +180,6 @@ class Registry:
         node.stats.healthy = healthy
         (log.info if healthy else log.warning)("node=%s %s (%s)", node.id, "up" if healthy else "down", reason)
         self._bus.publish(NodeHealthChanged(node.id, healthy, reason))
-        for listener in self.listeners:
-            listener(node.id, healthy)
 
     def record_speed(self, node_id: str, family: Family, seconds_per_step_native: float) -> None:
         """Fold a measured seconds-per-step (normalised to the family's native size) into the node's stats."""
@@ -203,12 +208,23 @@ class Registry:
             n.stats.prior_scale = overall
             n.stats.family_prior_scale = per_family
 
+    def record_checkpoint(self, node_id: str, checkpoint: str | None) -> None:
+        """A prompt started on the node: it holds this checkpoint now (None: it keeps the one it had)."""
+        if checkpoint:
+            self.nodes[node_id].stats.loaded_checkpoint = checkpoint
+
+    def record_completed(self, node_id: str) -> None:
+        """The node delivered one more image."""
+        self.nodes[node_id].stats.completed += 1
+
     def record_upscale(self, node_id: str, seconds: float) -> None:
+        """Fold a measured upscale time into the node's stats."""
         stats = self.nodes[node_id].stats
         old = stats.seconds_per_step.get("upscale")
         stats.seconds_per_step["upscale"] = seconds if old is None else old + EMA_ALPHA * (seconds - old)
 
     def record_load(self, node_id: str, seconds: float) -> None:
+        """Fold a measured checkpoint load time into the node's estimate."""
         node = self.nodes[node_id]
         node.load_seconds = (
             seconds if node.load_seconds is None else node.load_seconds + EMA_ALPHA * (seconds - node.load_seconds)
@@ -225,7 +241,9 @@ class Registry:
         return DEFAULT_LOAD_SECONDS * self.nodes[node_id].stats.prior_scale
 
     def models(self, node_id: str) -> NodeModels:
+        """The models a node reported at its last (re)appearance."""
         return self.nodes[node_id].stats.models
 
     def healthy_nodes(self) -> list[Node]:
+        """The nodes answering their health checks now."""
         return [n for n in self.nodes.values() if n.stats.healthy]

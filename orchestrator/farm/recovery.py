@@ -14,15 +14,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from orchestrator import router
 from orchestrator.comfy.protocol import HistoryEntry
 from orchestrator.db import Database
 from orchestrator.errors import ComfyError, ExecutionFailed
-from orchestrator.job_runner import JobRunner
-from orchestrator.job_state import transition
-from orchestrator.job_table import JobTable, Run
+from orchestrator.farm import router
+from orchestrator.farm.job_runner import JobRunner
+from orchestrator.farm.job_state import transition
+from orchestrator.farm.job_table import JobTable, Run
+from orchestrator.farm.registry import Node, Registry
 from orchestrator.models import Job, JobStatus
-from orchestrator.registry import Node, Registry
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from collections import Counter
 from collections.abc import Callable
 
 from orchestrator.db import Database
-from orchestrator.job_state import transition
-from orchestrator.job_table import JobTable, Run
+from orchestrator.farm.job_state import transition
+from orchestrator.farm.job_table import JobTable, Run
 from orchestrator.models import JobStatus
 
 log = logging.getLogger(__name__)
