@@ -46,6 +46,10 @@ class Family(StrEnum):
         return 512 if self is Family.SD15 else 1024
 
 
+#: the seeds we pick and users may give: 0..2**32-1, as most front ends show them (a graph takes up to 2**64-1)
+MAX_SEED = 2**32 - 1
+
+
 class TaskKind(StrEnum):
     """What a job is for; decides priority and which tiers are preferred."""
 

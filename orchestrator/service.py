@@ -19,11 +19,12 @@ from orchestrator.config import Config
 from orchestrator.db import DB_WRITE_ERRORS, Database
 from orchestrator.errors import ConfigError, InputError
 from orchestrator.events import EventBus
+from orchestrator.families import sampling_defaults
 from orchestrator.farm.registry import Registry
 from orchestrator.farm.router import seconds_per_step
 from orchestrator.farm.scheduler import BatchResult, Scheduler
 from orchestrator.llm.pipeline import FeedbackPipeline
-from orchestrator.models import Family, GenerationParams, JobSpec, LoraSpec, NodeModels, TaskKind
+from orchestrator.models import MAX_SEED, Family, GenerationParams, JobSpec, LoraSpec, NodeModels, TaskKind
 from orchestrator.sessions.service import SessionService
 from orchestrator.store import ImageStore
 from orchestrator.supervisor import Supervisor
@@ -32,7 +33,6 @@ from orchestrator.workflows import WorkflowEngine
 
 log = logging.getLogger(__name__)
 
-MAX_SEED = 2**32 - 1
 #: where the running engine keeps its health snapshot for `vibes doctor`, and how often it is refreshed
 HEALTH_REF = ("_engine", "health")
 HEALTH_SNAPSHOT_S = 15.0
@@ -254,7 +254,8 @@ class Orchestrator:
         steps = req.steps or (10 if req.task is TaskKind.DRAFT and req.family is Family.SD15 else 20)
         if not 1 <= steps <= lim.max_steps:
             raise InputError("steps", user_message=f"Steps must be between 1 and {lim.max_steps}.")
-        cfg = req.cfg if req.cfg is not None else (1.0 if req.family is Family.FLUX else 7.0)
+        defaults = sampling_defaults(req.family)
+        cfg = req.cfg if req.cfg is not None else defaults.cfg
         if req.seed is not None and not 0 <= req.seed <= MAX_SEED:
             raise InputError("seed", user_message=f"Seed must be between 0 and {MAX_SEED}.")
         base_seed = req.seed if req.seed is not None else random.randint(0, MAX_SEED - req.count)
@@ -272,7 +273,7 @@ class Orchestrator:
                 cfg=cfg,
                 seed=(base_seed + i) % (MAX_SEED + 1),
                 loras=req.loras,
-                scheduler="simple" if req.family is Family.FLUX else "normal",
+                scheduler=defaults.scheduler,
             )
             specs.append(JobSpec(params=params, task=req.task, user_id=req.user_id, index=i + 1))
         return specs

@@ -195,24 +195,7 @@ class ImageStore:
     def _jpeg(self, path: Path, max_side: int, quality: int, max_bytes: int | None) -> bytes:
         if max_side < 1:
             raise StoreError(f"max_side {max_side} must be positive")
-        im = _rgb(self._read_image(path))
-        side = max_side
-        while True:
-            copy = im.copy()
-            copy.thumbnail((side, side), Image.Resampling.LANCZOS)
-            q = quality
-            while True:
-                buf = io.BytesIO()
-                copy.save(buf, "JPEG", quality=q, optimize=True)
-                if max_bytes is None or buf.tell() <= max_bytes:
-                    return buf.getvalue()
-                if q <= 35:
-                    break
-                q = max(35, q - 15)
-            if side <= 32:
-                raise StoreError(f"cannot fit {path.name} into {max_bytes} bytes as JPEG")
-            # quality alone did not do it: shrink and start again from the requested quality
-            side = max(32, int(max(copy.size) * 0.75))
+        return downscaled_jpeg(self._read_image(path), max_side, quality, max_bytes, name=path.name)
 
     def _contact_sheet(
         self, images: list[Path], out: Path, labels: Sequence[str] | None, cell: int, columns: int | None
@@ -286,3 +269,31 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFont | Im
     while text and draw.textlength(text + "…", font=font) > width:
         text = text[:-1]
     return text + "…"
+
+
+def downscaled_jpeg(
+    im: Image.Image, max_side: int, quality: int, max_bytes: int | None = None, name: str = ""
+) -> bytes:
+    """
+    A JPEG copy at most max_side wide/high, lowering quality then size until it fits max_bytes (CPU work).
+
+    StoreError when even a 32-pixel copy at the lowest quality does not fit.
+    """
+    im = _rgb(im)
+    side = max_side
+    while True:
+        copy = im.copy()
+        copy.thumbnail((side, side), Image.Resampling.LANCZOS)
+        q = quality
+        while True:
+            buf = io.BytesIO()
+            copy.save(buf, "JPEG", quality=q, optimize=True)
+            if max_bytes is None or buf.tell() <= max_bytes:
+                return buf.getvalue()
+            if q <= 35:
+                break
+            q = max(35, q - 15)
+        if side <= 32:
+            raise StoreError(f"cannot fit {name or 'the image'} into {max_bytes} bytes as JPEG")
+        # quality alone did not do it: shrink and start again from the requested quality
+        side = max(32, int(max(copy.size) * 0.75))

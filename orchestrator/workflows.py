@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "workflows"
 MANIFEST = "manifest.yaml"
-#: ComfyUI's KSampler seed is an unsigned 64-bit integer
-MAX_SEED = 2**64 - 1
+#: ComfyUI's KSampler seed is an unsigned 64-bit integer: what a graph accepts (the seeds we pick: models.MAX_SEED)
+GRAPH_MAX_SEED = 2**64 - 1
 #: class types whose outputs 0 and 1 are MODEL and CLIP, i.e. what a LoraLoader can follow
 CHECKPOINT_LOADERS = frozenset({"CheckpointLoaderSimple", "CheckpointLoader"})
 
@@ -187,7 +187,7 @@ class WorkflowEngine:
 
     @staticmethod
     def _values(t: Template, p: GenerationParams, input_image: str | None) -> dict[str, Any]:
-        if not isinstance(p.seed, int) or isinstance(p.seed, bool) or not 0 <= p.seed <= MAX_SEED:
+        if not isinstance(p.seed, int) or isinstance(p.seed, bool) or not 0 <= p.seed <= GRAPH_MAX_SEED:
             raise WorkflowError(f"seed {p.seed!r} is outside 0..2**64-1")
         if "input_image" in t.bindings and not input_image:
             raise WorkflowError(f"template {t.name} ({t.mode.value}) needs an input image uploaded to the node")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import os
 import re
@@ -39,6 +38,7 @@ from orchestrator.llm.stages import (
     suggest_options,
 )
 from orchestrator.llm.vocab import CONCEPT_VOCAB
+from orchestrator.store import downscaled_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,7 @@ def _jpeg_sync(path: Path, max_side: int) -> bytes:
     from PIL import Image
 
     with Image.open(path) as src:
-        im = src.convert("RGB")
-    im.thumbnail((max_side, max_side))
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=85)
-    return buf.getvalue()
+        return downscaled_jpeg(src, max_side, quality=85)
 
 
 async def load_jpeg(path: Path, max_side: int) -> bytes:

@@ -20,13 +20,14 @@ from typing import Any
 
 from orchestrator.db import SessionRow
 from orchestrator.errors import InputError, InvalidState, LimitExceeded
+from orchestrator.families import guess_family
 from orchestrator.models import Family, ImageRecord, LoraSpec
 from orchestrator.sessions import concept
 from orchestrator.sessions.access import check_vote
 from orchestrator.sessions.context import SessionContext
 from orchestrator.sessions.explorer import Pick
 from orchestrator.sessions.models import Flow, Role, Session, SessionSettings, SessionState, Visibility
-from orchestrator.sessions.planner import ROUND, STAGE, aspect_of, check_loras, guess_family
+from orchestrator.sessions.planner import ROUND, STAGE, aspect_of, check_loras
 from orchestrator.sessions.stages import Prepared, StageWriter
 from orchestrator.sessions.syntax import check_negative, clip_negative, expand, parse_aspect, parse_prompt
 from orchestrator.sessions.views import session_of

@@ -8,9 +8,10 @@ from dataclasses import dataclass, replace
 
 from orchestrator.config import StageRecipe
 from orchestrator.errors import InvalidState
-from orchestrator.models import Family, GenerationParams, ImageRecord, JobSpec, LoraSpec, Mode, TaskKind
+from orchestrator.families import sampling_defaults
+from orchestrator.models import MAX_SEED, Family, GenerationParams, ImageRecord, JobSpec, LoraSpec, Mode, TaskKind
 from orchestrator.sessions.models import SessionSettings
-from orchestrator.sessions.syntax import MAX_SEED, aspect_size
+from orchestrator.sessions.syntax import aspect_size
 
 #: denoise when a Draft Grid starts from a user's image instead of text
 FROM_IMAGE_DENOISE = 0.7
@@ -57,6 +58,7 @@ def resolve_recipe(recipe: StageRecipe, ss: SessionSettings, max_side: int) -> S
 
 def params_for(recipe: StageRecipe, render: Render, prompt: str, seed: int) -> GenerationParams:
     """Txt2img parameters of one image of a stage."""
+    defaults = sampling_defaults(recipe.family)
     return GenerationParams(
         prompt=prompt,
         family=recipe.family,
@@ -65,9 +67,9 @@ def params_for(recipe: StageRecipe, render: Render, prompt: str, seed: int) -> G
         width=recipe.width,
         height=recipe.height,
         steps=recipe.steps,
-        cfg=1.0 if recipe.family is Family.FLUX else recipe.cfg,
+        cfg=defaults.cfg if defaults.fixed else recipe.cfg,
         sampler=recipe.sampler,
-        scheduler="simple" if recipe.family is Family.FLUX else recipe.scheduler,
+        scheduler=defaults.scheduler if defaults.fixed else recipe.scheduler,
         seed=seed,
         loras=render.loras,
     )

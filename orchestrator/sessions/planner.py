@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from orchestrator.config import Settings, StageRecipe
@@ -24,22 +24,6 @@ UPSCALE = "upscale"  #: a one-image upscale
 MAX_LORAS = 4
 #: LoRA weights outside this range only make noise
 LORA_WEIGHT = (-4.0, 4.0)
-#: name fragments that give a checkpoint's family away, most specific first
-_FAMILY_HINTS: tuple[tuple[str, Family], ...] = (
-    ("flux", Family.FLUX),
-    ("pony", Family.PONY),
-    ("illustrious", Family.ILLUSTRIOUS),
-    ("noob", Family.ILLUSTRIOUS),
-    ("sdxl", Family.SDXL),
-    ("_xl", Family.SDXL),
-    ("-xl", Family.SDXL),
-    ("xl_", Family.SDXL),
-    ("xl-", Family.SDXL),
-    ("v1-5", Family.SD15),
-    ("sd15", Family.SD15),
-    ("sd_1.5", Family.SD15),
-    ("sd1.5", Family.SD15),
-)
 
 
 class Planner:
@@ -133,15 +117,6 @@ def aspect_of(width: int, height: int) -> str:
     """The listed aspect ratio closest to a size."""
     ratio = width / height
     return min(explorer.ASPECTS, key=lambda a: abs(math.log(ratio * int(a.split(":")[1]) / int(a.split(":")[0]))))
-
-
-def guess_family(checkpoint: str, configured: Mapping[Family, str]) -> Family | None:
-    """The family of a checkpoint: the configured one it is, else a telling fragment of its name; None if unsure."""
-    for family in Family:
-        if configured.get(family) == checkpoint:
-            return family
-    name = checkpoint.lower()
-    return next((family for hint, family in _FAMILY_HINTS if hint in name), None)
 
 
 def check_loras(loras: Sequence[LoraSpec]) -> tuple[LoraSpec, ...]:

@@ -18,13 +18,12 @@ from typing import Any
 from orchestrator.db import SessionRow, StageRow
 from orchestrator.errors import LimitExceeded
 from orchestrator.events import StageStarted
-from orchestrator.models import JobSpec
+from orchestrator.models import MAX_SEED, JobSpec
 from orchestrator.sessions import concept
 from orchestrator.sessions.context import SessionContext
 from orchestrator.sessions.models import SessionSettings, SessionState, StageStatus, StageView
 from orchestrator.sessions.planner import FINAL, ROUND, STAGE, UPSCALE
 from orchestrator.sessions.state import Action, transition
-from orchestrator.sessions.syntax import MAX_SEED
 
 log = logging.getLogger(__name__)
 

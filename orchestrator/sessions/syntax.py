@@ -9,9 +9,8 @@ from dataclasses import dataclass
 
 from orchestrator.config import LimitSettings
 from orchestrator.errors import InputError
-from orchestrator.models import Family
+from orchestrator.models import MAX_SEED, Family
 
-MAX_SEED = 2**32 - 1
 #: widest aspect ratio accepted either way (a 4:1 banner)
 MAX_RATIO = 4.0
 ACCEPTED = (
@@ -233,7 +232,6 @@ def count_permutations(prompt: str) -> int:
 
 __all__ = [
     "ACCEPTED",
-    "MAX_SEED",
     "PromptFlags",
     "aspect_size",
     "check_negative",

@@ -14,7 +14,7 @@ from orchestrator.comfy.node_schemas import ModelFiles, object_info as sim_objec
 from orchestrator.comfy.protocol import InputSpec, NodeSchema, ObjectInfo, parse_object_info
 from orchestrator.errors import ConfigError, WorkflowError
 from orchestrator.models import Family, GenerationParams, LoraSpec, Mode
-from orchestrator.workflows import MAX_SEED, WorkflowEngine, is_link
+from orchestrator.workflows import GRAPH_MAX_SEED, WorkflowEngine, is_link
 from tests.orchestrator.hostile_prompts import HOSTILE_PROMPTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +70,7 @@ def object_info(ckpts=CKPTS, loras=LORAS, upscalers=("4x-UltraSharp.pth",)) -> O
             "KSampler",
             [
                 _inp("model", "MODEL"),
-                _inp("seed", "INT", lo=0, hi=MAX_SEED),
+                _inp("seed", "INT", lo=0, hi=GRAPH_MAX_SEED),
                 _inp("steps", "INT", lo=1, hi=10000),
                 _inp("cfg", "FLOAT", lo=0, hi=100),
                 _inp("sampler_name", "COMBO", options=SAMPLERS),
@@ -205,7 +205,7 @@ def test_every_case_builds_a_graph_that_validates(engine, info, family, mode, n_
 @pytest.mark.parametrize("family", [Family.SD15, Family.FLUX])
 def test_hostile_prompt_reaches_clip_text_verbatim_after_json_round_trip(engine, info, case, text, family):
     assert len(HOSTILE_PROMPTS) >= 30
-    p = params(prompt=text, negative_prompt=text[::-1], family=family, seed=MAX_SEED)
+    p = params(prompt=text, negative_prompt=text[::-1], family=family, seed=GRAPH_MAX_SEED)
     t = engine.templates[engine.template_for(p)]
     graph = json.loads(json.dumps(engine.build(p)))
     pos, neg = t.bindings["prompt"][0], t.bindings["negative_prompt"][0]
@@ -218,7 +218,7 @@ def test_hostile_prompt_reaches_clip_text_verbatim_after_json_round_trip(engine,
         for name, value in t.graph[nid]["inputs"].items():
             if is_link(value):
                 assert graph[nid]["inputs"][name] == list(value), f"link {nid}.{name} changed"
-    assert graph[t.bindings["seed"][0].node]["inputs"]["seed"] == MAX_SEED
+    assert graph[t.bindings["seed"][0].node]["inputs"]["seed"] == GRAPH_MAX_SEED
     assert_links_intact(graph, info)
     engine.validate(graph, info)
 

@@ -10,10 +10,11 @@ from PIL import Image
 
 from orchestrator.config import DEFAULT_CHECKPOINTS, Config
 from orchestrator.errors import ImGenError, InputError
+from orchestrator.families import guess_family
 from orchestrator.models import Family, LoraSpec, Mode
 from orchestrator.sessions.explorer import STYLES
 from orchestrator.sessions.models import Flow, SessionSettings
-from orchestrator.sessions.planner import Planner, guess_family
+from orchestrator.sessions.planner import Planner
 from tests.orchestrator.sessions.conftest import running, serve, small_config
 
 pytestmark = pytest.mark.timeout(90)
