@@ -350,12 +350,18 @@ class Scheduler:
             return
         del self.running[node.id][run.job.id]
         run.posted.set()
-        if not self._closing and run.abandon != "cancelled" and not run.backup and not self.table.is_terminal(run.job):
-            write = self.settler.settle(run.job, node.id, run.abandon or "its run ended unsettled", run=run)
-            if write is not None:
-                self._spawn(write, name=f"settle-{run.job.id[:8]}")
+        if not self._closing and run.abandon != "cancelled" and not run.backup:
+            self._settle_later(run.job, node.id, run.abandon or "its run ended unsettled")
         self.table.check_idle()
         self.table.wake_all()
+
+    def _settle_later(self, job: Job, node_id: str, reason: str) -> None:
+        """The verdict on a run that ended without one (it is out of `running` already); its write follows."""
+        if self.table.is_terminal(job):
+            return
+        write = self.settler.settle(job, node_id, reason)
+        if write is not None:
+            self._spawn(write, name=f"settle-{job.id[:8]}")
 
     # ------------------------------------------------------------------ one job task: run it, then judge failures
 
@@ -390,17 +396,22 @@ class Scheduler:
             run.posted.set()
             if self.running[node.id].get(job.id) is run:
                 del self.running[node.id][job.id]
+                if run.abandon is not None and run.abandon != "cancelled" and not run.backup and not self._closing:
+                    # Its node went down while a failure of this run was being judged, before the verdict: the
+                    # job is still this run's to hand back, so it is never left in neither the queue nor a run.
+                    self._settle_later(run.job, node.id, run.abandon)
             self.table.check_idle()
             self.table.wake_all()
 
     async def _health_loop(self) -> None:
         async for event in self._health:
             assert isinstance(event, NodeHealthChanged)
-            self._on_health(event.node_id, event.healthy)
+            self._on_health(event.node_id)
 
-    def _on_health(self, node_id: str, healthy: bool) -> None:
+    def _on_health(self, node_id: str) -> None:
         self.reconciler.poke()
-        if healthy:
+        # By the node's health now, not the event's: a node that went down and came back since must keep its work.
+        if self.registry.get(node_id).stats.healthy:
             self.table.wake_all()
             return
         # Each run's own task hands its job back (see _run): no second actor touches the job.

@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from orchestrator.comfy.simulator import SimFarm
+from orchestrator.comfy.sim import SimFarm
 from orchestrator.config import Config, HealthSettings, SchedulerSettings, StorageSettings, load_config
 from orchestrator.events import JobFailed, JobFinished
 from orchestrator.farm import router
@@ -285,7 +285,7 @@ async def _check(out: Outcome, orch: Orchestrator, batches: list[str], recorders
     dead = orch.supervisor.dead()
     if dead:
         v.append(f"supervised tasks dead at the end: {dead}")
-    expected = {f"pull-{n.id}" for n in orch.registry} | {"reconciler", "registry-health"}
+    expected = {f"pull-{n.id}" for n in orch.registry} | {"reconciler", "registry-health", "scheduler-health"}
     alive = {t.name for t in orch.supervisor.status() if t.alive}
     if not expected <= alive:
         v.append(f"supervised tasks not running at the end: {sorted(expected - alive)}")
