@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench.farm import sim_farm
 from bench.stages import StageSpec, _params, lower_bounds
-from orchestrator.comfy import sim_render
+from orchestrator.comfy.sim import render as sim_render
 from orchestrator.config import StorageSettings
 from orchestrator.models import Family, JobSpec, TaskKind
 from orchestrator.service import Orchestrator

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from orchestrator.comfy.simulator import SimFarm, is_loopback
+from orchestrator.comfy.sim import SimFarm, is_loopback
 from orchestrator.config import Config
 from orchestrator.db import DB_WRITE_ERRORS, Database
 from orchestrator.errors import ConfigError, InputError

@@ -8,7 +8,7 @@ import time
 
 from orchestrator.cli.common import add_config_arg, load
 from orchestrator.comfy.client import ComfyClient
-from orchestrator.comfy.simulator import SimFarm
+from orchestrator.comfy.sim import SimFarm
 from orchestrator.config import Config, NodeConfig
 from orchestrator.db import peek_ref
 from orchestrator.errors import ComfyError

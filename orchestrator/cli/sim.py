@@ -10,7 +10,7 @@ import sys
 from dataclasses import replace
 
 from orchestrator.cli.common import add_config_arg, load
-from orchestrator.comfy.simulator import SimFarm, is_loopback
+from orchestrator.comfy.sim import SimFarm, is_loopback
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,7 +1,17 @@
-"""ComfyUI: the wire protocol, a client for one node, and a simulator that speaks the same protocol."""
+"""ComfyUI: the wire protocol and a client for one node (the simulator that speaks it: orchestrator.comfy.sim)."""
 
 from orchestrator.backoff import Backoff
-from orchestrator.comfy.client import BufferStats, ComfyClient, PromptWatch
+from orchestrator.comfy.client import ComfyClient
+from orchestrator.comfy.parsing import (
+    parse_history,
+    parse_object_info,
+    parse_prompt_response,
+    parse_queue,
+    parse_system_stats,
+    parse_view_headers,
+    parse_ws_binary,
+    parse_ws_text,
+)
 from orchestrator.comfy.protocol import (
     DeviceInfo,
     Executed,
@@ -26,22 +36,13 @@ from orchestrator.comfy.protocol import (
     UnknownMsg,
     ViewHeaders,
     WsMessage,
-    parse_history,
-    parse_object_info,
-    parse_prompt_response,
-    parse_queue,
-    parse_system_stats,
-    parse_view_headers,
-    parse_ws_binary,
-    parse_ws_text,
 )
-from orchestrator.comfy.simulator import ComfySimulator, Garbage, SimFarm, SimFaultState, SimPromptRecord, SimStats
+from orchestrator.comfy.watch import BufferStats, PromptWatch
 
 __all__ = [
     "Backoff",
     "BufferStats",
     "ComfyClient",
-    "ComfySimulator",
     "DeviceInfo",
     "Executed",
     "Executing",
@@ -50,7 +51,6 @@ __all__ = [
     "ExecutionInterrupted",
     "ExecutionStart",
     "ExecutionSuccess",
-    "Garbage",
     "HistoryEntry",
     "ImageRef",
     "InputSpec",
@@ -62,10 +62,6 @@ __all__ = [
     "PromptEvent",
     "PromptWatch",
     "QueueState",
-    "SimFarm",
-    "SimFaultState",
-    "SimPromptRecord",
-    "SimStats",
     "StatusMsg",
     "SystemStats",
     "UnknownMsg",

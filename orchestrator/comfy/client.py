@@ -1,5 +1,5 @@
 """
-One ComfyUI server: HTTP calls through httpx and one WebSocket that streams every prompt's events.
+One ComfyUI server: its HTTP calls (http.py) and one WebSocket that streams every prompt's events.
 
 Events are routed by prompt_id to PromptWatch iterators. Events that arrive before anyone watches a prompt are
 buffered (a cached prompt can finish before POST /prompt has even answered). After the socket was down, every
@@ -7,10 +7,7 @@ watched prompt that is not finished is confirmed from /history, because ComfyUI 
 
 Nothing a node sends can end the listener or grow memory without bound: a malformed message is dropped with a
 (rate-limited) warning; buffered events are capped per prompt and in total, and previews nobody watches are
-dropped; every HTTP body is streamed under a byte cap and every call under an overall deadline.
-
-Errors: a node that cannot be reached or read at the transport level (refused, reset, timed out, a 5xx, a body
-that cannot be decoded) raises NodeUnavailable; an answer that arrives but is wrong raises ComfyError.
+dropped (the buffers: watch.py).
 """
 
 from __future__ import annotations
@@ -19,17 +16,18 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
-from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections import OrderedDict
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
 from orchestrator.backoff import Backoff
+from orchestrator.comfy.http import DEFAULT_MAX_TRANSFER_BYTES, DEFAULT_TRANSFER_TIMEOUT_S, ComfyHttp
+from orchestrator.comfy.parsing import (
+    parse_ws_binary,
+    parse_ws_text,
+)
 from orchestrator.comfy.protocol import (
     Executed,
     Executing,
@@ -39,185 +37,35 @@ from orchestrator.comfy.protocol import (
     ExecutionStart,
     ExecutionSuccess,
     HistoryEntry,
-    ImageRef,
-    ObjectInfo,
     PreviewFrame,
     ProgressMsg,
-    PromptAccepted,
     PromptEvent,
-    QueueState,
     StatusMsg,
-    SystemStats,
     WsMessage,
-    build_free_request,
-    build_interrupt_request,
-    build_prompt_request,
-    build_queue_delete,
-    image_ref_params,
-    loads_json,
-    looks_like_image,
-    parse_history,
-    parse_object_info,
-    parse_prompt_response,
-    parse_queue,
-    parse_system_stats,
-    parse_upload_response,
-    parse_view_headers,
-    parse_ws_binary,
-    parse_ws_text,
 )
-from orchestrator.errors import ComfyError, NodeUnavailable
-from orchestrator.models import NodeModels
+from orchestrator.comfy.watch import (
+    MAX_PENDING_EVENTS,
+    MAX_PENDING_TOTAL,
+    MAX_UNWATCHED,
+    TERMINAL,
+    BufferStats,
+    Pending,
+    PromptWatch,
+    trim_events,
+)
+from orchestrator.errors import ComfyError
 from orchestrator.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 #: previews of large images are a few hundred KB; ComfyUI's own limit is generous too
 WS_MAX_SIZE = 64 * 1024 * 1024
-#: prompts whose events are buffered before anyone watches them; older buffers are dropped first
-MAX_UNWATCHED = 512
-#: events buffered for one prompt nobody watches; past it the oldest progress goes first (terminal events stay)
-MAX_PENDING_EVENTS = 64
-#: events buffered for all prompts nobody watches together; past it the oldest prompts' buffers go
-MAX_PENDING_TOTAL = 2048
-#: events queued for one watched prompt and not yet read; past it the oldest progress goes first
-MAX_WATCH_EVENTS = 1024
-#: previews queued for one watched prompt: a live view only ever shows the newest
-MAX_WATCH_PREVIEWS = 1
-#: the default cap on one HTTP body from a node (a 4096² PNG is ~30 MiB at worst)
-DEFAULT_MAX_TRANSFER_BYTES = 64 * 1024 * 1024
-#: the default deadline of one whole HTTP call, body included (httpx's own timeout is per read)
-DEFAULT_TRANSFER_TIMEOUT_S = 300.0
 #: at most one warning about dropped WebSocket messages per node this often; the rest are counted
 DROP_WARNING_INTERVAL_S = 10.0
 
-_TERMINAL = (ExecutionSuccess, ExecutionError, ExecutionInterrupted)
-#: events a reader can lose without losing anything it acts on (a later one says the same, newer)
-_MINOR = (ProgressMsg, Executing, PreviewFrame)
 
-
-def _trim(events: deque[PromptEvent], cap: int) -> int:
-    """Drop events until at most `cap` remain: the oldest minor one first, else the oldest non-terminal one."""
-    dropped = 0
-    while len(events) > cap:
-        victim = next((i for i, ev in enumerate(events) if isinstance(ev, _MINOR)), None)
-        if victim is None:
-            victim = next((i for i, ev in enumerate(events) if not isinstance(ev, _TERMINAL)), None)
-        if victim is None:
-            break
-        del events[victim]
-        dropped += 1
-    return dropped
-
-
-@dataclass(frozen=True, slots=True)
-class BufferStats:
-    """What a client holds in memory for prompts (bounded by the caps above)."""
-
-    pending_prompts: int
-    pending_events: int
-    watched_prompts: int
-    watched_events: int
-    #: bytes of preview images held anywhere (pending buffers hold none: unwatched previews are dropped)
-    preview_bytes: int
-
-
-class PromptWatch:
-    """
-    Async iterator over the events of one prompt; ends after its terminal event.
-
-    Its queue is bounded: only the newest preview is kept, and past MAX_WATCH_EVENTS the oldest progress is
-    dropped. Terminal events are never dropped.
-    """
-
-    def __init__(self, prompt_id: str, on_close: Callable[[PromptWatch], None]) -> None:
-        self.prompt_id = prompt_id
-        #: how many times the client's socket dropped while this watch was open
-        self.disconnects = 0
-        #: events dropped because the reader fell behind (old previews and progress only)
-        self.dropped = 0
-        self.terminal = False
-        self._done = False
-        self._closed = False
-        self._events: deque[PromptEvent] = deque()
-        self._ready = asyncio.Event()
-        self._on_close = on_close
-
-    def _put(self, ev: PromptEvent) -> None:
-        if self.terminal or self._closed:
-            return
-        if isinstance(ev, _TERMINAL):
-            self.terminal = True
-        elif isinstance(ev, PreviewFrame):
-            held = [i for i, old in enumerate(self._events) if isinstance(old, PreviewFrame)]
-            for i in reversed(held[: max(0, len(held) - MAX_WATCH_PREVIEWS + 1)]):
-                del self._events[i]
-                self.dropped += 1
-        self._events.append(ev)
-        self.dropped += _trim(self._events, MAX_WATCH_EVENTS)
-        self._ready.set()
-
-    @property
-    def queued(self) -> int:
-        """Events waiting to be read."""
-        return len(self._events)
-
-    @property
-    def preview_bytes(self) -> int:
-        """Bytes of the preview images waiting to be read."""
-        return sum(len(ev.image) for ev in self._events if isinstance(ev, PreviewFrame))
-
-    def __aiter__(self) -> PromptWatch:
-        return self
-
-    async def __anext__(self) -> PromptEvent:
-        while not self._events:
-            if self._done or self._closed:
-                self._done = True
-                raise StopAsyncIteration
-            self._ready.clear()
-            await self._ready.wait()
-        ev = self._events.popleft()
-        if isinstance(ev, _TERMINAL):
-            self._done = True
-            self._release()
-        return ev
-
-    def close(self) -> None:
-        """Stop watching; a pending __anext__ ends with StopAsyncIteration once the queued events are read."""
-        if not self._closed:
-            self._closed = True
-            self._ready.set()
-            self._release()
-
-    def _release(self) -> None:
-        self._on_close(self)
-
-
-class _Pending:
-    """Events of a prompt nobody watches yet (no previews: a live view that is not there cannot show them)."""
-
-    __slots__ = ("events", "terminal")
-
-    def __init__(self) -> None:
-        self.events: deque[PromptEvent] = deque()
-        self.terminal = False
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    """An HTTP answer whose body was read under the byte cap."""
-
-    status: int
-    body: bytes
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", errors="replace")
-
-
-class ComfyClient:
-    """A connection to one ComfyUI server (HTTP + one WebSocket)."""
+class ComfyClient(ComfyHttp):
+    """A connection to one ComfyUI server: its HTTP calls (ComfyHttp) and one WebSocket."""
 
     def __init__(
         self,
@@ -231,17 +79,15 @@ class ComfyClient:
         max_transfer_bytes: int = DEFAULT_MAX_TRANSFER_BYTES,
         transfer_timeout: float = DEFAULT_TRANSFER_TIMEOUT_S,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.client_id = client_id or uuid.uuid4().hex
-        self.name = name or self.base_url
-        self.http_timeout = http_timeout
-        #: the largest HTTP body accepted from the node; a bigger one is abandoned unread
-        self.max_transfer_bytes = max_transfer_bytes
-        #: the deadline of one whole HTTP call (view() and upload_image() take their own)
-        self.transfer_timeout = transfer_timeout
-        self.connected = False
-        #: body bytes read from the node over HTTP (never more than the cap per call)
-        self.bytes_received = 0
+        super().__init__(
+            base_url,
+            client_id=client_id,
+            http_timeout=http_timeout,
+            name=name,
+            transport=transport,
+            max_transfer_bytes=max_transfer_bytes,
+            transfer_timeout=transfer_timeout,
+        )
         #: WebSocket messages dropped because they were malformed
         self.dropped_messages = 0
         #: events dropped by the buffer caps (previews nobody watches, progress past a cap)
@@ -250,16 +96,13 @@ class ComfyClient:
         self.drop_warning_interval_s = DROP_WARNING_INTERVAL_S
         self._drops_unlogged = 0
         self._next_drop_warning = 0.0
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=http_timeout, transport=transport)
         self._backoff = Backoff(*ws_backoff)
         self._listener: asyncio.Task[None] | None = None
         self._supervisor: Supervisor | None = None
         self._reconcilers: set[asyncio.Task[None]] = set()
         self._connected_event = asyncio.Event()
-        #: set when an HTTP call succeeds while the socket is down: the server is back, reconnect now
-        self._kick = asyncio.Event()
         self._watches: dict[str, PromptWatch] = {}
-        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self._pending: OrderedDict[str, Pending] = OrderedDict()
         self._pending_total = 0
         self._finished: OrderedDict[str, None] = OrderedDict()
         #: the prompt this client's server is executing now (previews and old progress messages belong to it)
@@ -405,7 +248,7 @@ class ComfyClient:
         if isinstance(msg, (ExecutionCached, Executed)):
             self._route(msg.prompt_id, msg)
             return
-        if isinstance(msg, _TERMINAL):
+        if isinstance(msg, TERMINAL):
             if self._current == msg.prompt_id:
                 self._current = None
             self._route(msg.prompt_id, msg)
@@ -426,21 +269,21 @@ class ComfyClient:
             return
         else:
             self._buffer(prompt_id, ev)
-        if isinstance(ev, _TERMINAL):
+        if isinstance(ev, TERMINAL):
             self._mark_finished(prompt_id)
 
     def _buffer(self, prompt_id: str, ev: PromptEvent) -> None:
         """Keep an event of an unwatched prompt for its watcher, within the per-prompt and total caps."""
         pending = self._pending.get(prompt_id)
         if pending is None:
-            pending = self._pending[prompt_id] = _Pending()
+            pending = self._pending[prompt_id] = Pending()
         if pending.terminal:
             return
-        if isinstance(ev, _TERMINAL):
+        if isinstance(ev, TERMINAL):
             pending.terminal = True
         pending.events.append(ev)
         self._pending_total += 1
-        dropped = _trim(pending.events, MAX_PENDING_EVENTS)
+        dropped = trim_events(pending.events, MAX_PENDING_EVENTS)
         self._pending_total -= dropped
         self.dropped_events += dropped
         # The oldest prompts' buffers go first; a watcher that comes later confirms its prompt from /history.
@@ -470,7 +313,7 @@ class ComfyClient:
             if old not in self._watches:
                 self._forget_pending(old)
 
-    def _forget_pending(self, prompt_id: str) -> _Pending | None:
+    def _forget_pending(self, prompt_id: str) -> Pending | None:
         pending = self._pending.pop(prompt_id, None)
         if pending is not None:
             self._pending_total -= len(pending.events)
@@ -546,165 +389,3 @@ class ComfyClient:
             )
 
     # --- HTTP
-
-    def _unreadable(self, e: Exception, method: str, path: str) -> ComfyError:
-        """The error for a call that failed below the level of ComfyUI's answers."""
-        if isinstance(e, httpx.TimeoutException):
-            log.warning("comfy node=%s %s %s timed out (%s)", self.name, method, path, self.base_url)
-            return NodeUnavailable(f"{self.name}: {method} {path} timed out")
-        if isinstance(e, (httpx.TransportError, httpx.DecodingError)):
-            # DecodingError: a body that does not match its Content-Encoding; nothing this node says can be read.
-            log.warning("comfy node=%s %s %s failed: %s (%s)", self.name, method, path, e, self.base_url)
-            return NodeUnavailable(f"{self.name}: {method} {path}: {type(e).__name__}")
-        log.warning("comfy node=%s %s %s failed: %s: %s", self.name, method, path, type(e).__name__, e)
-        return ComfyError(f"{self.name}: {method} {path}: {type(e).__name__}")
-
-    async def _request(self, method: str, path: str, *, timeout: float | None = None, **kw: Any) -> _Answer:
-        """One call with its body streamed under the byte cap, all of it within `timeout` (default: the client's)."""
-        limit = self.transfer_timeout if timeout is None else timeout
-        t0 = time.perf_counter()
-        try:
-            async with asyncio.timeout(limit), self._http.stream(method, path, **kw) as resp:
-                if not self.connected:
-                    self._kick.set()
-                if resp.status_code >= 500:
-                    raise NodeUnavailable(f"{self.name}: {method} {path} answered HTTP {resp.status_code}")
-                body = await self._read_capped(resp, method, path)
-        except TimeoutError:
-            log.warning("comfy node=%s %s %s did not finish within %gs", self.name, method, path, limit)
-            raise NodeUnavailable(f"{self.name}: {method} {path} did not finish within {limit:g}s") from None
-        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as e:
-            raise self._unreadable(e, method, path) from None
-        except UnicodeError:
-            # an image name from the node that cannot be put in a URL
-            raise ComfyError(f"{self.name}: {method} {path}: the request cannot be encoded") from None
-        log.debug(
-            "comfy node=%s %s %s -> %d (%d bytes) in %.0f ms",
-            self.name,
-            method,
-            path,
-            resp.status_code,
-            len(body),
-            (time.perf_counter() - t0) * 1000,
-        )
-        return _Answer(resp.status_code, body)
-
-    async def _read_capped(self, resp: httpx.Response, method: str, path: str) -> bytes:
-        cap = self.max_transfer_bytes
-        head = parse_view_headers(resp.headers)
-        if head.length is not None and head.length > cap:
-            raise self._too_large(method, path, f"announced {head.length} bytes")
-        body = bytearray()
-        async for chunk in resp.aiter_bytes():
-            self.bytes_received += len(chunk)
-            if len(body) + len(chunk) > cap:
-                raise self._too_large(method, path, f"sent more than {cap} bytes")
-            body += chunk
-        return bytes(body)
-
-    def _too_large(self, method: str, path: str, what: str) -> ComfyError:
-        mib = self.max_transfer_bytes / (1024 * 1024)
-        log.warning("comfy node=%s %s %s %s; abandoned (limit %g MiB)", self.name, method, path, what, mib)
-        return ComfyError(
-            f"{self.name}: {method} {path} {what}, over the {mib:g} MiB limit; abandoned",
-            user_message=f"A GPU node sent a file larger than the {mib:g} MiB limit.",
-        )
-
-    def _expect_ok(self, resp: _Answer, what: str) -> None:
-        if resp.status != 200:
-            raise ComfyError(f"{self.name}: {what} answered HTTP {resp.status}")
-
-    def _json(self, resp: _Answer, what: str) -> Any:
-        self._expect_ok(resp, what)
-        try:
-            return loads_json(resp.body)
-        except ComfyError as e:
-            raise ComfyError(f"{self.name}: {what} did not answer JSON ({e})") from None
-
-    async def submit(self, graph: dict[str, Any], *, front: bool = False) -> PromptAccepted:
-        """Queue a graph (POST /prompt); raises PromptRejected with ComfyUI's errors on 400."""
-        resp = await self._request("POST", "/prompt", json=build_prompt_request(graph, self.client_id, front=front))
-        try:
-            body = loads_json(resp.body)
-        except ComfyError:
-            body = resp.text
-        return parse_prompt_response(resp.status, body)
-
-    async def history(self, prompt_id: str) -> HistoryEntry | None:
-        """The finished prompt, or None while it has not finished."""
-        resp = await self._request("GET", f"/history/{prompt_id}")
-        return parse_history(self._json(resp, "GET /history"), prompt_id)
-
-    async def view(self, ref: ImageRef, *, timeout: float | None = None) -> bytes:
-        """
-        The bytes of an output image, within `timeout` seconds (default: the client's transfer timeout).
-
-        A body over the byte cap is abandoned as soon as that is known (from its Content-Length, else while
-        streaming), and a body that is not an image raises ComfyError.
-        """
-        resp = await self._request("GET", "/view", params=image_ref_params(ref), timeout=timeout)
-        if resp.status == 404:
-            raise ComfyError(f"{self.name}: image {ref.filename!r} not found on the node")
-        self._expect_ok(resp, "GET /view")
-        if not looks_like_image(resp.body):
-            raise ComfyError(
-                f"{self.name}: GET /view of {ref.filename!r} answered {len(resp.body)} bytes that are not an image",
-                user_message="A GPU node sent back something that is not an image.",
-            )
-        return resp.body
-
-    async def upload_image(
-        self, data: bytes, filename: str, *, overwrite: bool = True, timeout: float | None = None
-    ) -> str:
-        """Upload an input image within `timeout` seconds; returns the name to use in LoadImage.image."""
-        resp = await self._request(
-            "POST",
-            "/upload/image",
-            files={"image": (filename, data, "image/png")},
-            data={"overwrite": "true" if overwrite else "false", "type": "input"},
-            timeout=timeout,
-        )
-        return parse_upload_response(self._json(resp, "POST /upload/image"))
-
-    async def object_info(self, class_type: str | None = None) -> ObjectInfo:
-        """All node classes, or one (empty when the server does not know it)."""
-        path = f"/object_info/{class_type}" if class_type else "/object_info"
-        resp = await self._request("GET", path)
-        return parse_object_info(self._json(resp, f"GET {path}"))
-
-    async def models(self) -> NodeModels:
-        """The checkpoints, LoRAs and upscale models the node holds (three small object_info calls)."""
-        parts = await asyncio.gather(
-            self.object_info("CheckpointLoaderSimple"),
-            self.object_info("LoraLoader"),
-            self.object_info("UpscaleModelLoader"),
-        )
-        info = parts[0].merged(parts[1]).merged(parts[2])
-        return info.models()
-
-    async def system_stats(self) -> SystemStats:
-        """Version and devices (also the health check)."""
-        resp = await self._request("GET", "/system_stats")
-        return parse_system_stats(self._json(resp, "GET /system_stats"))
-
-    async def queue(self) -> QueueState:
-        """Prompt ids running and pending."""
-        resp = await self._request("GET", "/queue")
-        return parse_queue(self._json(resp, "GET /queue"))
-
-    async def interrupt(self, prompt_id: str | None = None) -> None:
-        """Stop the running prompt (only that one when prompt_id is given and the server supports it)."""
-        resp = await self._request("POST", "/interrupt", json=build_interrupt_request(prompt_id))
-        self._expect_ok(resp, "POST /interrupt")
-
-    async def delete_queued(self, prompt_ids: Sequence[str]) -> None:
-        """Remove pending prompts from the queue (running ones are not affected)."""
-        resp = await self._request("POST", "/queue", json=build_queue_delete(list(prompt_ids)))
-        self._expect_ok(resp, "POST /queue")
-
-    async def free(self, *, unload_models: bool = False, free_memory: bool = False) -> None:
-        """Ask the node to unload models and/or free memory."""
-        resp = await self._request(
-            "POST", "/free", json=build_free_request(unload_models=unload_models, free_memory=free_memory)
-        )
-        self._expect_ok(resp, "POST /free")

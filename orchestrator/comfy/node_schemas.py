@@ -2,7 +2,7 @@
 The simulator's /object_info table: ComfyUI's own definitions of the nodes our workflows use, as raw dicts.
 
 Raw dicts are allowed here because this *is* the wire format the simulator serves; the orchestrator reads it
-only through protocol.parse_object_info. Input names, types, ranges and outputs follow ComfyUI's nodes.py.
+only through parsing.parse_object_info. Input names, types, ranges and outputs follow ComfyUI's nodes.py.
 """
 
 from __future__ import annotations

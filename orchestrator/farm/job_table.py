@@ -124,10 +124,12 @@ class JobTable:
         self.idle.set()
 
     def wake_all(self) -> None:
+        """Wake every node's pull loop (work or a free slot appeared)."""
         for ev in self.wake.values():
             ev.set()
 
     def check_idle(self) -> None:
+        """Set `idle` when nothing is queued or running."""
         if not self.queued and not any(self.running.values()):
             self.idle.set()
 
@@ -164,6 +166,7 @@ class JobTable:
         return job.id in self.ending or (b is not None and job.id in b.terminal)
 
     def mark_terminal(self, job: Job) -> None:
+        """A job ended for good (its row says so): count it into its batch and announce the batch when complete."""
         self.ending.pop(job.id, None)
         lock = self._job_locks.get(job.id)
         if lock is not None and not lock.locked():

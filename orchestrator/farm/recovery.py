@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 class StartRun(Protocol):
     """The scheduler's way to run a job's run on a node: it judges whatever the body raises, as for any run."""
 
-    def __call__(self, node: Node, run: Run, body: Callable[[], Awaitable[None]]) -> None: ...
+    def __call__(self, node: Node, run: Run, body: Callable[[], Awaitable[None]]) -> None:
+        """Run `body` as `run`'s task on `node`."""
+        ...
 
 
 @dataclass(slots=True, eq=False)

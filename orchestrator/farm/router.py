@@ -47,10 +47,12 @@ class NodeView:
 
     @property
     def node_id(self) -> str:
+        """The node's configured id."""
         return self.config.id
 
     @property
     def has_slot(self) -> bool:
+        """True when the node is up and holds fewer prompts than its depth."""
         return self.stats.healthy and self.in_flight < self.depth
 
 

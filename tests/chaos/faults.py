@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.comfy.simulator import ComfySimulator, Garbage, SimFarm
+from orchestrator.comfy.sim import ComfySimulator, Garbage, SimFarm
 from orchestrator.service import Orchestrator
 from orchestrator.store import ImageStore
 

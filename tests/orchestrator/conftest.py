@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.comfy.simulator import SimFarm
+from orchestrator.comfy.sim import SimFarm
 from tests.orchestrator.farm import TIME_SCALE, farm_config
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.comfy.client import MAX_PENDING_EVENTS, MAX_UNWATCHED
 from orchestrator.comfy.protocol import ExecutionSuccess
-from orchestrator.comfy.simulator import Garbage
+from orchestrator.comfy.sim import Garbage
+from orchestrator.comfy.watch import MAX_PENDING_EVENTS, MAX_UNWATCHED
 from orchestrator.events import JobRetried, NodeHealthChanged
 from orchestrator.farm.registry import HEALTH_TASK
 from orchestrator.service import GenerateRequest, Orchestrator

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from orchestrator.comfy.simulator import ComfySimulator
+from orchestrator.comfy.sim import ComfySimulator
 from orchestrator.config import HealthSettings, TransferSettings
 from orchestrator.events import EventBus, NodeHealthChanged
 from orchestrator.farm.registry import HEALTH_TASK, Registry

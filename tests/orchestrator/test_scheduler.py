@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.comfy import sim_render
-from orchestrator.comfy.simulator import SimFarm
+from orchestrator.comfy.sim import SimFarm, render as sim_render
 from orchestrator.errors import NoCapableNode
 from orchestrator.events import BatchDone, JobFinished, JobRetried, NodeHealthChanged
 from orchestrator.farm.job_state import IllegalTransition, transition

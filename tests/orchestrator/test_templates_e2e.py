@@ -9,7 +9,7 @@ from PIL import Image
 
 from orchestrator.comfy.client import ComfyClient
 from orchestrator.comfy.protocol import Executed, ExecutionError, ExecutionSuccess
-from orchestrator.comfy.simulator import ComfySimulator
+from orchestrator.comfy.sim import ComfySimulator
 from orchestrator.config import DEFAULT_CHECKPOINTS, DEFAULT_UPSCALE_MODEL
 from orchestrator.models import Family, GenerationParams, LoraSpec, Mode
 from orchestrator.workflows import WorkflowEngine

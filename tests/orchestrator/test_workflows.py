@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from orchestrator.comfy.node_schemas import ModelFiles, object_info as sim_object_info
-from orchestrator.comfy.protocol import InputSpec, NodeSchema, ObjectInfo, parse_object_info
+from orchestrator.comfy.parsing import parse_object_info
+from orchestrator.comfy.protocol import InputSpec, NodeSchema, ObjectInfo
 from orchestrator.errors import ConfigError, WorkflowError
 from orchestrator.models import Family, GenerationParams, LoraSpec, Mode
 from orchestrator.workflows import GRAPH_MAX_SEED, WorkflowEngine, is_link

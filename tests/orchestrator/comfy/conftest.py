@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.comfy.client import ComfyClient
-from orchestrator.comfy.simulator import ComfySimulator
+from orchestrator.comfy.sim import ComfySimulator
 from tests.orchestrator.comfy import SCALE, node_config
 
 

@@ -21,7 +21,7 @@ from orchestrator.comfy.protocol import (
     PreviewFrame,
     ProgressMsg,
 )
-from orchestrator.comfy.simulator import ComfySimulator
+from orchestrator.comfy.sim import ComfySimulator
 from orchestrator.errors import ComfyError, NodeUnavailable, PromptRejected
 from tests.orchestrator.comfy import (
     LORA,

@@ -9,6 +9,16 @@ import pytest
 
 import orchestrator.comfy as comfy
 from orchestrator.comfy import node_schemas
+from orchestrator.comfy.parsing import (
+    parse_history,
+    parse_object_info,
+    parse_prompt_response,
+    parse_queue,
+    parse_system_stats,
+    parse_upload_response,
+    parse_ws_binary,
+    parse_ws_text,
+)
 from orchestrator.comfy.protocol import (
     Executed,
     Executing,
@@ -24,14 +34,6 @@ from orchestrator.comfy.protocol import (
     UnknownMsg,
     build_prompt_request,
     encode_preview,
-    parse_history,
-    parse_object_info,
-    parse_prompt_response,
-    parse_queue,
-    parse_system_stats,
-    parse_upload_response,
-    parse_ws_binary,
-    parse_ws_text,
 )
 from orchestrator.errors import ComfyError, PromptRejected
 from orchestrator.models import NodeModels

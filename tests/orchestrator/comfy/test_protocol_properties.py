@@ -12,16 +12,7 @@ import struct
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from orchestrator.comfy.protocol import (
-    HistoryEntry,
-    ImageRef,
-    ObjectInfo,
-    PreviewFrame,
-    PromptAccepted,
-    QueueState,
-    SystemStats,
-    ViewHeaders,
-    image_ref_params,
+from orchestrator.comfy.parsing import (
     looks_like_image,
     parse_history,
     parse_object_info,
@@ -32,6 +23,17 @@ from orchestrator.comfy.protocol import (
     parse_view_headers,
     parse_ws_binary,
     parse_ws_text,
+)
+from orchestrator.comfy.protocol import (
+    HistoryEntry,
+    ImageRef,
+    ObjectInfo,
+    PreviewFrame,
+    PromptAccepted,
+    QueueState,
+    SystemStats,
+    ViewHeaders,
+    image_ref_params,
 )
 from orchestrator.errors import ComfyError, PromptRejected
 

@@ -13,7 +13,8 @@ import logging
 
 import pytest
 
-from orchestrator.comfy.client import MAX_PENDING_EVENTS, MAX_PENDING_TOTAL, ComfyClient
+from orchestrator.comfy.client import ComfyClient
+from orchestrator.comfy.parsing import parse_ws_binary, parse_ws_text
 from orchestrator.comfy.protocol import (
     Executed,
     ExecutionInterrupted,
@@ -21,10 +22,9 @@ from orchestrator.comfy.protocol import (
     ExecutionSuccess,
     PreviewFrame,
     ProgressMsg,
-    parse_ws_binary,
-    parse_ws_text,
 )
-from orchestrator.comfy.simulator import Garbage, garbage_frame
+from orchestrator.comfy.sim import Garbage, garbage_frame
+from orchestrator.comfy.watch import MAX_PENDING_EVENTS, MAX_PENDING_TOTAL
 from orchestrator.config import SimFaults, load_config
 from orchestrator.errors import ComfyError, ConfigError, NodeUnavailable
 from tests.orchestrator.comfy import collect, txt2img

@@ -11,10 +11,10 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from orchestrator.comfy import sim_render
-from orchestrator.comfy.protocol import parse_ws_binary
-from orchestrator.comfy.simulator import ComfySimulator, SimFarm, infer_family
+from orchestrator.comfy.parsing import parse_ws_binary
+from orchestrator.comfy.sim import ComfySimulator, SimFarm, render as sim_render
 from orchestrator.config import Config
+from orchestrator.families import guess_family
 from orchestrator.models import Family
 from tests.orchestrator.comfy import (
     SCALE,
@@ -440,9 +440,10 @@ async def test_sim_farm_serves_every_sim_node_on_ephemeral_ports():
 
 
 def test_family_is_inferred_from_the_checkpoint_name():
-    assert infer_family("flux1-dev-fp8.safetensors") is Family.FLUX
-    assert infer_family("sd_xl_base_1.0.safetensors") is Family.SDXL
-    assert infer_family("v1-5-pruned-emaonly.safetensors") is Family.SD15
+    # The simulator times a checkpoint by the one family-guessing rule the session engine uses.
+    assert guess_family("flux1-dev-fp8.safetensors") is Family.FLUX
+    assert guess_family("sd_xl_base_1.0.safetensors") is Family.SDXL
+    assert guess_family("v1-5-pruned-emaonly.safetensors") is Family.SD15
 
 
 def test_render_is_deterministic_and_img2img_stays_close_to_its_source():

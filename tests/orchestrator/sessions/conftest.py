@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from orchestrator.comfy.simulator import SimFarm
+from orchestrator.comfy.sim import SimFarm
 from orchestrator.config import Config, FunnelSettings, LimitSettings, LlmSettings, StageRecipe
 from orchestrator.events import StageDone, StageStarted
 from orchestrator.models import Family, TaskKind

@@ -1,0 +1,577 @@
+"""
+The simulator's execution engine: the queue, and one prompt at a time in FIFO order.
+
+Node by node with ComfyUI's cache, the WebSocket messages in ComfyUI's order, and the faults of the fault model
+injected on the way.
+
+`SimEngine` holds a simulated node's state; the HTTP/WebSocket server (server.py) builds on it.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import hashlib
+import json
+import logging
+import posixpath
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from aiohttp import web
+from PIL import Image
+
+from orchestrator.comfy import node_schemas
+from orchestrator.comfy.protocol import encode_preview
+from orchestrator.comfy.sim import render
+from orchestrator.comfy.sim.faults import OOM_MESSAGE, Garbage, SimFaultState, garbage_frame
+from orchestrator.comfy.sim.validation import cache_keys, execution_order
+from orchestrator.config import NodeConfig
+from orchestrator.families import guess_family
+from orchestrator.models import Family
+from orchestrator.workflows import is_link
+
+log = logging.getLogger(__name__)
+
+#: a preview frame every this many sampler steps (and on the last one)
+PREVIEW_EVERY = 4
+
+
+@dataclass
+class SimPromptRecord:
+    """What happened to one prompt on the simulator."""
+
+    prompt_id: str
+    client_id: str | None
+    number: float
+    status: str = "queued"  # queued | running | success | error | interrupted | deleted | died
+    checkpoint: str | None = None
+    cached_nodes: int = 0
+
+
+@dataclass
+class SimStats:
+    """Counters tests assert on."""
+
+    prompts_started: int = 0
+    prompts_completed: int = 0
+    checkpoint_loads: int = 0
+    loaded_checkpoint: str | None = None
+    uploads: int = 0
+    prompts: list[SimPromptRecord] = field(default_factory=list)
+    #: malformed frames sent (inject_garbage and the malformed_ws fault), per socket
+    garbage_sent: int = 0
+    #: body bytes of GET /view the server managed to write (a client that gives up stops it)
+    view_bytes_sent: int = 0
+
+    def record(self, prompt_id: str) -> SimPromptRecord | None:
+        """The record of one prompt."""
+        return next((r for r in self.prompts if r.prompt_id == prompt_id), None)
+
+
+# --- values flowing between simulated nodes ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Model:
+    checkpoint: str
+    loras: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Cond:
+    text: str
+
+
+@dataclass(frozen=True)
+class _Latent:
+    width: int
+    height: int
+    batch: int = 1
+    sources: tuple[Image.Image, ...] = ()
+    prompt: str | None = None
+    seed: int = 0
+    denoise: float = 1.0
+
+
+@dataclass
+class Queued:
+    """A prompt in the simulated queue (or running): its graph, the outputs to run and its record."""
+
+    number: float
+    prompt_id: str
+    graph: dict[str, Any]
+    extra_data: dict[str, Any]
+    outputs: list[str]
+    record: SimPromptRecord
+
+    @property
+    def client_id(self) -> str | None:
+        """The socket id the prompt's messages go to, if it named one."""
+        cid = self.extra_data.get("client_id")
+        return str(cid) if cid else None
+
+    def as_row(self) -> list[Any]:
+        """The prompt as ComfyUI lists it in /queue and /history."""
+        return [self.number, self.prompt_id, self.graph, self.extra_data, self.outputs]
+
+
+@dataclass
+class Socket:
+    """A connected WebSocket and its transport (to cut it without a close handshake)."""
+
+    ws: web.WebSocketResponse
+    transport: asyncio.BaseTransport | None
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _Died(Exception):
+    pass
+
+
+class _NodeFailed(Exception):
+    def __init__(self, message: str, exception_type: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exception_type = exception_type
+
+
+def now_ms() -> int:
+    """The wall clock in milliseconds, as ComfyUI's message timestamps."""
+    return int(time.time() * 1000)
+
+
+class SimEngine(abc.ABC):
+    """A simulated node's state and execution; the server (server.py) answers the routes on top of it."""
+
+    def __init__(
+        self,
+        node: NodeConfig,
+        *,
+        time_scale: float = 1.0,
+        default_checkpoints: Sequence[str] = (),
+        default_loras: Sequence[str] = (),
+        default_upscale_models: Sequence[str] = (),
+        legacy_combos: bool = False,
+        previews: bool | None = None,
+    ) -> None:
+        if node.sim is None:
+            raise ValueError(f"node {node.id} has no sim: block")
+        self.node = node
+        self.sim = node.sim
+        self.time_scale = time_scale
+        self.legacy_combos = legacy_combos
+        self.previews = self.sim.previews if previews is None else previews
+        self.checkpoints = tuple(self.sim.checkpoints or default_checkpoints)
+        self.loras = tuple(self.sim.loras or default_loras)
+        self.upscale_models = tuple(self.sim.upscale_models or default_upscale_models)
+        self.faults = SimFaultState.from_config(self.sim.faults)
+        self.stats = SimStats()
+        #: stored files: (type, subfolder, filename) -> bytes
+        self.files: dict[tuple[str, str, str], bytes] = {}
+        self._queue: list[Queued] = []
+        self._running: Queued | None = None
+        self._current_node: str | None = None
+        self._history: dict[str, dict[str, Any]] = {}
+        self._cache: dict[str, tuple[tuple[Any, ...], dict[str, Any] | None]] = {}
+        self._number = 0
+        self._sockets: dict[str, Socket] = {}
+        self._wake = asyncio.Event()
+        self._interrupt = asyncio.Event()
+        self._other_upload = asyncio.Event()
+        self._unwedged = asyncio.Event()
+        self._garbage_next = 0
+        self._worker: asyncio.Task[None] | None = None
+
+    @abc.abstractmethod
+    def kill(self) -> None:
+        """Stop answering now (the `die` fault ends a prompt with it)."""
+
+    def _start_worker(self) -> None:
+        self._worker = asyncio.create_task(self._work_loop(), name=f"sim-{self.node.id}")
+
+    def _forget(self) -> None:
+        """Forget the sockets, queue, history, cache and loaded model, and stop the worker (a power loss)."""
+        self._sockets.clear()
+        if self._running is not None:
+            self._running.record.status = "died"
+        for item in self._queue:
+            item.record.status = "died"
+        self._queue.clear()
+        self._running = None
+        self._current_node = None
+        self._history.clear()
+        self._cache.clear()
+        self.stats.loaded_checkpoint = None
+        if self._worker is not None and self._worker is not asyncio.current_task():
+            self._worker.cancel()
+        self._worker = None
+
+    def _object_info_raw(self) -> dict[str, dict[str, Any]]:
+        files = node_schemas.ModelFiles(
+            checkpoints=self.checkpoints,
+            loras=self.loras,
+            upscale_models=self.upscale_models,
+            input_images=tuple(sorted(self._input_names())),
+        )
+        return node_schemas.object_info(files, legacy_combos=self.legacy_combos)
+
+    def _input_names(self) -> dict[str, bytes]:
+        return {
+            (f"{sub}/{name}" if sub else name): data
+            for (kind, sub, name), data in self.files.items()
+            if kind == "input"
+        }
+
+    def _queue_remaining(self) -> int:
+        return len(self._queue) + (1 if self._running is not None else 0)
+
+    async def _send(self, sid: str | None, kind: str, data: dict[str, Any]) -> None:
+        if self.faults.wedge:
+            return
+        await self._send_raw(sid, json.dumps({"type": kind, "data": data}))
+        if self.faults.malformed_ws:
+            pid = data.get("prompt_id")
+            await self._mix_garbage(sid, pid if isinstance(pid, str) else None)
+
+    async def _send_bytes(self, sid: str | None, payload: bytes) -> None:
+        if self.faults.wedge:
+            return
+        await self._send_raw(sid, payload)
+        if self.faults.malformed_ws:
+            await self._mix_garbage(sid, self._running.prompt_id if self._running is not None else None)
+
+    async def _send_raw(self, sid: str | None, frame: str | bytes) -> bool:
+        sock = self._sockets.get(sid) if sid else None
+        if sock is None or sock.ws.closed:
+            return False
+        try:
+            if isinstance(frame, str):
+                await sock.ws.send_str(frame)
+            else:
+                await sock.ws.send_bytes(frame)
+        except (ConnectionError, RuntimeError):
+            log.debug("simulated node %s: socket %s gone", self.node.id, sid)
+            return False
+        return True
+
+    async def _broadcast_status(self) -> None:
+        data = {"status": {"exec_info": {"queue_remaining": self._queue_remaining()}}}
+        for sid in list(self._sockets):
+            await self._send(sid, "status", data)
+
+    async def _mix_garbage(self, sid: str | None, prompt_id: str | None) -> None:
+        kinds = list(Garbage)
+        kind = kinds[self._garbage_next % len(kinds)]
+        self._garbage_next += 1
+        self.stats.garbage_sent += await self._send_raw(sid, garbage_frame(kind, prompt_id))
+
+    async def _wait_unwedged(self) -> None:
+        while self.faults.wedge:
+            self._unwedged.clear()
+            await self._unwedged.wait()
+
+    def _drop(self, sid: str | None) -> None:
+        sock = self._sockets.pop(sid, None) if sid else None
+        if sock is not None and sock.transport is not None:
+            sock.transport.abort()  # type: ignore[attr-defined]  # asyncio transports have abort()
+
+    async def _sleep(self, seconds: float) -> None:
+        """A simulated wait that an interrupt ends early (raises _Interrupted)."""
+        if self._interrupt.is_set():
+            raise _Interrupted
+        if seconds <= 0:
+            await asyncio.sleep(0)
+        else:
+            try:
+                await asyncio.wait_for(self._interrupt.wait(), seconds)
+            except TimeoutError:
+                return
+        if self._interrupt.is_set():
+            raise _Interrupted
+
+    async def _work_loop(self) -> None:
+        while True:
+            while not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            self._queue.sort(key=lambda q: q.number)
+            item = self._queue.pop(0)
+            self._running = item
+            self._interrupt.clear()
+            try:
+                await self._execute(item)
+            except _Died:
+                return
+            except Exception:
+                log.exception("simulated node %s: prompt %s crashed the simulator", self.node.id, item.prompt_id)
+            self._running = None
+            self._current_node = None
+            await self._broadcast_status()
+
+    async def _execute(self, item: Queued) -> None:
+        self.stats.prompts_started += 1
+        n = self.stats.prompts_started
+        f = self.faults
+        fault = next(
+            (
+                name
+                for name, at in (
+                    ("die", f.die_after),
+                    ("hang", f.hang_after),
+                    ("error", f.error_after),
+                    ("drop", f.drop_ws_after),
+                )
+                if at == n
+            ),
+            None,
+        )
+        pid, sid, graph = item.prompt_id, item.client_id, item.graph
+        item.record.status = "running"
+        if f.wedge_after == n:
+            f.wedge = True
+        # Wedged: the prompt stays "running" in /queue, and nothing more is executed or said.
+        await self._wait_unwedged()
+        messages: list[list[Any]] = []
+
+        async def emit(kind: str, data: dict[str, Any]) -> None:
+            if kind in ("execution_start", "execution_cached", "execution_success"):
+                messages.append([kind, data])
+            await self._send(sid, kind, data)
+
+        await emit("execution_start", {"prompt_id": pid, "timestamp": now_ms()})
+        order = execution_order(graph, item.outputs)
+        hashes = {k: hashlib.sha1(v).hexdigest() for k, v in self._input_names().items()}
+        sigs = cache_keys(graph, order, hashes)
+        cached = [nid for nid in order if sigs[nid] in self._cache]
+        item.record.cached_nodes = len(cached)
+        await emit("execution_cached", {"nodes": cached, "prompt_id": pid, "timestamp": now_ms()})
+        values: dict[str, tuple[Any, ...]] = {}
+        ui_outputs: dict[str, dict[str, Any]] = {}
+        new_cache: dict[str, tuple[tuple[Any, ...], dict[str, Any] | None]] = {}
+        executed: list[str] = []
+        status = "success"
+        node_id: str | None = None
+        try:
+            for node_id in order:
+                class_type = graph[node_id]["class_type"]
+                if node_id in cached:
+                    out, ui = self._cache[sigs[node_id]]
+                else:
+                    # A wedge set at runtime stops the prompt at the next node (or sampler step).
+                    await self._wait_unwedged()
+                    if self._interrupt.is_set():
+                        raise _Interrupted
+                    self._current_node = node_id
+                    await emit("executing", {"node": node_id, "display_node": node_id, "prompt_id": pid})
+                    inputs = {
+                        k: values[str(v[0])][v[1]] if is_link(v) else v
+                        for k, v in (graph[node_id].get("inputs") or {}).items()
+                    }
+                    out, ui = await self._run_node(item, node_id, class_type, inputs, fault)
+                    executed.append(node_id)
+                values[node_id] = out
+                new_cache[sigs[node_id]] = (out, ui)
+                if ui is not None:
+                    ui_outputs[node_id] = ui
+                    await emit("executed", {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": pid})
+            self.stats.prompts_completed += 1
+            await emit("execution_success", {"prompt_id": pid, "timestamp": now_ms()})
+        except _Interrupted:
+            status = "interrupted"
+            data = {
+                "prompt_id": pid,
+                "node_id": node_id,
+                "node_type": graph[node_id]["class_type"] if node_id else None,
+                "executed": executed,
+                "timestamp": now_ms(),
+            }
+            messages.append(["execution_interrupted", data])
+            await self._send(sid, "execution_interrupted", data)
+        except _NodeFailed as e:
+            status = "error"
+            data = {
+                "prompt_id": pid,
+                "node_id": node_id,
+                "node_type": graph[node_id]["class_type"] if node_id else None,
+                "executed": executed,
+                "exception_message": e.message,
+                "exception_type": e.exception_type,
+                "traceback": ['  File "execution.py", line 496, in execute\n', f"{e.exception_type}: {e.message}\n"],
+                "current_inputs": {},
+                "current_outputs": {},
+                "timestamp": now_ms(),
+            }
+            messages.append(["execution_error", data])
+            await self._send(sid, "execution_error", data)
+        # ComfyUI keeps the outputs of the nodes that ran for the next prompt, whatever happened after them.
+        self._cache = new_cache
+        item.record.status = status
+        self._history[pid] = {
+            "prompt": item.as_row(),
+            "outputs": ui_outputs,
+            "status": {
+                "status_str": "success" if status == "success" else "error",
+                "completed": status == "success",
+                "messages": messages,
+            },
+            "meta": {k: {"node_id": k, "display_node": k, "parent_node": None, "real_node_id": k} for k in ui_outputs},
+        }
+        self._current_node = None
+        # ComfyUI's prompt worker always ends with `executing` node None, after success, error or interrupt.
+        await self._send(sid, "executing", {"node": None, "display_node": None, "prompt_id": pid})
+
+    def _seconds_per_step(self, family: Family) -> float:
+        speeds = self.sim.seconds_per_step
+        if family in speeds:
+            return speeds[family]
+        # A node asked for a family it has no speed for runs it slowly rather than refusing it.
+        return max(speeds.values(), default=1.0) * 3
+
+    async def _run_node(
+        self, item: Queued, node_id: str, class_type: str, inputs: dict[str, Any], fault: str | None
+    ) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
+        scale = self.time_scale
+        if class_type in ("CheckpointLoaderSimple", "CheckpointLoader"):
+            ckpt = str(inputs["ckpt_name"])
+            item.record.checkpoint = ckpt
+            if self.stats.loaded_checkpoint != ckpt:
+                await self._sleep(self.sim.checkpoint_load_seconds * scale)
+                self.stats.checkpoint_loads += 1
+                self.stats.loaded_checkpoint = ckpt
+            model = _Model(ckpt)
+            return (model, model, ckpt), None
+        if class_type == "LoraLoader":
+            m: _Model = inputs["model"]
+            model = _Model(m.checkpoint, (*m.loras, str(inputs["lora_name"])))
+            return (model, model), None
+        if class_type == "CLIPTextEncode":
+            return (_Cond(str(inputs["text"])),), None
+        if class_type == "FluxGuidance":
+            return (inputs["conditioning"],), None
+        if class_type == "EmptyLatentImage":
+            w, h = int(inputs["width"]) // 8 * 8, int(inputs["height"]) // 8 * 8
+            return (_Latent(w, h, int(inputs["batch_size"])),), None
+        if class_type == "VAEEncode":
+            images: tuple[Image.Image, ...] = tuple(inputs["pixels"])
+            return (_Latent(images[0].width // 8 * 8, images[0].height // 8 * 8, len(images), images),), None
+        if class_type == "KSampler":
+            return (await self._sample(item, node_id, inputs, fault),), None
+        if class_type == "VAEDecode":
+            return (await asyncio.to_thread(_decode, inputs["samples"]),), None
+        if class_type == "LoadImage":
+            name = str(inputs["image"])
+            data = self._input_names().get(name)
+            if data is None:
+                raise _NodeFailed(f"Invalid image file: {name}", "FileNotFoundError")
+            try:
+                img = await asyncio.to_thread(render.decode, data)
+            except (OSError, ValueError) as e:
+                raise _NodeFailed(f"cannot identify image file {name!r}: {e}", "PIL.UnidentifiedImageError") from None
+            return ((img,), None), None
+        if class_type == "ImageScale":
+            w, h = int(inputs["width"]), int(inputs["height"])
+            out = await asyncio.to_thread(lambda: tuple(render.resize(i, w, h) for i in inputs["image"]))
+            return (out,), None
+        if class_type == "UpscaleModelLoader":
+            return (str(inputs["model_name"]),), None
+        if class_type == "ImageUpscaleWithModel":
+            # The resize stands in for the model's own work, so it runs inside the simulated time, not after it.
+            work = asyncio.ensure_future(asyncio.to_thread(lambda: tuple(render.upscale(i) for i in inputs["image"])))
+            try:
+                await self._sleep(self.sim.upscale_seconds * scale)
+            except _Interrupted:
+                await asyncio.wait([work])
+                raise
+            return (await work,), None
+        if class_type in ("SaveImage", "PreviewImage"):
+            return (), {"images": await self._save(inputs, class_type == "PreviewImage")}
+        raise _NodeFailed(f"the simulator cannot run {class_type}", "NotImplementedError")
+
+    async def _sample(self, item: Queued, node_id: str, inputs: dict[str, Any], fault: str | None) -> _Latent:
+        model: _Model = inputs["model"]
+        latent: _Latent = inputs["latent_image"]
+        steps, seed, denoise = int(inputs["steps"]), int(inputs["seed"]), float(inputs["denoise"])
+        prompt = inputs["positive"].text
+        # The session engine's rule; a checkpoint it cannot place runs at SD 1.5 speed.
+        family = (guess_family(model.checkpoint) or Family.SD15).speed_family
+        native = family.native_size
+        per_step = self._seconds_per_step(family) * (latent.width * latent.height / native**2) * latent.batch
+        pid, sid = item.prompt_id, item.client_id
+        half = steps // 2
+        # Steps follow a clock, as on a GPU that keeps sampling while progress and previews go out: the time spent
+        # sending them is absorbed, not added to every step.
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for step in range(1, steps + 1):
+            if self.faults.wedge:
+                await self._wait_unwedged()
+                start = loop.time() - (step - 1) * per_step * self.time_scale
+            if fault == "hang":
+                await self._interrupt.wait()
+                raise _Interrupted
+            if fault == "error" and step > half:
+                raise _NodeFailed(OOM_MESSAGE, "torch.OutOfMemoryError")
+            if fault == "die" and step > half:
+                self.kill()
+                raise _Died
+            if fault == "drop" and step == half + 1:
+                self._drop(sid)
+            await self._sleep(start + step * per_step * self.time_scale - loop.time())
+            await self._send(sid, "progress", {"value": step, "max": steps, "prompt_id": pid, "node": node_id})
+            if self.previews and (step % PREVIEW_EVERY == 0 or step == steps):
+                jpeg = await asyncio.to_thread(render.preview, prompt, seed, step, steps)
+                await self._send_bytes(sid, encode_preview(jpeg))
+        return replace(latent, prompt=prompt, seed=seed, denoise=denoise)
+
+    async def _save(self, inputs: dict[str, Any], temp: bool) -> list[dict[str, str]]:
+        images: tuple[Image.Image, ...] = inputs["images"]
+        if temp:
+            kind, subfolder, base = "temp", "", f"ComfyUI_temp_{uuid.uuid4().hex[:5]}"
+        else:
+            prefix = str(inputs.get("filename_prefix") or "ComfyUI")
+            if prefix.startswith("/") or ".." in prefix.split("/"):
+                raise _NodeFailed("Saving image outside the output folder is not allowed.", "Exception")
+            kind = "output"
+            subfolder, base = posixpath.split(prefix)
+        pngs = await asyncio.to_thread(lambda: [render.encode_png(i) for i in images])
+        counter = 1 + max(
+            (
+                int(name[len(base) + 1 : -5])
+                for (k, sub, name) in self.files
+                if k == kind
+                and sub == subfolder
+                and name.startswith(base + "_")
+                and name.endswith("_.png")
+                and name[len(base) + 1 : -5].isdigit()
+            ),
+            default=0,
+        )
+        refs = []
+        for i, data in enumerate(pngs):
+            name = f"{base}_{counter + i:05}_.png"
+            self.files[(kind, subfolder, name)] = data
+            refs.append({"filename": name, "subfolder": subfolder, "type": kind})
+        return refs
+
+
+def _decode(latent: _Latent) -> tuple[Image.Image, ...]:
+    """VAEDecode: render the placeholder images of a sampled latent."""
+    out = []
+    for i in range(latent.batch):
+        prompt, seed = latent.prompt or "", latent.seed + i
+        if latent.sources:
+            source = latent.sources[min(i, len(latent.sources) - 1)]
+            if latent.prompt is None:
+                out.append(render.resize(source, latent.width, latent.height))
+            else:
+                out.append(render.render_img2img(source, prompt, seed, latent.denoise, latent.width, latent.height))
+        else:
+            out.append(render.render_txt2img(prompt, seed, latent.width, latent.height))
+    return tuple(out)
