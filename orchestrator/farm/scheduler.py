@@ -84,7 +84,7 @@ class Scheduler:
         self.racing = Racing(registry, self.table, settings, self.settler, self._start_run)
         self._aux: set[asyncio.Task[None]] = set()
         self._closing = False
-        # Subscribed now, not at start: the registry's first checks (before the scheduler starts) are heard too.
+        # Subscribed now, not in start(): a node that changes health while recovery runs is heard too.
         self._health = bus.subscribe(accept=lambda e: isinstance(e, NodeHealthChanged))
 
     @property

@@ -184,7 +184,6 @@ class SimEngine(abc.ABC):
         self._sockets: dict[str, Socket] = {}
         self._wake = asyncio.Event()
         self._interrupt = asyncio.Event()
-        self._other_upload = asyncio.Event()
         self._unwedged = asyncio.Event()
         self._garbage_next = 0
         self._worker: asyncio.Task[None] | None = None

@@ -62,6 +62,8 @@ class ComfySimulator(SimEngine):
         self.port = node.port if port is None else port
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
+        #: set when an upload other than a held one is stored (the hold_upload_of fault)
+        self._other_upload = asyncio.Event()
 
     @property
     def base_url(self) -> str:
