@@ -5,29 +5,23 @@ Every public name is importable from here, so callers never name the module that
 live in this package only; every error names the file and the key.
 """
 
+from orchestrator.config.loading import Config, config_dir, load_config
+from orchestrator.config.nodes import BAD_SYSTEM_STATS, NodeConfig, SimFaults, SimNodeConfig, parse_nodes
 from orchestrator.config.settings import (
-    BAD_SYSTEM_STATS,
     DEFAULT_CHECKPOINTS,
     DEFAULT_STAGES,
     DEFAULT_UPSCALE_MODEL,
-    Config,
     DiscordSettings,
     FunnelSettings,
     HealthSettings,
     LimitSettings,
     LlmSettings,
-    NodeConfig,
     SchedulerSettings,
     Settings,
-    SimFaults,
-    SimNodeConfig,
     SimSettings,
     StageRecipe,
     StorageSettings,
     TransferSettings,
-    config_dir,
-    load_config,
-    parse_nodes,
     parse_settings,
 )
 
