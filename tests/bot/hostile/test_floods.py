@@ -9,12 +9,10 @@ from typing import Any
 from bot.custom_ids import ModalId, ModalKind
 from bot.relay import THREAD
 from tests.bot.helpers import (
-    OLLAMA_CHANGES,
-    OLLAMA_PROMPT,
-    OLLAMA_VISION,
     bot_messages,
     custom_id,
     running_bot,
+    stage_reply,
     start_ollama_for_feedback,
     wait_galleries,
     wait_thread,
@@ -103,7 +101,7 @@ class GatedOllama:
 
 async def gated_ollama() -> GatedOllama:
     from orchestrator.config import LlmSettings
-    from tests.fakes.fake_ollama import FakeOllama, Reply
+    from tests.fakes.fake_ollama import FakeOllama
 
     llm = LlmSettings()
     gate, arrived = asyncio.Event(), asyncio.Event()
@@ -111,12 +109,7 @@ async def gated_ollama() -> GatedOllama:
     async def answer(body: dict[str, Any]) -> Any:
         arrived.set()
         await gate.wait()
-        model = body.get("model")
-        if model == llm.interpreter_model:
-            return Reply.json(OLLAMA_CHANGES)
-        if model == llm.vision_model:
-            return Reply.json(OLLAMA_VISION)
-        return Reply.json(OLLAMA_PROMPT)
+        return stage_reply(llm, body)
 
     server = FakeOllama(handler=answer)
     await server.start()
