@@ -28,6 +28,7 @@ class Config:
     directory: Path = Path("config")
 
     def node(self, node_id: str) -> NodeConfig:
+        """The node with this id (KeyError when the farm has none)."""
         for n in self.nodes:
             if n.id == node_id:
                 return n

@@ -97,10 +97,12 @@ class GatewaySession:
         self.identified = False
 
     async def send(self, payload: Json) -> None:
+        """Send one gateway payload unless the connection is closed."""
         if not self.ws.closed:
             # Text frames: discord.py only zlib-decompresses binary frames.
             await self.ws.send_str(json.dumps(payload))
 
     async def dispatch(self, event: str, data: Json) -> None:
+        """Send one DISPATCH event with the next sequence number."""
         self.seq += 1
         await self.send({"op": 0, "t": event, "s": self.seq, "d": data})

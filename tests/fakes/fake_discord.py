@@ -140,6 +140,7 @@ class FakeDiscord(Gateway, MemberActions, RestTransport, RestHandlers):
         self.url = f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
+        """Close every gateway connection and stop serving."""
         for sess in list(self._sockets):
             await sess.ws.close(code=4000)
         if self._runner is not None:
@@ -148,10 +149,12 @@ class FakeDiscord(Gateway, MemberActions, RestTransport, RestHandlers):
 
     @property
     def api_base(self) -> str:
+        """The REST base URL discord.py is pointed at."""
         return f"{self.url}/api/v10"
 
     @property
     def ws_url(self) -> str:
+        """The gateway URL discord.py is pointed at."""
         return f"ws://{self.url.removeprefix('http://')}/gateway"
 
     @contextlib.contextmanager
@@ -188,12 +191,15 @@ class FakeDiscord(Gateway, MemberActions, RestTransport, RestHandlers):
         return [m for m in msgs if not m.deleted and (include_ephemeral or not m.ephemeral)]
 
     def message(self, message_id: int) -> FakeMessage:
+        """A message by id, deleted and ephemeral ones included."""
         return self._messages[message_id]
 
     def thread(self, thread_id: int) -> FakeThread:
+        """A thread by id."""
         return next(t for t in self.threads if t.id == thread_id)
 
     def user(self, name: str) -> FakeUser:
+        """A member by name (alice, bob, carol, dave)."""
         return next(u for u in self.users if u.name == name)
 
     def make_message_old(self, message_id: int) -> None:
@@ -250,6 +256,7 @@ class FakeDiscord(Gateway, MemberActions, RestTransport, RestHandlers):
         ]
 
     def channel_payload(self, channel_id: int) -> Json:
+        """A text channel's or a thread's JSON; 404 Unknown Channel for any other id."""
         for ch in self._channels():
             if int(ch["id"]) == channel_id:
                 return ch
@@ -269,6 +276,7 @@ class FakeDiscord(Gateway, MemberActions, RestTransport, RestHandlers):
         raise not_found("User", 10013)
 
     def guild_payload(self) -> Json:
+        """The guild as GUILD_CREATE and GET /guilds/{id} carry it: roles, members, channels."""
         everyone = {"id": str(self.guild_id), "name": "@everyone", "permissions": str(EVERYONE_PERMS)}
         bot_role = {"id": str(self.bot_role_id), "name": "Vibes", "permissions": str(BOT_PERMS), "managed": True}
         for role, pos in ((everyone, 0), (bot_role, 1)):
@@ -436,10 +444,12 @@ class DiscordErrorLogGuard(logging.Handler):
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Keep the record for the test's teardown to report."""
         self.records.append(record)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[DiscordErrorLogGuard]:
+        """Collect while inside the block."""
         logger = logging.getLogger("discord")
         logger.addHandler(self)
         try:
@@ -448,6 +458,7 @@ class DiscordErrorLogGuard(logging.Handler):
             logger.removeHandler(self)
 
     def report(self) -> str:
+        """One line a collected record, with its exception."""
         lines = []
         for rec in self.records:
             text = f"{rec.name}: {rec.getMessage()}"

@@ -41,6 +41,7 @@ async def snap(bot: Any, data_dir: Path) -> Snapshot:
 
 
 def snapshot(data_dir: Path) -> Snapshot:
+    """The files and the row counts as they are now (read-only: the bot's connection is not disturbed)."""
     files = frozenset(
         str(p.relative_to(data_dir)) for p in data_dir.rglob("*") if p.is_file() and not p.name.startswith("vibes.db")
     )
@@ -50,6 +51,7 @@ def snapshot(data_dir: Path) -> Snapshot:
 
 
 def ephemeral_texts(handle: InteractionHandle) -> list[str]:
+    """The texts only the member saw: ephemeral follow-ups and an ephemeral interaction response."""
     texts = [m.content for m in handle.messages if m.ephemeral and m.content and not m.loading]
     if handle.callback is not None and handle.callback.ephemeral and handle.callback.data.get("content"):
         texts.append(handle.callback.data["content"])
@@ -94,30 +96,38 @@ class Arena:
 
     @property
     def alice(self):
+        """The session's owner."""
         return self.fake.users[0]
 
     @property
     def bob(self):
+        """A second member of the server (some tests invite him)."""
         return self.fake.users[1]
 
     @property
     def carol(self):
+        """A third member: the stranger of the private-session tests."""
         return self.fake.users[2]
 
     def mentions(self) -> str:
+        """@everyone, @here, the bot's role and a fourth member, as a member would type them."""
         return MENTIONS.format(role=self.fake.bot_role_id, user=self.fake.users[3].id)
 
     async def session(self):
+        """The session as the orchestrator has it now."""
         return await self.bot.sessions.get(self.session_id)
 
     async def say(self, user, text: str) -> None:
+        """`user` posts `text` in the session's thread."""
         await self.fake.say(user, self.thread_id, text)
 
     async def submit(self, user, kind: ModalKind, values: dict[str, str], channel_id: int | None = None):
+        """`user` submits the session's modal of this kind, from the thread unless another channel is claimed."""
         cid = str(ModalId(kind, self.session_id))
         return await self.fake.submit_modal(user, channel_id or self.thread_id, cid, values)
 
     def suggestions(self) -> list[FakeMessage]:
+        """The bot's "Suggested prompt" messages in the thread, oldest first."""
         return [
             m
             for m in bot_messages(self.fake, self.thread_id)
@@ -128,6 +138,7 @@ class Arena:
 async def open_arena(
     fake: FakeDiscord, bot: Any, data_dir: Path, *, private: bool = False, suggestion: bool = False, prompt: str = ""
 ) -> Arena:
+    """Alice starts a /draft (private if asked) and its drafts arrive; with `suggestion`, her feedback is pending."""
     alice = fake.users[0]
     h = await fake.run_slash(alice, "draft", {"prompt": prompt or "a lighthouse at dusk", "private": private})
     await h.response()
@@ -144,5 +155,6 @@ async def open_arena(
 
 
 def config_for(tmp_path: Path, llm: Any = None, **limits: Any) -> Any:
+    """A four-draft config without cooldowns, but for the limits a test sets."""
     base = LimitSettings(feedback_cooldown_s=0.0, session_cooldown_s=0.0)
     return make_config(tmp_path, drafts=4, llm=llm, limits=replace(base, **limits))
