@@ -26,10 +26,12 @@ from orchestrator.llm.prompt_text import stem, tokenize
 from orchestrator.llm.rule_text import tidy_clause
 from orchestrator.llm.vocab import ADJECTIVES, QUALITY_TAGS
 
+#: a pattern for words that point at the subject or the whole image ('it', 'her', 'the character')
 SUBJECT = (
     r"(?:it|him|her|them|he|she|they|this|that|the (?:subject|character|person|animal|guy|thing|image|"
     r"picture|scene|whole thing|whole image|photo|shot))"
 )
+#: a leading article or determiner, stripped from a thing before it is looked up or written into the prompt
 ARTICLE = re.compile(r"^(?:the|a|an|some|any|all|those|these|that|this|of the|more of the|his|her|their|its)\s+")
 _CONTEXT_PP = re.compile(r"\s+(?:on|of|in|for|to)\s+(?:the\s+)?(?:\w+'s\s+)?\w+$")
 
