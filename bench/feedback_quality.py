@@ -22,7 +22,7 @@ import yaml
 from orchestrator.config import LlmSettings
 from orchestrator.llm.changes import RefineRequest, RefineResult, Source
 from orchestrator.llm.pipeline import FeedbackPipeline
-from orchestrator.llm.prompt_model import contradictions, leaked_request_words, negative_leaks, orphans, phrase_in
+from orchestrator.llm.prompt_checks import contradictions, leaked_request_words, negative_leaks, orphans, phrase_in
 from orchestrator.llm.tokens import tokenize
 from orchestrator.models import Family
 

@@ -8,24 +8,18 @@ from dataclasses import dataclass, field
 
 from orchestrator.llm.changes import Changes, Scope
 from orchestrator.llm.lexicon import lexicon, modifier_class
+from orchestrator.llm.prompt_checks import contradictions, leaked_request_words, negative_leaks
 from orchestrator.llm.prompt_model import (
     Role,
-    attach,
     categories_of,
-    contradictions,
-    drop_modifier,
     find_phrase,
     is_place_tag,
-    leaked_request_words,
-    negative_leaks,
     only_modifiers_of,
     parse_tag,
     quality_tag,
-    relocate,
-    replace_phrase,
-    set_modifiers,
 )
 from orchestrator.llm.prompt_text import contains_verbatim, matches, option_variants, tokenize, words
+from orchestrator.llm.tag_edits import attach, drop_modifier, relocate, replace_phrase, set_modifiers
 from orchestrator.llm.vocab import ADJECTIVES, LOOKS, OPPOSITES
 
 

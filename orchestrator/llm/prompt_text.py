@@ -9,16 +9,9 @@ from functools import partial
 
 from orchestrator.llm.changes import Changes, PromptDiff
 from orchestrator.llm.lexicon import lexicon
-from orchestrator.llm.prompt_model import (
-    MAX_WEIGHT,
-    MIN_WEIGHT,
-    find_terms,
-    has_request_words,
-    parse_tag,
-    remove_thing,
-    term_of,
-    tidy,
-)
+from orchestrator.llm.prompt_checks import MAX_WEIGHT, MIN_WEIGHT, has_request_words
+from orchestrator.llm.prompt_model import find_terms, parse_tag, term_of
+from orchestrator.llm.tag_edits import remove_thing, tidy
 from orchestrator.llm.tokens import (
     Token,
     parse_token,

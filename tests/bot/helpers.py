@@ -182,19 +182,26 @@ OLLAMA_PROMPT = {
 }
 
 
+def stage_reply(llm: LlmSettings, body: dict[str, Any]) -> Any:
+    """The canned answer of the pipeline stage an Ollama request is for (told apart by its model)."""
+    from tests.fakes.fake_ollama import Reply
+
+    model = body.get("model")
+    if model == llm.interpreter_model:
+        return Reply.json(OLLAMA_CHANGES)
+    if model == llm.vision_model:
+        return Reply.json(OLLAMA_VISION)
+    return Reply.json(OLLAMA_PROMPT)
+
+
 async def start_ollama_for_feedback() -> tuple[Any, LlmSettings]:
     """A started fake Ollama answering every pipeline stage, and LLM settings pointing at it."""
-    from tests.fakes.fake_ollama import FakeOllama, Reply
+    from tests.fakes.fake_ollama import FakeOllama
 
     llm = LlmSettings()
 
     def answer(body: dict[str, Any]) -> Any:
-        model = body.get("model")
-        if model == llm.interpreter_model:
-            return Reply.json(OLLAMA_CHANGES)
-        if model == llm.vision_model:
-            return Reply.json(OLLAMA_VISION)
-        return Reply.json(OLLAMA_PROMPT)
+        return stage_reply(llm, body)
 
     server = FakeOllama(handler=answer)
     await server.start()

@@ -16,6 +16,10 @@ LOADING = 1 << 7
 COMPONENTS_V2 = 1 << 15
 MESSAGE_CONTENT_INTENT = 1 << 15
 THREAD_ARCHIVE_MINUTES = (60, 1440, 4320, 10080)
+#: permissions the fake grants: view, send, embed, attach, history, app commands, threads, manage messages/threads
+EVERYONE_PERMS = (1 << 6) | (1 << 10) | (1 << 11) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 31)
+EVERYONE_PERMS |= (1 << 35) | (1 << 36) | (1 << 38)
+BOT_PERMS = EVERYONE_PERMS | (1 << 13) | (1 << 34)
 
 Json = dict[str, Any]
 

@@ -78,6 +78,41 @@ class RestHandlers:
     # State (self.interactions, self.threads, ...) and helpers (self._check, self._new_message, ...) live on
     # FakeDiscord; only the per-route logic is here.
 
+    # --- the route table ------------------------------------------------------------------------------------
+
+    def _add_routes(self) -> None:
+        r = self._route
+        r("GET", "/users/@me", self._get_me)
+        r("GET", "/users/{uid}", self._get_user)
+        r("GET", "/oauth2/applications/@me", self._get_application)
+        r("GET", "/applications/@me", self._get_application)
+        r("GET", "/gateway", self._get_gateway)
+        r("GET", "/gateway/bot", self._get_gateway)
+        r("PUT", "/applications/{app}/commands", self._put_commands)
+        r("GET", "/applications/{app}/commands", self._get_commands)
+        r("PUT", "/applications/{app}/guilds/{gid}/commands", self._put_commands)
+        r("GET", "/applications/{app}/guilds/{gid}/commands", self._get_commands)
+        r("POST", "/interactions/{iid}/{token}/callback", self._callback)
+        r("POST", "/webhooks/{app}/{token}", self._followup)
+        r("GET", "/webhooks/{app}/{token}/messages/{mid}", self._webhook_get)
+        r("PATCH", "/webhooks/{app}/{token}/messages/{mid}", self._webhook_edit)
+        r("DELETE", "/webhooks/{app}/{token}/messages/{mid}", self._webhook_delete)
+        r("GET", "/channels/{cid}", self._get_channel)
+        r("PATCH", "/channels/{cid}", self._patch_channel)
+        r("POST", "/channels/{cid}/messages", self._post_message)
+        r("GET", "/channels/{cid}/messages", self._history)
+        r("GET", "/channels/{cid}/messages/{mid}", self._get_message)
+        r("PATCH", "/channels/{cid}/messages/{mid}", self._patch_message)
+        r("DELETE", "/channels/{cid}/messages/{mid}", self._delete_message)
+        r("POST", "/channels/{cid}/messages/{mid}/threads", self._thread_from_message)
+        r("POST", "/channels/{cid}/threads", self._thread_standalone)
+        r("PUT", "/channels/{cid}/thread-members/{uid}", self._thread_member_add)
+        r("DELETE", "/channels/{cid}/thread-members/{uid}", self._thread_member_remove)
+        r("POST", "/channels/{cid}/typing", self._typing)
+        r("GET", "/guilds/{gid}", self._get_guild)
+        r("GET", "/guilds/{gid}/channels", self._get_guild_channels)
+        r("GET", "/guilds/{gid}/members/{uid}", self._get_member)
+
     # --- handlers --------------------------------------------------------------------------------------------
 
     async def _get_me(self, req: Request) -> web.Response:

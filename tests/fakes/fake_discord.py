@@ -8,6 +8,12 @@ Usage::
         handle = await fake.run_slash(fake.users[0], "draft", {"prompt": "a lighthouse"})
         await handle.response()
     await fake.stop()
+
+FakeDiscord holds the guild's state (users, channels, threads, messages) and its JSON payloads; the rest of the
+server is mixed in by job: discord_gateway.py (the WebSocket), discord_members.py (what a test does as a member),
+discord_transport.py (routing a request, rate limits, injected faults), discord_rest.py (the route table and
+handlers); discord_models.py holds the state objects and Discord's limits. Every public name of these is importable
+from here.
 """
 
 from __future__ import annotations
@@ -15,24 +21,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import re
-import secrets
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import yarl
 from aiohttp import web
 
+from tests.fakes.discord_gateway import Gateway, GatewaySession
+from tests.fakes.discord_members import MemberActions
 from tests.fakes.discord_models import (
+    BOT_PERMS,
     EPHEMERAL,
+    EVERYONE_PERMS,
     LOADING,
-    MESSAGE_CONTENT_INTENT,
     FakeAttachment,
     FakeCallback,
     FakeComponent,
@@ -46,9 +51,9 @@ from tests.fakes.discord_models import (
     check_message,
     iso_now,
     pings,
-    route_bucket,
 )
-from tests.fakes.discord_rest import DiscordError, FakeError, Handler, Request, RestHandlers, json_response, not_found
+from tests.fakes.discord_rest import DiscordError, FakeError, Handler, RestHandlers, not_found
+from tests.fakes.discord_transport import PostFailure, RateLimitInjection, RestTransport
 
 __all__ = [
     "DiscordError",
@@ -66,35 +71,10 @@ __all__ = [
     "running_client",
 ]
 
-log = logging.getLogger(__name__)
-
-# Permissions the fake grants: view, send, embed, attach, history, app commands, threads, manage messages/threads.
-_EVERYONE_PERMS = (1 << 6) | (1 << 10) | (1 << 11) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 31)
-_EVERYONE_PERMS |= (1 << 35) | (1 << 36) | (1 << 38)
-_BOT_PERMS = _EVERYONE_PERMS | (1 << 13) | (1 << 34)
 _DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 
 
-@dataclass
-class _Inject:
-    pattern: re.Pattern[str]
-    times: int
-    retry_after: float
-
-
-@dataclass
-class _Failure:
-    """The next `times` message creates in a channel are answered with this error instead."""
-
-    channel_id: int | None
-    times: int
-    status: int
-    code: int
-    message: str
-    with_files: bool
-
-
-class FakeDiscord(RestHandlers):
+class FakeDiscord(Gateway, MemberActions, RestTransport, RestHandlers):
     """A Discord-compatible server (REST under /api/v10 + gateway WebSocket) for one guild with a few users."""
 
     def __init__(self, *, token: str = "fake-bot-token", attachment_size_limit: int = _DEFAULT_UPLOAD_LIMIT) -> None:
@@ -131,11 +111,11 @@ class FakeDiscord(RestHandlers):
         self.nonces: dict[tuple[int, int, str], tuple[int, float]] = {}
         self._attachments: dict[int, FakeAttachment] = {}
         self._channel_order: dict[int, list[int]] = defaultdict(list)
-        self._injections: list[_Inject] = []
-        self._failures: list[_Failure] = []
+        self._injections: list[RateLimitInjection] = []
+        self._failures: list[PostFailure] = []
         #: message creates refused by fail_posts(), as (channel id, status)
         self.failed_posts: list[tuple[int, int]] = []
-        self._sockets: list[_GatewaySession] = []
+        self._sockets: list[GatewaySession] = []
         self._cond = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
@@ -160,6 +140,7 @@ class FakeDiscord(RestHandlers):
         self.url = f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
+        """Close every gateway connection and stop serving."""
         for sess in list(self._sockets):
             await sess.ws.close(code=4000)
         if self._runner is not None:
@@ -168,10 +149,12 @@ class FakeDiscord(RestHandlers):
 
     @property
     def api_base(self) -> str:
+        """The REST base URL discord.py is pointed at."""
         return f"{self.url}/api/v10"
 
     @property
     def ws_url(self) -> str:
+        """The gateway URL discord.py is pointed at."""
         return f"ws://{self.url.removeprefix('http://')}/gateway"
 
     @contextlib.contextmanager
@@ -208,12 +191,15 @@ class FakeDiscord(RestHandlers):
         return [m for m in msgs if not m.deleted and (include_ephemeral or not m.ephemeral)]
 
     def message(self, message_id: int) -> FakeMessage:
+        """A message by id, deleted and ephemeral ones included."""
         return self._messages[message_id]
 
     def thread(self, thread_id: int) -> FakeThread:
+        """A thread by id."""
         return next(t for t in self.threads if t.id == thread_id)
 
     def user(self, name: str) -> FakeUser:
+        """A member by name (alice, bob, carol, dave)."""
         return next(u for u in self.users if u.name == name)
 
     def make_message_old(self, message_id: int) -> None:
@@ -228,38 +214,6 @@ class FakeDiscord(RestHandlers):
         """Seconds between consecutive edits of one message."""
         times = [t for t, _, mid in self.edit_log if mid == message_id]
         return [b - a for a, b in itertools.pairwise(times)]
-
-    def inject_429(self, route_pattern: str, times: int = 1, retry_after: float = 0.05) -> None:
-        """Answer the next `times` requests whose "METHOD /path" (path after /api/v10) matches the regex with 429."""
-        self._injections.append(_Inject(re.compile(route_pattern), times, retry_after))
-
-    def fail_posts(
-        self,
-        channel_id: int | None,
-        times: int = 1,
-        status: int = 503,
-        code: int = 0,
-        message: str = "Service Unavailable",
-        *,
-        with_files: bool = False,
-    ) -> None:
-        """Answer the next `times` message POSTs to a channel (None: any) with `status` and Discord's JSON `code`.
-
-        with_files: only posts that upload files count (galleries, final images), so the switch can be armed
-        before the thread that will receive them exists.
-        """
-        self._failures.append(_Failure(channel_id, times, status, code, message, with_files))
-
-    def take_failure(self, channel_id: int, has_files: bool) -> _Failure | None:
-        """The failure the next post to `channel_id` gets, if fail_posts() armed one (counted down)."""
-        for failure in self._failures:
-            if failure.channel_id not in (None, channel_id) or (failure.with_files and not has_files):
-                continue
-            if failure.times > 0:
-                failure.times -= 1
-                self.failed_posts.append((channel_id, failure.status))
-                return failure
-        return None
 
     def all_bot_messages(self) -> list[FakeMessage]:
         """Every message the bot made anywhere, ephemeral and deleted ones included."""
@@ -302,6 +256,7 @@ class FakeDiscord(RestHandlers):
         ]
 
     def channel_payload(self, channel_id: int) -> Json:
+        """A text channel's or a thread's JSON; 404 Unknown Channel for any other id."""
         for ch in self._channels():
             if int(ch["id"]) == channel_id:
                 return ch
@@ -321,8 +276,9 @@ class FakeDiscord(RestHandlers):
         raise not_found("User", 10013)
 
     def guild_payload(self) -> Json:
-        everyone = {"id": str(self.guild_id), "name": "@everyone", "permissions": str(_EVERYONE_PERMS)}
-        bot_role = {"id": str(self.bot_role_id), "name": "Vibes", "permissions": str(_BOT_PERMS), "managed": True}
+        """The guild as GUILD_CREATE and GET /guilds/{id} carry it: roles, members, channels."""
+        everyone = {"id": str(self.guild_id), "name": "@everyone", "permissions": str(EVERYONE_PERMS)}
+        bot_role = {"id": str(self.bot_role_id), "name": "Vibes", "permissions": str(BOT_PERMS), "managed": True}
         for role, pos in ((everyone, 0), (bot_role, 1)):
             role.update(color=0, hoist=False, position=pos, mentionable=False, flags=0)
         return {
@@ -376,270 +332,6 @@ class FakeDiscord(RestHandlers):
             "flags": 0,
             "bot": self.bot_user.payload(),
         }
-
-    # --- gateway --------------------------------------------------------------------------------------------------
-
-    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(autoping=True)
-        await ws.prepare(request)
-        sess = _GatewaySession(ws)
-        self._sockets.append(sess)
-        try:
-            await sess.send({"op": 10, "d": {"heartbeat_interval": self.heartbeat_interval_ms}})
-            async for msg in ws:
-                if msg.type is not aiohttp.WSMsgType.TEXT:
-                    continue
-                await self._on_gateway_message(sess, json.loads(msg.data))
-        finally:
-            self._sockets.remove(sess)
-        return ws
-
-    async def _on_gateway_message(self, sess: _GatewaySession, msg: Json) -> None:
-        op, data = msg.get("op"), msg.get("d")
-        if op == 1:
-            await sess.send({"op": 11})
-        elif op == 2:
-            if data["token"] != self.token:
-                await sess.ws.close(code=4004, message=b"Authentication failed.")
-                return
-            self.identify_payloads.append(data)
-            sess.intents = int(data.get("intents", 0))
-            ready = {
-                "v": 10,
-                "user": self.bot_user.payload(),
-                "guilds": [{"id": str(self.guild_id), "unavailable": True}],
-                "session_id": secrets.token_hex(16),
-                "resume_gateway_url": self.ws_url,
-                "application": {"id": str(self.application_id), "flags": 0},
-                "private_channels": [],
-                "relationships": [],
-            }
-            if "shard" in data:
-                ready["shard"] = data["shard"]
-            await sess.dispatch("READY", ready)
-            await sess.dispatch("GUILD_CREATE", self.guild_payload() | {"threads": [t.payload() for t in self.threads]})
-            sess.identified = True
-        elif op == 6:
-            sess.identified = True
-            await sess.dispatch("RESUMED", {})
-        elif op == 8:
-            members = [self._member(u) for u in [self.bot_user, *self.users]]
-            chunk = {"guild_id": str(self.guild_id), "members": members, "chunk_index": 0, "chunk_count": 1}
-            if data.get("nonce"):
-                chunk["nonce"] = data["nonce"]
-            await sess.dispatch("GUILD_MEMBERS_CHUNK", chunk)
-
-    async def dispatch(self, event: str, data: Json) -> None:
-        """Send a DISPATCH event to every identified gateway connection."""
-        for sess in list(self._sockets):
-            if sess.identified:
-                payload = data
-                foreign = data.get("author", {}).get("id") != str(self.bot_user.id)
-                if event == "MESSAGE_CREATE" and foreign and not sess.intents & MESSAGE_CONTENT_INTENT:
-                    # Without the privileged intent Discord blanks other people's message content.
-                    payload = data | {"content": "", "embeds": [], "attachments": [], "components": []}
-                await sess.dispatch(event, payload)
-
-    async def drop_gateway(self) -> None:
-        """Close every gateway connection with 4000 (discord.py reconnects and RESUMEs)."""
-        for sess in list(self._sockets):
-            await sess.ws.close(code=4000)
-
-    # --- interactions driven by tests --------------------------------------------------------------------------
-
-    def _find_command(self, name: str) -> tuple[Json, bool]:
-        for cmd in self.guild_commands.get(self.guild_id, []):
-            if cmd["name"] == name and cmd.get("type", 1) == 1:
-                return cmd, True
-        for cmd in self.global_commands:
-            if cmd["name"] == name and cmd.get("type", 1) == 1:
-                return cmd, False
-        known = [c["name"] for c in [*self.global_commands, *self.guild_commands.get(self.guild_id, [])]]
-        raise ValueError(f"command {name!r} was not synced; synced commands: {known}")
-
-    def _build_options(
-        self, schema: list[Json], values: dict[str, Any], resolved: Json, focused: str | None
-    ) -> list[Json]:
-        by_name = {o["name"]: o for o in schema}
-        unknown = set(values) - set(by_name)
-        if unknown:
-            raise ValueError(f"unknown options {sorted(unknown)}; the command has {sorted(by_name)}")
-        out: list[Json] = []
-        for opt in schema:
-            name, kind = opt["name"], opt["type"]
-            if name not in values:
-                if opt.get("required") and name != focused:
-                    raise ValueError(f"required option {name!r} missing")
-                continue
-            value = values[name]
-            item: Json = {"name": name, "type": kind}
-            if kind in (6, 9) and isinstance(value, FakeUser):
-                resolved.setdefault("users", {})[str(value.id)] = value.payload()
-                member = self._member(value, with_user=False) | {"permissions": str(_EVERYONE_PERMS)}
-                resolved.setdefault("members", {})[str(value.id)] = member
-                value = str(value.id)
-            elif kind == 11:
-                upload = value if isinstance(value, FakeFile) else FakeFile(*value)
-                att = self._store_attachment(self.channel_id, upload)
-                resolved.setdefault("attachments", {})[str(att.id)] = att.payload() | {"ephemeral": True}
-                value = str(att.id)
-            elif kind == 7:
-                value = str(value)
-                resolved.setdefault("channels", {})[value] = self.channel_payload(int(value)) | {"permissions": "0"}
-            item["value"] = value
-            if name == focused:
-                item["focused"] = True
-            out.append(item)
-        return out
-
-    def _interaction_base(self, kind: int, user: FakeUser, channel_id: int, data: Json) -> Json:
-        return {
-            "id": str(self._snow()),
-            "application_id": str(self.application_id),
-            "type": kind,
-            "token": secrets.token_urlsafe(24),
-            "version": 1,
-            "guild_id": str(self.guild_id),
-            "channel_id": str(channel_id),
-            "channel": self.channel_payload(channel_id) | {"permissions": str(_EVERYONE_PERMS)},
-            "member": self._member(user) | {"permissions": str(_EVERYONE_PERMS)},
-            "app_permissions": str(_BOT_PERMS),
-            "locale": "en-US",
-            "guild_locale": "en-US",
-            "entitlements": [],
-            "authorizing_integration_owners": {"0": str(self.guild_id)},
-            "context": 0,
-            "attachment_size_limit": self.attachment_size_limit,
-            "data": data,
-        }
-
-    async def _send_interaction(
-        self, kind: int, user: FakeUser, channel_id: int | None, data: Json, message: FakeMessage | None = None
-    ) -> InteractionHandle:
-        cid = channel_id or (message.channel_id if message else self.channel_id)
-        payload = self._interaction_base(kind, user, cid, data)
-        if message is not None:
-            payload["message"] = message.payload()
-        handle = InteractionHandle(
-            id=int(payload["id"]),
-            token=payload["token"],
-            type=kind,
-            user=user,
-            channel_id=cid,
-            payload=payload,
-            waiter=self.wait_for,
-            message=message,
-        )
-        self.interactions[handle.token] = handle
-        await self.dispatch("INTERACTION_CREATE", payload)
-        return handle
-
-    def _command_data(self, name: str, options: dict[str, Any], focused: str | None) -> Json:
-        root, *subs = name.split()
-        cmd, in_guild = self._find_command(root)
-        resolved: Json = {}
-        schema = cmd.get("options", [])
-        chain: list[Json] = []
-        for sub in subs:
-            found = next((o for o in schema if o["name"] == sub and o["type"] in (1, 2)), None)
-            if found is None:
-                raise ValueError(f"/{root} has no subcommand {sub!r}")
-            chain.append(found)
-            schema = found.get("options", [])
-        built = self._build_options(schema, options, resolved, focused)
-        for sub_opt in reversed(chain):
-            built = [{"name": sub_opt["name"], "type": sub_opt["type"], "options": built}]
-        data: Json = {"id": cmd["id"], "name": root, "type": 1, "options": built}
-        if resolved:
-            data["resolved"] = resolved
-        if in_guild:
-            data["guild_id"] = str(self.guild_id)
-        return data
-
-    async def run_slash(
-        self,
-        user: FakeUser,
-        name: str,
-        options: dict[str, Any] | None = None,
-        channel_id: int | None = None,
-        attachments: dict[str, FakeFile] | None = None,
-    ) -> InteractionHandle:
-        """Invoke `/name` (subcommands as "session invite"); user options take FakeUser, attachments FakeFile."""
-        data = self._command_data(name, {**(options or {}), **(attachments or {})}, None)
-        return await self._send_interaction(2, user, channel_id, data)
-
-    async def autocomplete(
-        self, user: FakeUser, name: str, options: dict[str, Any], focused: str, channel_id: int | None = None
-    ) -> list[Json]:
-        """Ask the bot for autocomplete choices of the focused option; returns [{"name", "value"}, ...]."""
-        data = self._command_data(name, options, focused)
-        handle = await self._send_interaction(4, user, channel_id, data)
-        await handle.response()
-        return handle.choices
-
-    def _resolve_message(self, message: FakeMessage | int) -> FakeMessage:
-        return self._messages[message] if isinstance(message, int) else message
-
-    async def click(
-        self, user: FakeUser, message: FakeMessage | int, custom_id: str, *, channel_id: int | None = None
-    ) -> InteractionHandle:
-        """Press a button on a message (component interaction, component_type 2).
-
-        channel_id: claim another channel than the message's, as a forged interaction can.
-        """
-        msg = self._resolve_message(message)
-        comp = msg.component(custom_id)
-        if comp.disabled:
-            raise ValueError(f"button {custom_id!r} is disabled")
-        data = {"custom_id": custom_id, "component_type": 2}
-        return await self._send_interaction(3, user, channel_id, data, msg)
-
-    async def select(
-        self, user: FakeUser, message: FakeMessage | int, custom_id: str, values: list[str]
-    ) -> InteractionHandle:
-        """Choose values in a select menu of a message."""
-        msg = self._resolve_message(message)
-        comp = msg.component(custom_id)
-        data = {"custom_id": custom_id, "component_type": comp.type, "values": list(values)}
-        return await self._send_interaction(3, user, None, data, msg)
-
-    async def submit_modal(
-        self,
-        user: FakeUser,
-        channel_id: int | None,
-        custom_id: str,
-        values: dict[str, str],
-        *,
-        opened_by: InteractionHandle | None = None,
-    ) -> InteractionHandle:
-        """Submit a modal (type 5); the shape mirrors the modal the bot opened when `opened_by` is given."""
-        rows: list[Json] = []
-        shape = opened_by.modal["components"] if opened_by is not None and opened_by.modal else None
-        if shape is None:
-            rows = [{"type": 1, "components": [{"type": 4, "custom_id": k, "value": v}]} for k, v in values.items()]
-        else:
-            for top in shape:
-                inner = top.get("component") or (top.get("components") or [{}])[0]
-                cid = inner.get("custom_id")
-                if cid not in values:
-                    continue
-                item = {"type": inner.get("type", 4), "custom_id": cid, "value": values[cid]}
-                rows.append(
-                    {"type": 18, "component": item} if top.get("type") == 18 else {"type": 1, "components": [item]}
-                )
-        message = opened_by.message if opened_by is not None else None
-        return await self._send_interaction(5, user, channel_id, {"custom_id": custom_id, "components": rows}, message)
-
-    async def say(
-        self, user: FakeUser, channel_id: int | None, content: str, files: list[FakeFile] | None = None
-    ) -> FakeMessage:
-        """A user posts a message (MESSAGE_CREATE reaches the bot's on_message)."""
-        cid = channel_id or self.channel_id
-        self.channel_payload(cid)
-        msg = FakeMessage(id=self._snow(), channel_id=cid, guild_id=self.guild_id, author=user, content=content)
-        msg.attachments = [self._store_attachment(cid, f) for f in files or []]
-        await self._add_message(msg)
-        return msg
 
     # --- message storage ------------------------------------------------------------------------------------------
 
@@ -740,144 +432,6 @@ class FakeDiscord(RestHandlers):
         await self._changed()
         return msg
 
-    # --- REST plumbing --------------------------------------------------------------------------------------------
-
-    def _route(self, method: str, template: str, handler: Handler) -> None:
-        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template)
-        self._routes.append((method, re.compile(f"^{regex}$"), handler))
-
-    def _ratelimit_headers(self, bucket: str, remaining: int, reset_after: float) -> dict[str, str]:
-        return {
-            "X-RateLimit-Limit": str(self.ratelimit_limit),
-            "X-RateLimit-Remaining": str(remaining),
-            "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
-            "X-RateLimit-Reset-After": f"{reset_after:.3f}",
-            "X-RateLimit-Bucket": bucket,
-        }
-
-    async def _read_body(self, request: web.Request) -> tuple[Json, dict[int, FakeFile]]:
-        files: dict[int, FakeFile] = {}
-        if request.content_type.startswith("multipart/"):
-            payload: Json = {}
-            reader = await request.multipart()
-            async for part in reader:
-                if not isinstance(part, aiohttp.BodyPartReader):
-                    continue
-                name = part.name or ""
-                if name == "payload_json":
-                    payload = json.loads(await part.text())
-                elif m := re.fullmatch(r"files\[(\d+)\]", name):
-                    ctype = part.headers.get("Content-Type", "application/octet-stream")
-                    files[int(m.group(1))] = FakeFile(part.filename or "file", bytes(await part.read()), ctype)
-            return payload, files
-        raw = await request.read()
-        return (json.loads(raw) if raw else {}), files
-
-    async def _rest(self, request: web.Request) -> web.StreamResponse:
-        method, full = request.method, request.path
-        if full.startswith("/attachments/"):
-            self.cdn_fetches += 1
-            return self._cdn(full)
-        path = full.removeprefix("/api/v10")
-        self.requests.append((method, path))
-        for inject in self._injections:
-            if inject.times > 0 and inject.pattern.search(f"{method} {path}"):
-                inject.times -= 1
-                self.rate_limited_count += 1
-                body = {"message": "You are being rate limited.", "retry_after": inject.retry_after, "global": False}
-                headers = self._ratelimit_headers(route_bucket(path), 0, inject.retry_after)
-                # discord.py retries a 429 only when it carries a Via header (otherwise it assumes Cloudflare).
-                headers |= {"Via": "1.1 google", "Retry-After": str(inject.retry_after), "X-RateLimit-Scope": "user"}
-                return json_response(body | {"code": 0}, 429, headers)
-        for route_method, regex, handler in self._routes:
-            match = regex.match(path)
-            if match is None or route_method != method:
-                continue
-            try:
-                if not path.startswith(("/webhooks/", "/interactions/")):
-                    self._check_auth(request)
-                payload, files = await self._read_body(request)
-                req = Request(method, path, match, request.query, payload, files, request.headers)
-                response = await handler(req)
-            except DiscordError as exc:
-                self.errors.append(FakeError(exc.status, method, path, exc.code, exc.message, exc.errors))
-                body = {"code": exc.code, "message": exc.message}
-                if exc.errors:
-                    body["errors"] = exc.errors
-                return json_response(body, exc.status)
-            except Exception as exc:  # a bug in the fake must fail the test, not hang discord.py in 500 retries
-                log.exception("fake discord failed on %s %s", method, path)
-                self.internal_errors.append(f"{method} {path}: {exc!r}")
-                return json_response({"code": 0, "message": f"fake internal error: {exc!r}"}, 400)
-            response.headers.update(self._ratelimit_headers(route_bucket(regex.pattern), self.ratelimit_limit - 1, 1.0))
-            return response
-        self.unknown_routes.append((method, path))
-        self.errors.append(FakeError(404, method, path, 0, "404: Not Found", {}))
-        return json_response({"code": 0, "message": "404: Not Found"}, 404)
-
-    def _check_auth(self, request: web.Request) -> None:
-        if request.headers.get("Authorization") != f"Bot {self.token}":
-            raise DiscordError(401, 0, "401: Unauthorized")
-
-    def _cdn(self, path: str) -> web.Response:
-        parts = path.split("/")
-        att = self._attachments.get(int(parts[3])) if len(parts) > 3 and parts[3].isdigit() else None
-        if att is None:
-            return web.Response(status=404)
-        return web.Response(body=att.content, content_type=att.content_type or "application/octet-stream")
-
-    def _add_routes(self) -> None:
-        r = self._route
-        r("GET", "/users/@me", self._get_me)
-        r("GET", "/users/{uid}", self._get_user)
-        r("GET", "/oauth2/applications/@me", self._get_application)
-        r("GET", "/applications/@me", self._get_application)
-        r("GET", "/gateway", self._get_gateway)
-        r("GET", "/gateway/bot", self._get_gateway)
-        r("PUT", "/applications/{app}/commands", self._put_commands)
-        r("GET", "/applications/{app}/commands", self._get_commands)
-        r("PUT", "/applications/{app}/guilds/{gid}/commands", self._put_commands)
-        r("GET", "/applications/{app}/guilds/{gid}/commands", self._get_commands)
-        r("POST", "/interactions/{iid}/{token}/callback", self._callback)
-        r("POST", "/webhooks/{app}/{token}", self._followup)
-        r("GET", "/webhooks/{app}/{token}/messages/{mid}", self._webhook_get)
-        r("PATCH", "/webhooks/{app}/{token}/messages/{mid}", self._webhook_edit)
-        r("DELETE", "/webhooks/{app}/{token}/messages/{mid}", self._webhook_delete)
-        r("GET", "/channels/{cid}", self._get_channel)
-        r("PATCH", "/channels/{cid}", self._patch_channel)
-        r("POST", "/channels/{cid}/messages", self._post_message)
-        r("GET", "/channels/{cid}/messages", self._history)
-        r("GET", "/channels/{cid}/messages/{mid}", self._get_message)
-        r("PATCH", "/channels/{cid}/messages/{mid}", self._patch_message)
-        r("DELETE", "/channels/{cid}/messages/{mid}", self._delete_message)
-        r("POST", "/channels/{cid}/messages/{mid}/threads", self._thread_from_message)
-        r("POST", "/channels/{cid}/threads", self._thread_standalone)
-        r("PUT", "/channels/{cid}/thread-members/{uid}", self._thread_member_add)
-        r("DELETE", "/channels/{cid}/thread-members/{uid}", self._thread_member_remove)
-        r("POST", "/channels/{cid}/typing", self._typing)
-        r("GET", "/guilds/{gid}", self._get_guild)
-        r("GET", "/guilds/{gid}/channels", self._get_guild_channels)
-        r("GET", "/guilds/{gid}/members/{uid}", self._get_member)
-
-
-class _GatewaySession:
-    """One gateway connection: its sequence numbers and the intents it identified with."""
-
-    def __init__(self, ws: web.WebSocketResponse) -> None:
-        self.ws = ws
-        self.seq = 0
-        self.intents = 0
-        self.identified = False
-
-    async def send(self, payload: Json) -> None:
-        if not self.ws.closed:
-            # Text frames: discord.py only zlib-decompresses binary frames.
-            await self.ws.send_str(json.dumps(payload))
-
-    async def dispatch(self, event: str, data: Json) -> None:
-        self.seq += 1
-        await self.send({"op": 0, "t": event, "s": self.seq, "d": data})
-
 
 # --- helpers for fixtures ---------------------------------------------------------------------------------------
 
@@ -890,10 +444,12 @@ class DiscordErrorLogGuard(logging.Handler):
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Keep the record for the test's teardown to report."""
         self.records.append(record)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[DiscordErrorLogGuard]:
+        """Collect while inside the block."""
         logger = logging.getLogger("discord")
         logger.addHandler(self)
         try:
@@ -902,6 +458,7 @@ class DiscordErrorLogGuard(logging.Handler):
             logger.removeHandler(self)
 
     def report(self) -> str:
+        """One line a collected record, with its exception."""
         lines = []
         for rec in self.records:
             text = f"{rec.name}: {rec.getMessage()}"

@@ -22,25 +22,17 @@ from orchestrator.llm.operations import (
     compile_operations,
 )
 from orchestrator.llm.pipeline import FeedbackPipeline
-from orchestrator.llm.prompt_model import (
-    Role,
-    categories_of,
+from orchestrator.llm.prompt_checks import (
     contradictions,
-    drop_modifier,
     leaked_request_words,
     negative_leaks,
     orphans,
-    parse_tag,
     phrase_in,
-    relocate,
-    remove_thing,
-    replace_phrase,
     request_verbs,
-    set_modifiers,
-    term_of,
-    tidy,
 )
+from orchestrator.llm.prompt_model import Role, categories_of, parse_tag, term_of
 from orchestrator.llm.rules import RuleInterpreter
+from orchestrator.llm.tag_edits import drop_modifier, relocate, remove_thing, replace_phrase, set_modifiers, tidy
 from orchestrator.models import Family
 
 RULES = FeedbackPipeline(LlmSettings(enabled=False))

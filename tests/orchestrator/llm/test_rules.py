@@ -10,7 +10,8 @@ import orchestrator.llm as llm_pkg
 from orchestrator.llm.changes import Changes, IntentEntry, PromptDiff, Scope, Source
 from orchestrator.llm.pipeline import undo, vocab_options
 from orchestrator.llm.prompt_text import apply_changes, diff, parse_token, stem, tokenize
-from orchestrator.llm.rules import RuleInterpreter, subject_head
+from orchestrator.llm.rule_phrases import subject_head
+from orchestrator.llm.rules import RuleInterpreter
 from orchestrator.llm.vocab import CONCEPT_VOCAB
 from orchestrator.models import Family
 
