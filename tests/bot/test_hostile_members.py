@@ -186,7 +186,7 @@ class Arena:
         return MENTIONS.format(role=self.fake.bot_role_id, user=self.fake.users[3].id)
 
     async def session(self):
-        return await self.bot.sessions.get(self.session_id)
+        return await self.bot.orch.session(self.session_id)
 
     async def say(self, user, text: str) -> None:
         await self.fake.say(user, self.thread_id, text)
@@ -211,7 +211,7 @@ async def open_arena(
     await h.response()
     thread = await wait_thread(fake)
     gallery = (await wait_galleries(fake, thread.id, "drafts", 1))[0]
-    sid = await bot.orch.db.session_for_ref(THREAD, str(thread.id))
+    sid = await bot.orch.session_for_ref(THREAD, str(thread.id))
     arena = Arena(fake, bot, data_dir, thread.id, sid, gallery, None)
     if suggestion:
         await fake.say(alice, thread.id, "warmer light, no people")
@@ -304,7 +304,7 @@ async def test_concept_values_with_mentions_ping_nobody(fake_discord, tmp_path):
         await fake.wait_for(lambda: any(m.all_components for m in bot_messages(fake, thread.id)), timeout=20)
         await fake.say(fake.users[1], thread.id, f"neon {evil} {MASKED}")
         await fake.wait_for(lambda: any("set the field" in m.content for m in bot_messages(fake, thread.id)))
-        sid = await bot.orch.db.session_for_ref(THREAD, str(thread.id))
+        sid = await bot.orch.session_for_ref(THREAD, str(thread.id))
         h = await fake.submit_modal(fake.users[2], thread.id, str(ModalId(ModalKind.FIELD, sid)), {"value": evil})
         await h.response()
         await fake.wait_for(lambda: h.original is not None and not h.original.loading)
@@ -696,7 +696,7 @@ async def test_votes_stay_instant_under_cooldowns(fake_discord, tmp_path):
             shown = "✓1 · 1" if i % 2 == 0 else "✓1"
             await (await fake.click(arena.bob, page, custom_id(page, "✓1"))).response()
             await fake.wait_for(lambda shown=shown: shown in [c.label for c in page.all_components])
-        stage = await bot.sessions.current_stage(arena.session_id)
+        stage = await bot.orch.current_stage(arena.session_id)
         assert stage.image(1).votes == {}, "an even number of presses withdraws the vote"
 
 
@@ -756,7 +756,7 @@ async def test_second_feedback_while_one_runs_is_refused_and_queued_refines_wait
             sub = await fake.submit_modal(
                 fake.users[2],
                 other.id,
-                str(ModalId(ModalKind.FEEDBACK, await bot.orch.db.session_for_ref(THREAD, str(other.id)))),
+                str(ModalId(ModalKind.FEEDBACK, await bot.orch.session_for_ref(THREAD, str(other.id)))),
                 {"feedback": "more fog"},
                 opened_by=fb,
             )
