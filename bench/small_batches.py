@@ -44,7 +44,9 @@ async def _one(st: StageSpec, scale: float, work: Path, backups: bool) -> tuple[
             init = None
             if st.img2img:
                 png = sim_render.encode_png(sim_render.render_txt2img("a lighthouse", 7, st.size, st.size))
-                init = str((await orch.store.save(None, "init", png)).path)
+                init_path = cfg.settings.storage.data_dir / "init.png"
+                init_path.write_bytes(png)
+                init = str(init_path)
             specs = [
                 JobSpec(params=_params(st, cfg, 1000 + i, init), task=st.task, index=i + 1) for i in range(st.count)
             ]
@@ -56,7 +58,8 @@ async def _one(st: StageSpec, scale: float, work: Path, backups: bool) -> tuple[
             per_node: dict[str, int] = {}
             for im in result.images:
                 per_node[im.node_id] = per_node.get(im.node_id, 0) + 1
-            return SmallRun(wall, per_node, orch.sched.backups_started, orch.sched.backups_won), bound
+            health = orch.farm_health()
+            return SmallRun(wall, per_node, health.backups_started, health.backups_won), bound
 
 
 def _nodes(per_node: dict[str, int]) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from orchestrator.comfy.client import ComfyClient
 from orchestrator.comfy.protocol import Executed, ExecutionError, ExecutionSuccess
 from orchestrator.config import Config, NodeConfig
+from orchestrator.db import Database
 from orchestrator.farm.router import even_split
 from orchestrator.models import Family, GenerationParams, JobSpec, Mode, TaskKind
 from orchestrator.service import Orchestrator
@@ -135,7 +136,12 @@ async def run_ours(orch: Orchestrator, st: StageSpec, cfg: Config, init: str | N
     wall = time.perf_counter() - t0
     if result.failed:
         raise RuntimeError(f"stage {st.name}: {len(result.failed)} images failed: {result.failed[0].error}")
-    jobs = sorted(await orch.db.batch_jobs(batch), key=lambda j: j.started_at or 0)
+    db = Database(orch.settings.storage.db_path)  # the facade has no DB: read the jobs' timings directly
+    await db.open()
+    try:
+        jobs = sorted(await db.batch_jobs(batch), key=lambda j: j.started_at or 0)
+    finally:
+        await db.close()
     seq: dict[str, list[str]] = {}
     for j in jobs:
         seq.setdefault(j.node_id or "?", []).append(j.params.checkpoint)

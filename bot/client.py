@@ -25,7 +25,6 @@ from bot.views.suggestion import SuggestionButton
 
 if TYPE_CHECKING:
     from orchestrator.service import Orchestrator
-    from orchestrator.sessions.service import SessionService
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +91,6 @@ class ImGenBot(commands.Bot):
         self._relay: Relay | None = None
         self._closing = False
         self._orch_started = False
-
-    @property
-    def sessions(self) -> SessionService:
-        """The session facade."""
-        if self.orch.sessions is None:
-            raise RuntimeError("orchestrator not started")
-        return self.orch.sessions
 
     @property
     def relay(self) -> Relay:

@@ -34,7 +34,7 @@ async def suggest(
             waiting = await thread.send(content=render.waiting_for_model_text(user.display_name))
         try:
             async with budgets.llm, thread.typing():
-                result = await bot.sessions.refine(session_id, str(user.id), text)
+                result = await bot.orch.refine(session_id, str(user.id), text)
         except BaseException:
             # No "waiting for the model…" may stay behind a refine that will never come.
             if waiting is not None:

@@ -14,6 +14,7 @@ import discord
 from bot import limits
 from bot.errors import scrub
 from bot.tracker import ProgressView
+from orchestrator.sessions.models import StageKind
 
 if TYPE_CHECKING:
     from orchestrator.llm.changes import RefineResult
@@ -351,7 +352,7 @@ def undo_text(session: Session) -> str:
 
 def final_content(stage: StageView, img: StageImage) -> str:
     """The text above a finished image."""
-    what = "Upscaled" if "upscale" in stage.name else "Final image"
+    what = "Upscaled" if stage.kind is StageKind.UPSCALE else "Final image"
     return limits.content(f"**{what}** · #{img.number} · seed {img.image.seed} · {img.image.width}x{img.image.height}")
 
 

@@ -187,13 +187,6 @@ class VotesChanged(SessionEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class SessionChanged(SessionEvent):
-    """A session's settings, prompt, visibility or state changed."""
-
-    what: str
-
-
-@dataclass(frozen=True, slots=True)
 class DeadlineMissed(SessionEvent):
     """A stage's deadline passed but the session could not move on (nothing selected, a limit...)."""
 
@@ -207,9 +200,6 @@ class SessionEnded(SessionEvent):
     """A session ended (finished or ended by a user)."""
 
     reason: str = ""
-
-
-TERMINAL_EVENTS: tuple[type[Event], ...] = (JobFinished, JobFailed, BatchDone, StageDone, SessionEnded)
 
 
 class Subscription:

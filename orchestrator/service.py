@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from orchestrator.checks import check_count, check_negative, check_prompt
 from orchestrator.comfy.sim import SimFarm, is_loopback
 from orchestrator.config import Config
 from orchestrator.db import DB_WRITE_ERRORS, Database
@@ -23,9 +24,12 @@ from orchestrator.families import sampling_defaults
 from orchestrator.farm.registry import Registry
 from orchestrator.farm.router import seconds_per_step
 from orchestrator.farm.scheduler import BatchResult, Scheduler
+from orchestrator.llm.changes import RefineResult
 from orchestrator.llm.pipeline import FeedbackPipeline
 from orchestrator.models import MAX_SEED, Family, GenerationParams, JobSpec, LoraSpec, NodeModels, TaskKind
-from orchestrator.sessions.service import SessionService
+from orchestrator.sessions import access
+from orchestrator.sessions.engine import SessionEngine
+from orchestrator.sessions.models import ImageInfo, Session, SessionRequest, StageView, Visibility, VoteResult
 from orchestrator.store import ImageStore
 from orchestrator.supervisor import Supervisor
 from orchestrator.uploads import Uploads
@@ -117,8 +121,21 @@ class FarmHealth:
         return cls(**data)
 
 
+@dataclass(frozen=True, slots=True)
+class FullImage:
+    """A full-size image file's bytes and its format ("png", or "jpg" when the PNG was over the upload limit)."""
+
+    data: bytes
+    ext: str
+
+
 class Orchestrator:
-    """The engine behind every front end."""
+    """
+    The one facade behind every front end: batches, sessions, the farm's status, message references, image files.
+
+    Front ends (the bot, the CLI) call only these methods and subscribe to `bus`; the DB, the image store, the
+    scheduler and the session engine are the Orchestrator's own.
+    """
 
     def __init__(
         self,
@@ -135,13 +152,14 @@ class Orchestrator:
         self._time_scale = time_scale
         self._ephemeral = ephemeral_ports
         self.farm: SimFarm | None = None
-        self.db = Database(self.settings.storage.db_path, busy_timeout_s=self.settings.storage.busy_timeout_s)
-        self.store = ImageStore(self.settings.storage.images_dir)
+        # The DB, the image store and the scheduler are the engine's own: front ends go through the methods below.
+        self._db = Database(self.settings.storage.db_path, busy_timeout_s=self.settings.storage.busy_timeout_s)
+        self._store = ImageStore(self.settings.storage.images_dir)
+        self._scheduler: Scheduler | None = None
+        self._sessions: SessionEngine | None = None
         self.uploads = Uploads(self.settings.storage.data_dir, self.settings.limits)
         self.workflows = WorkflowEngine.load()
         self.registry: Registry | None = None
-        self.scheduler: Scheduler | None = None
-        self.sessions: SessionService | None = None
         self.pipeline = FeedbackPipeline(self.settings.llm, image_loader=self._llm_image)
         #: every long-lived task of the engine runs under this: crashes are logged, restarted and counted
         self.supervisor = Supervisor()
@@ -173,11 +191,11 @@ class Orchestrator:
             )
             config = await self.farm.start()
             self.config = config
-        await self.db.open()
-        install_id = await self.db.get_ref("_install", "id")
+        await self._db.open()
+        install_id = await self._db.get_ref("_install", "id")
         if install_id is None:
             install_id = secrets.token_hex(8)
-            await self.db.set_ref("_install", "id", install_id)
+            await self._db.set_ref("_install", "id", install_id)
         self.registry = Registry(
             config.nodes,
             self.settings.health,
@@ -187,36 +205,36 @@ class Orchestrator:
             transfer=self.settings.transfer,
         )
         await self.registry.start(self.supervisor)
-        self.scheduler = Scheduler(
-            self.registry, self.db, self.store, self.workflows, self.bus, self.settings.scheduler, self.supervisor
+        self._scheduler = Scheduler(
+            self.registry, self._db, self._store, self.workflows, self.bus, self.settings.scheduler, self.supervisor
         )
-        await self.scheduler.start()
-        self.sessions = SessionService(
-            db=self.db,
-            scheduler=self.scheduler,
-            store=self.store,
+        await self._scheduler.start()
+        self._sessions = SessionEngine(
+            db=self._db,
+            scheduler=self._scheduler,
+            store=self._store,
             bus=self.bus,
             settings=self.settings,
             pipeline=self.pipeline,
         )
-        await self.sessions.start()
+        await self._sessions.start()
         self.supervisor.spawn("health-snapshot", self._keep_health_snapshot)
         self._started = True
         log.info("orchestrator started: %d nodes", len(config.nodes))
 
     async def stop(self) -> None:
         """Stop every task; unfinished jobs stay in the DB for the next start."""
-        if self.sessions is not None:
-            await self.sessions.stop()
-            self.sessions = None
-        if self.scheduler is not None:
-            await self.scheduler.stop()
+        if self._sessions is not None:
+            await self._sessions.stop()
+            self._sessions = None
+        if self._scheduler is not None:
+            await self._scheduler.stop()
         if self.registry is not None:
             await self.registry.stop()
         await self.supervisor.stop()
         if self._started:
             await self._write_health_snapshot()  # the last word, for `vibes doctor` after this process
-        await self.db.close()
+        await self._db.close()
         if self.farm is not None:
             await self.farm.stop()
             self.farm = None
@@ -224,28 +242,28 @@ class Orchestrator:
 
     async def _llm_image(self, path: Path, max_side: int) -> bytes:
         # Downscaled JPEG for the vision model, made off the event loop by the store.
-        return await self.store.jpeg(path, max_side=max_side, quality=85)
+        return await self._store.jpeg(path, max_side=max_side, quality=85)
 
     @property
-    def sched(self) -> Scheduler:
-        if self.scheduler is None:
+    def _sched(self) -> Scheduler:
+        if self._scheduler is None:
             raise RuntimeError("orchestrator not started")
-        return self.scheduler
+        return self._scheduler
+
+    @property
+    def _engine(self) -> SessionEngine:
+        if self._sessions is None:
+            raise RuntimeError("orchestrator not started")
+        return self._sessions
 
     # ------------------------------------------------------------------ batches
 
     def build_specs(self, req: GenerateRequest) -> list[JobSpec]:
         """Turn a request into job specs, checking it against the limits."""
         lim = self.settings.limits
-        if not req.prompt.strip():
-            raise InputError("empty prompt", user_message="The prompt is empty.")
-        if len(req.prompt) > lim.max_prompt_chars:
-            raise InputError(
-                "prompt too long",
-                user_message=f"The prompt is {len(req.prompt)} characters; the limit is {lim.max_prompt_chars}.",
-            )
-        if not 1 <= req.count <= lim.max_count:
-            raise InputError("count", user_message=f"Count must be between 1 and {lim.max_count}.")
+        check_prompt(req.prompt, lim)
+        check_negative(req.negative_prompt, lim)
+        check_count(req.count, lim)
         side = req.family.native_size
         width, height = req.width or side, req.height or side
         for name, v in (("width", width), ("height", height)):
@@ -280,18 +298,21 @@ class Orchestrator:
 
     async def generate(self, req: GenerateRequest) -> str:
         """Queue one batch; returns its id."""
-        batch_id, _ = await self.sched.submit(self.build_specs(req))
+        batch_id, _ = await self._sched.submit(self.build_specs(req))
         return batch_id
 
     async def submit(self, specs: Sequence[JobSpec], *, batch_id: str | None = None) -> str:
-        batch_id, _ = await self.sched.submit(specs, batch_id=batch_id)
+        """Queue job specs as one batch (a new id unless given); returns its id."""
+        batch_id, _ = await self._sched.submit(specs, batch_id=batch_id)
         return batch_id
 
     async def wait_batch(self, batch_id: str) -> BatchResult:
-        return await self.sched.wait_batch(batch_id)
+        """Wait until every job of the batch is done, failed or cancelled."""
+        return await self._sched.wait_batch(batch_id)
 
     async def cancel_batch(self, batch_id: str) -> int:
-        return await self.sched.cancel_batch(batch_id)
+        """Cancel the batch's unfinished jobs; returns how many were cancelled."""
+        return await self._sched.cancel_batch(batch_id)
 
     # ------------------------------------------------------------------ farm
 
@@ -302,7 +323,7 @@ class Orchestrator:
         out = []
         for node in self.registry:
             st = node.stats
-            in_flight = len(self.scheduler.jobs_in_flight(node.id)) if self.scheduler is not None else 0
+            in_flight = len(self._scheduler.jobs_in_flight(node.id)) if self._scheduler is not None else 0
             fams = [f for f in (Family.SD15, Family.SDXL, Family.FLUX) if node.config.can_run(f.value)]
             out.append(
                 NodeStatus(
@@ -329,7 +350,7 @@ class Orchestrator:
 
     def farm_health(self) -> FarmHealth:
         """The engine's own health: supervised restarts, reconciler heals, backup copies, DB retries."""
-        sched = self.scheduler
+        sched = self._scheduler
         restarts = {t.name: t.restarts for t in self.supervisor.status() if t.restarts}
         return FarmHealth(
             task_restarts=self.supervisor.total_restarts,
@@ -351,7 +372,7 @@ class Orchestrator:
 
     async def _write_health_snapshot(self) -> None:
         try:
-            await self.db.set_ref(HEALTH_REF[0], HEALTH_REF[1], self.farm_health().to_json())
+            await self._db.set_ref(HEALTH_REF[0], HEALTH_REF[1], self.farm_health().to_json())
         except DB_WRITE_ERRORS as e:
             # A locked or full DB: this snapshot is skipped (the next one comes soon); jobs retry their own writes.
             log.info("health snapshot not written: %s", e)
@@ -367,3 +388,179 @@ class Orchestrator:
                 lo.update(node.stats.models.loras)
                 up.update(node.stats.models.upscale_models)
         return NodeModels(tuple(sorted(ck)), tuple(sorted(lo)), tuple(sorted(up)))
+
+    # ------------------------------------------------------------------ sessions: start and read
+
+    async def create_session(self, req: SessionRequest) -> Session:
+        """Start a session (Draft Grid, Concept Builder or Explorer) with its first stage queued."""
+        return await self._engine.factory.create(req)
+
+    async def variations(self, user_id: str, image_id: str) -> Session:
+        """A new Explorer session around a delivered image."""
+        return await self._engine.factory.variations(user_id, image_id)
+
+    async def branch(self, session_id: str, user_id: str, image_id: str) -> Session:
+        """A new Draft Grid that continues from an image of a session: its next stage all grows from it."""
+        return await self._engine.factory.branch(session_id, user_id, image_id)
+
+    async def session(self, session_id: str) -> Session:
+        """The session as it is now (SessionNotFound if there is none)."""
+        return await self._engine.reader.session(session_id)
+
+    async def current_stage(self, session_id: str) -> StageView:
+        """The session's current stage or round."""
+        return await self._engine.reader.current_stage(session_id)
+
+    async def stage(self, stage_id: str) -> StageView:
+        """Any stage by id."""
+        return await self._engine.reader.stage(stage_id)
+
+    async def image_info(self, image_id: str) -> ImageInfo:
+        """Prompt, seed, node, time, size, checkpoint and ancestors of a delivered image."""
+        return await self._engine.reader.image_info(image_id)
+
+    async def active_sessions(self) -> list[Session]:
+        """Sessions still generating or voting."""
+        return await self._engine.reader.active_sessions()
+
+    # ------------------------------------------------------------------ sessions: who may do what
+
+    @staticmethod
+    def may_vote(session: Session, user_id: str) -> bool:
+        """Open sessions: anyone; private ones: the owner and invited members."""
+        return access.may_vote(session, user_id)
+
+    @staticmethod
+    def may_advance(session: Session, user_id: str) -> bool:
+        """The owner, or anyone in an open session."""
+        return access.may_advance(session, user_id)
+
+    @staticmethod
+    def check_vote(session: Session, user_id: str) -> None:
+        """NotAllowed / InvalidState (with a message for the user) unless `user_id` may vote in the session now."""
+        access.check_vote(session, user_id)
+
+    @staticmethod
+    def check_advance(session: Session, user_id: str, what: str = "continue this session") -> None:
+        """NotAllowed unless `user_id` may move the session on; `what` completes "Only the owner can ..."."""
+        access.check_advance(session, user_id, what)
+
+    async def invite(self, session_id: str, by_user: str, user_id: str) -> Session:
+        """Let someone vote in a private session (owner only)."""
+        return await self._engine.access.invite(session_id, by_user, user_id)
+
+    async def set_visibility(self, session_id: str, by_user: str, visibility: Visibility) -> Session:
+        """Open or close the session to everyone (owner only)."""
+        return await self._engine.access.set_visibility(session_id, by_user, visibility)
+
+    # ------------------------------------------------------------------ sessions: votes and moves
+
+    async def vote(self, session_id: str, image_id: str, user_id: str, value: int | None) -> VoteResult:
+        """Select (+1), reject (-1) or withdraw (None) one person's vote on an image of the current stage."""
+        return await self._engine.ballots.vote(session_id, image_id, user_id, value)
+
+    async def toggle(self, session_id: str, image_id: str, user_id: str, value: int) -> VoteResult:
+        """Press Select (or Reject) once to vote, twice to withdraw."""
+        return await self._engine.ballots.vote(session_id, image_id, user_id, value, toggle=True)
+
+    async def set_rules(
+        self, session_id: str, by_user: str, *, quorum: int | None = None, deadline_s: float | None = None
+    ) -> Session:
+        """Advance automatically once `quorum` people voted, or `deadline_s` after a stage opens (owner only)."""
+        return await self._engine.ballots.set_rules(session_id, by_user, quorum=quorum, deadline_s=deadline_s)
+
+    async def advance(self, session_id: str, user_id: str) -> StageView:
+        """Next stage from the selection (Concept Builder / Explorer: pick the best-voted image)."""
+        return await self._engine.moves.advance(session_id, user_id)
+
+    async def regenerate(self, session_id: str, user_id: str) -> StageView:
+        """Run the current stage again with new seeds (and the current prompt)."""
+        return await self._engine.moves.regenerate(session_id, user_id)
+
+    async def back(self, session_id: str, user_id: str) -> StageView:
+        """Make the previous stage current again, with its images and votes."""
+        return await self._engine.moves.back(session_id, user_id)
+
+    async def end(self, session_id: str, user_id: str) -> Session:
+        """End the session (owner only); a stage still rendering is cancelled."""
+        return await self._engine.moves.end(session_id, user_id)
+
+    async def concept_set_field(self, session_id: str, user_id: str, value: str) -> StageView:
+        """Lock the current Concept Builder field with the user's own value and move to the next field."""
+        return await self._engine.moves.concept_set_field(session_id, user_id, value)
+
+    async def pick(self, session_id: str, user_id: str, image_id: str) -> StageView:
+        """Concept Builder: lock the field from that image's option; Explorer: next round around that image."""
+        return await self._engine.moves.pick(session_id, user_id, image_id)
+
+    async def upscale(self, session_id: str, user_id: str, image_id: str) -> StageView:
+        """Upscale any delivered image of the session as a one-image stage (InvalidState if one exists)."""
+        return await self._engine.moves.upscale(session_id, user_id, image_id)
+
+    async def existing_upscale(self, session_id: str, image_id: str) -> StageView | None:
+        """The upscale of this image that exists or is rendering, if any (a second would be identical)."""
+        return await self._engine.moves.existing_upscale(session_id, image_id)
+
+    # ------------------------------------------------------------------ sessions: feedback
+
+    async def refine(self, session_id: str, user_id: str, feedback: str) -> RefineResult:
+        """Turn feedback into a suggested prompt (kept pending, not applied) using the current votes."""
+        return await self._engine.feedback.refine(session_id, user_id, feedback)
+
+    async def apply_suggestion(
+        self,
+        session_id: str,
+        user_id: str,
+        prompt: str | None = None,
+        negative: str | None = None,
+        *,
+        require_pending: bool = False,
+    ) -> Session:
+        """Use the pending suggestion (or the user's edit of it, which needs it still pending) as the next prompt."""
+        return await self._engine.feedback.apply_suggestion(
+            session_id, user_id, prompt, negative, require_pending=require_pending
+        )
+
+    async def discard_suggestion(self, session_id: str, user_id: str) -> None:
+        """Drop the pending suggestion."""
+        await self._engine.feedback.discard_suggestion(session_id, user_id)
+
+    async def undo(self, session_id: str, user_id: str) -> Session:
+        """Go back to the prompt before the last applied suggestion."""
+        return await self._engine.feedback.undo(session_id, user_id)
+
+    # ------------------------------------------------------------------ front ends' message references
+
+    async def message_ref(self, session_id: str, key: str) -> str | None:
+        """What a front end stored under `key` for a session (a message or thread id), if anything."""
+        return await self._db.get_ref(session_id, key)
+
+    async def set_message_ref(self, session_id: str, key: str, value: str) -> None:
+        """Store a front end's reference (a message or thread id) under `key` for a session."""
+        await self._db.set_ref(session_id, key, value)
+
+    async def message_refs(self, session_id: str, prefix: str = "") -> dict[str, str]:
+        """Every reference of a session whose key starts with `prefix`, by key."""
+        return await self._db.refs(session_id, prefix)
+
+    async def session_for_ref(self, key: str, value: str) -> str | None:
+        """The session that stored `value` under `key` (e.g. the session of a thread), if one did."""
+        return await self._db.session_for_ref(key, value)
+
+    # ------------------------------------------------------------------ image files
+
+    async def image_jpeg(self, path: str, *, max_side: int, quality: int, max_bytes: int | None = None) -> bytes:
+        """A stored image as a JPEG within `max_side` pixels (and `max_bytes`), made off the event loop."""
+        return await self._store.jpeg(Path(path), max_side=max_side, quality=quality, max_bytes=max_bytes)
+
+    async def full_size_image(self, path: str, limit: int) -> FullImage:
+        """The full-size PNG, or a high-quality JPEG of the same pixels when the PNG is over `limit` bytes."""
+        data = await self._store.read(Path(path))
+        if len(data) <= limit:
+            return FullImage(data, "png")
+        return FullImage(await self._store.jpeg(Path(path), max_side=16384, quality=92, max_bytes=limit), "jpg")
+
+    async def contact_sheet(self, session_id: str, name: str, paths: Sequence[Path], labels: Sequence[str]) -> Path:
+        """A contact sheet of images, saved in the session's image folder as `name`.png."""
+        out = self._store.images_dir / session_id / f"{name}.png"
+        return await self._store.contact_sheet(list(paths), out, labels=list(labels))

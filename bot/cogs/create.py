@@ -1,4 +1,4 @@
-"""/draft, /concept, /explore: validate -> SessionService.create -> a header reply with the session's thread."""
+"""/draft, /concept, /explore: validate -> Orchestrator.create_session(SessionRequest) -> header and thread."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from bot.errors import PUBLIC_DEFER
 from bot.limits import AUTOCOMPLETE_CHOICES, CHOICE_NAME, truncate
 from orchestrator.errors import InputError, InvalidState
 from orchestrator.models import Family, LoraSpec
-from orchestrator.sessions.models import Flow, Session
+from orchestrator.sessions.models import Flow, SessionRequest
 
 if TYPE_CHECKING:
     from bot.client import ImGenBot
@@ -95,32 +95,26 @@ class CreateCog(commands.Cog):
     async def _start(
         self,
         interaction: discord.Interaction,
-        make: Flow,
+        req: SessionRequest,
         *,
         title: str | None = None,
         ticket: StartTicket | None = None,
-        **kwargs: object,
     ) -> None:
         channel = self._channel(interaction)
         if ticket is None:
-            async with self.bot.budgets.start(str(interaction.user.id)) as ticket:
-                await self._create(interaction, channel, make, title, **kwargs)
+            async with self.bot.budgets.start(req.owner_id) as ticket:
+                await self._create(interaction, channel, req, title)
         else:
-            await self._create(interaction, channel, make, title, **kwargs)
+            await self._create(interaction, channel, req, title)
 
     async def _create(
-        self,
-        interaction: discord.Interaction,
-        channel: discord.TextChannel,
-        make: Flow,
-        title: str | None,
-        **kwargs: object,
+        self, interaction: discord.Interaction, channel: discord.TextChannel, req: SessionRequest, title: str | None
     ) -> None:
         # Defer within Discord's 3 s: creating a session plans and queues a whole stage.
         if not interaction.response.is_done():
             await interaction.response.defer(thinking=True)
             interaction.extras[PUBLIC_DEFER] = True
-        session: Session = await self.bot.sessions.create(make, str(interaction.user.id), **kwargs)  # type: ignore[arg-type]
+        session = await self.bot.orch.create_session(req)
         header = await interaction.followup.send(embed=render.header_embed(session), wait=True)
         interaction.extras.pop(PUBLIC_DEFER, None)
         await self.bot.relay.open_session(session, channel, header, title=title)
@@ -149,10 +143,10 @@ class CreateCog(commands.Cog):
         checkpoint: str | None = None,
         lora: str | None = None,
     ) -> None:
-        await self._start(
-            interaction,
+        req = SessionRequest(
             Flow.DRAFT_GRID,
-            prompt=prompt,
+            str(interaction.user.id),
+            prompt,
             negative=negative,
             family=parse_family(family),
             count=count,
@@ -161,6 +155,7 @@ class CreateCog(commands.Cog):
             checkpoint=checkpoint,
             loras=parse_loras(lora),
         )
+        await self._start(interaction, req)
 
     @app_commands.command(name="concept", description="Concept Builder: settle subject, style, lighting… one by one.")
     @app_commands.describe(
@@ -178,9 +173,10 @@ class CreateCog(commands.Cog):
         checkpoint: str | None = None,
         lora: str | None = None,
     ) -> None:
-        await self._start(
-            interaction, Flow.CONCEPT, prompt=subject, private=private, checkpoint=checkpoint, loras=parse_loras(lora)
-        )
+        user = str(interaction.user.id)
+        loras = parse_loras(lora)
+        req = SessionRequest(Flow.CONCEPT, user, subject, private=private, checkpoint=checkpoint, loras=loras)
+        await self._start(interaction, req)
 
     @app_commands.command(
         name="explore", description="Explorer: variations around a prompt or an image, round by round."
@@ -205,20 +201,14 @@ class CreateCog(commands.Cog):
         if not prompt and image is None:
             raise InputError("explore", user_message="Give a prompt or attach an image.")
         loras = parse_loras(lora)
+        user = str(interaction.user.id)
         if image is None:
-            await self._start(
-                interaction,
-                Flow.EXPLORER,
-                prompt=prompt or "",
-                private=private,
-                checkpoint=checkpoint,
-                loras=loras,
-            )
+            req = SessionRequest(Flow.EXPLORER, user, prompt or "", private=private, checkpoint=checkpoint, loras=loras)
+            await self._start(interaction, req)
             return
         # Every check that costs nothing comes before the download: the place, the cooldown, the declared
         # size and the member's quota. The bytes then go to the quarantine, never straight into the store.
         self._channel(interaction)
-        user = str(interaction.user.id)
         uploads = self.bot.orch.uploads
         async with self.bot.budgets.start(user) as ticket:
             declared = (image.content_type or "").split(";")[0].strip().lower()
@@ -233,17 +223,16 @@ class CreateCog(commands.Cog):
                 # Image only: its alt text when it has one; else no prompt, and every variation is img2img from it.
                 text = prompt or (image.description or "").strip()
                 title = None if prompt else f"Explorer · {image.filename}"
-                await self._start(
-                    interaction,
+                req = SessionRequest(
                     Flow.EXPLORER,
-                    title=title,
-                    ticket=ticket,
-                    prompt=text,
+                    user,
+                    text,
                     private=private,
                     image_path=upload.path,
                     checkpoint=checkpoint,
                     loras=loras,
                 )
+                await self._start(interaction, req, title=title, ticket=ticket)
             finally:
                 # Accepted: the session copied it into the member's inputs. Refused: nothing may stay.
                 await uploads.discard(upload)

@@ -10,8 +10,8 @@ from discord.ext import commands
 
 from bot import feedback, render
 from bot.errors import translate
-from bot.relay import THREAD
 from bot.views import modals
+from bot.views.common import THREAD
 from orchestrator.errors import LimitExceeded
 from orchestrator.sessions.models import Flow
 
@@ -49,7 +49,7 @@ class ThreadCog(commands.Cog):
         text = message.content.strip()
         if not text:
             return
-        sid = await self.bot.orch.db.session_for_ref(THREAD, str(message.channel.id))
+        sid = await self.bot.orch.session_for_ref(THREAD, str(message.channel.id))
         if sid is None:
             return
         try:
@@ -64,9 +64,9 @@ class ThreadCog(commands.Cog):
             await _answer(message, translate(e).text)
 
     async def _reply(self, message: discord.Message, thread: discord.Thread, sid: str, text: str) -> None:
-        svc = self.bot.sessions
+        svc = self.bot.orch
         user = str(message.author.id)
-        session = await svc.get(sid)
+        session = await svc.session(sid)
         if not svc.may_vote(session, user):
             log.debug("session=%s ignoring a message from non-participant %s", sid, user)
             return

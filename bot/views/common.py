@@ -10,10 +10,10 @@ from orchestrator.errors import NotAllowed
 
 if TYPE_CHECKING:
     from bot.client import ImGenBot
-    from orchestrator.sessions.service import SessionService
+    from orchestrator.service import Orchestrator
 
 
-#: the db ref naming a session's thread (the relay writes it when it opens the thread)
+#: the message ref naming a session's thread (the relay writes it when it opens the thread)
 THREAD = "discord.thread"
 
 
@@ -27,9 +27,9 @@ def app(interaction: discord.Interaction) -> ImGenBot:
     return cast("ImGenBot", interaction.client)
 
 
-def sessions(interaction: discord.Interaction) -> SessionService:
-    """The session facade."""
-    return app(interaction).sessions
+def orch(interaction: discord.Interaction) -> Orchestrator:
+    """The orchestrator facade."""
+    return app(interaction).orch
 
 
 def uid(interaction: discord.Interaction) -> str:
@@ -49,7 +49,7 @@ async def require_here(interaction: discord.Interaction, session_id: str) -> Non
 
     A custom_id is only text: anyone can send one from any channel, so the session it names must live here.
     """
-    ref = await app(interaction).orch.db.get_ref(session_id, THREAD)
+    ref = await app(interaction).orch.message_ref(session_id, THREAD)
     if ref is None or interaction.channel_id is None or int(ref) != interaction.channel_id:
         raise NotAllowed(
             f"interaction for session {session_id} from channel {interaction.channel_id}",

@@ -11,9 +11,8 @@ from bot import render
 from bot.custom_ids import BRANCH_SELECT_TEMPLATE, FINAL_TEMPLATE, BranchSelectId, FinalAction, FinalId
 from bot.errors import guard
 from bot.limits import MAX_SELECT_OPTIONS, SELECT_OPTION_DESCRIPTION, SELECT_OPTION_LABEL, truncate
-from bot.views.common import app, defer_update, final_ref, require_here, sessions, uid
+from bot.views.common import app, defer_update, final_ref, orch, require_here, uid
 from orchestrator.errors import InvalidState
-from orchestrator.sessions.access import check_vote
 from orchestrator.sessions.models import StageStatus, StageView
 
 FINAL_LABELS: dict[FinalAction, tuple[str, discord.ButtonStyle]] = {
@@ -76,7 +75,7 @@ class FinalButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=FINAL
             await self._run(interaction)
 
     async def _run(self, interaction: discord.Interaction) -> None:
-        svc = sessions(interaction)
+        svc = orch(interaction)
         sid, image_id, user = self.fid.session_id, self.fid.image_id, uid(interaction)
         await require_here(interaction, sid)
         match self.fid.action:
@@ -97,7 +96,7 @@ class FinalButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=FINAL
                 await interaction.followup.send(f"Explorer started: {thread.mention}", ephemeral=True)
             case FinalAction.BRANCH:
                 # Refuse before the lineage is shown, not when a member has picked from it.
-                check_vote(await svc.get(sid), user)
+                svc.check_vote(await svc.session(sid), user)
                 await interaction.response.defer(ephemeral=True, thinking=True)
                 view = await branch_view(interaction, sid, image_id)
                 await interaction.followup.send("Branch a new Draft Grid from which image?", view=view, ephemeral=True)
@@ -111,7 +110,7 @@ async def already_upscaled_text(interaction: discord.Interaction, session_id: st
     """Where the existing upscale of an image is (a link to its message), or that it is still rendering."""
     if stage.status is StageStatus.GENERATING:
         return "The 4x upscale of this image is on its way; it will appear in this thread."
-    ref = await app(interaction).orch.db.get_ref(session_id, final_ref(stage.id, 1))
+    ref = await app(interaction).orch.message_ref(session_id, final_ref(stage.id, 1))
     channel = interaction.channel
     if ref is not None and isinstance(channel, discord.Thread):
         return f"This image is already upscaled: {channel.get_partial_message(int(ref)).jump_url}"
@@ -120,7 +119,7 @@ async def already_upscaled_text(interaction: discord.Interaction, session_id: st
 
 async def branch_view(interaction: discord.Interaction, session_id: str, image_id: str) -> discord.ui.View:
     """A select of the image and its ancestors (its lineage), newest first."""
-    svc = sessions(interaction)
+    svc = orch(interaction)
     info = await svc.image_info(image_id)
     own_stage = (await svc.stage(info.stage_id)).name if info.stage_id else "image"
     choices = [(info.id, f"{own_stage} (this image) · seed {info.seed}")]
@@ -167,6 +166,6 @@ class BranchSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=BRAN
                 return
             async with app(interaction).budgets.start(uid(interaction)):
                 await interaction.response.defer(ephemeral=True, thinking=True)
-                new = await sessions(interaction).branch(self.bid.session_id, uid(interaction), values[0])
+                new = await orch(interaction).branch(self.bid.session_id, uid(interaction), values[0])
                 thread = await app(interaction).relay.open_session(new, await parent_channel(interaction))
             await interaction.followup.send(f"New Draft Grid branched: {thread.mention}", ephemeral=True)

@@ -22,8 +22,8 @@ from bot.custom_ids import (
 )
 from bot.errors import guard
 from bot.limits import MAX_BUTTONS_PER_ROW, chunks, label
-from bot.views import modals
-from bot.views.common import defer_update, require_here, sessions, uid
+from bot.views import forms
+from bot.views.common import defer_update, orch, require_here, uid
 from bot.views.final import FinalButton
 from orchestrator.errors import InvalidState, NotAllowed
 from orchestrator.sessions.models import Flow, Session, StageView
@@ -97,15 +97,15 @@ def gallery_view(session_id: str, stage: StageView, page: render.GalleryPage, mo
 
 
 async def _current(interaction: discord.Interaction, session_id: str, stage_id: str) -> None:
-    stage = await sessions(interaction).current_stage(session_id)
+    stage = await orch(interaction).current_stage(session_id)
     if stage.id != stage_id:
         raise InvalidState("old gallery", user_message="This gallery is from an earlier stage; use the latest one.")
 
 
 async def require_voter(interaction: discord.Interaction, session_id: str) -> Session:
     """The session, if the user may take part; else NotAllowed with how to ask for an invite."""
-    svc = sessions(interaction)
-    session = await svc.get(session_id)
+    svc = orch(interaction)
+    session = await svc.session(session_id)
     if not svc.may_vote(session, uid(interaction)):
         raise NotAllowed(
             "private",
@@ -140,7 +140,7 @@ class VoteButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=VOTE_T
             await require_here(interaction, self.vid.session_id)
             # The tally on the buttons updates through the coalescing editor (VotesChanged), not here.
             await defer_update(interaction)
-            await sessions(interaction).toggle(self.vid.session_id, self.vid.image_id, uid(interaction), self.vid.value)
+            await orch(interaction).toggle(self.vid.session_id, self.vid.image_id, uid(interaction), self.vid.value)
 
 
 class PickButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=PICK_TEMPLATE):
@@ -161,7 +161,7 @@ class PickButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=PICK_T
         async with guard(interaction):
             await require_here(interaction, self.pid.session_id)
             await defer_update(interaction)
-            await sessions(interaction).pick(self.pid.session_id, uid(interaction), self.pid.image_id)
+            await orch(interaction).pick(self.pid.session_id, uid(interaction), self.pid.image_id)
 
 
 class ControlButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CONTROL_TEMPLATE):
@@ -189,19 +189,19 @@ class ControlButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CON
             await self._run(interaction)
 
     async def _run(self, interaction: discord.Interaction) -> None:
-        svc = sessions(interaction)
+        svc = orch(interaction)
         sid, user = self.cid.session_id, uid(interaction)
         await require_here(interaction, sid)
         match self.cid.action:
             case Control.FEEDBACK:
                 await require_voter(interaction, sid)
-                await interaction.response.send_modal(modals.feedback_modal(sid))
+                await interaction.response.send_modal(forms.feedback_modal(sid))
             case Control.FIELD:
                 session = await require_voter(interaction, sid)
                 current = session.concept.current_field if session.concept else None
                 if not current:
                     raise InvalidState("no field", user_message="Every field is already locked.")
-                await interaction.response.send_modal(modals.field_modal(sid, current))
+                await interaction.response.send_modal(forms.field_modal(sid, current))
             case Control.CONTINUE:
                 await defer_update(interaction)
                 await _current(interaction, sid, self.cid.stage_id)

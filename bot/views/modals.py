@@ -1,8 +1,8 @@
 """
-Modals (feedback, edit a suggested prompt, type a Concept Builder value) and their restart-proof submit handler.
+The restart-proof submit handler of our modals (feedback, an edited prompt, a Concept Builder value).
 
-Submits are handled from `on_interaction` by custom_id, not by a Modal instance kept in memory, so a
-modal opened before a restart still works when it is sent after it.
+The forms themselves are built in views/forms.py. Submits are handled from `on_interaction` by custom_id, not
+by a Modal instance kept in memory, so a modal opened before a restart still works when it is sent after it.
 """
 
 from __future__ import annotations
@@ -15,89 +15,19 @@ import discord
 from bot import feedback, render
 from bot.custom_ids import ModalId, ModalKind
 from bot.errors import guard
-from bot.limits import MODAL_TITLE, TEXT_INPUT_LABEL, TEXT_INPUT_VALUE, truncate
-from bot.views.common import app, require_here, sessions, uid
+from bot.views.common import app, orch, require_here, uid
+from bot.views.forms import (
+    FEEDBACK_FIELD,
+    NEGATIVE_FIELD,
+    PROMPT_FIELD,
+    VALUE_FIELD,
+    FormModal,
+    edit_modal,
+    feedback_modal,
+    field_modal,
+)
+from orchestrator.checks import check_prompt
 from orchestrator.errors import InputError
-
-FEEDBACK_FIELD = "feedback"
-PROMPT_FIELD = "prompt"
-NEGATIVE_FIELD = "negative"
-VALUE_FIELD = "value"
-#: a typed-in modal lives at most this long in discord.py's store (the submit itself is handled by custom_id)
-MODAL_TIMEOUT_S = 900.0
-
-
-class FormModal(discord.ui.Modal):
-    """A plain form: its submit is handled by `handle_submit` through on_interaction."""
-
-    async def on_submit(self, interaction: discord.Interaction, /) -> None:
-        # Deliberately empty: handle_submit answers (it also works after a restart, when this object is gone).
-        return
-
-
-def _modal(kind: ModalKind, session_id: str, title: str, *inputs: discord.ui.TextInput[Any]) -> FormModal:
-    modal = FormModal(
-        title=truncate(title, MODAL_TITLE), custom_id=str(ModalId(kind, session_id)), timeout=MODAL_TIMEOUT_S
-    )
-    for item in inputs:
-        modal.add_item(item)
-    return modal
-
-
-def feedback_modal(session_id: str) -> FormModal:
-    """The gallery's Feedback button: free text for the prompt pipeline."""
-    return _modal(
-        ModalKind.FEEDBACK,
-        session_id,
-        "Feedback on these images",
-        discord.ui.TextInput(
-            label="What should change?",
-            custom_id=FEEDBACK_FIELD,
-            style=discord.TextStyle.paragraph,
-            placeholder="warmer light, no people, more like #3",
-            max_length=1000,
-        ),
-    )
-
-
-def edit_modal(session_id: str, prompt: str, negative: str, *, max_prompt: int, max_negative: int) -> FormModal:
-    """Edit a suggested prompt before using it; Discord itself holds the inputs to our prompt limits."""
-    prompt_max = min(TEXT_INPUT_VALUE, max_prompt)
-    negative_max = min(TEXT_INPUT_VALUE, max_negative)
-    return _modal(
-        ModalKind.EDIT,
-        session_id,
-        "Edit the suggested prompt",
-        discord.ui.TextInput(
-            label="Prompt",
-            custom_id=PROMPT_FIELD,
-            style=discord.TextStyle.paragraph,
-            default=truncate(prompt, prompt_max),
-            max_length=prompt_max,
-        ),
-        discord.ui.TextInput(
-            label="Negative prompt",
-            custom_id=NEGATIVE_FIELD,
-            style=discord.TextStyle.paragraph,
-            default=truncate(negative, negative_max) or None,
-            required=False,
-            max_length=negative_max,
-        ),
-    )
-
-
-def field_modal(session_id: str, field: str) -> FormModal:
-    """Concept Builder: type the value of the field the round explores."""
-    return _modal(
-        ModalKind.FIELD,
-        session_id,
-        f"Your own {field}",
-        discord.ui.TextInput(
-            label=truncate(f"{field.title()} (locks this field)", TEXT_INPUT_LABEL),
-            custom_id=VALUE_FIELD,
-            max_length=200,
-        ),
-    )
 
 
 def _walk(components: Any) -> Iterator[dict[str, Any]]:
@@ -125,7 +55,7 @@ async def handle_submit(interaction: discord.Interaction) -> bool:
         return False
     values = submitted_values(interaction)
     async with guard(interaction):
-        svc = sessions(interaction)
+        svc = orch(interaction)
         user = uid(interaction)
         # A submit is trusted no more than a button: it must come from the thread of the session it names.
         await require_here(interaction, mid.session_id)
@@ -141,9 +71,7 @@ async def handle_submit(interaction: discord.Interaction) -> bool:
                 await feedback.suggest(app(interaction), thread, mid.session_id, interaction.user, text)
                 await interaction.followup.send("Suggestion posted in the thread.", ephemeral=True)
             case ModalKind.EDIT:
-                prompt = values.get(PROMPT_FIELD, "").strip()
-                if not prompt:
-                    raise InputError("empty", user_message="The prompt is empty.")
+                prompt = check_prompt(values.get(PROMPT_FIELD, "").strip(), svc.settings.limits)
                 negative = values.get(NEGATIVE_FIELD, "").strip()
                 session = await svc.apply_suggestion(
                     mid.session_id, user, prompt=prompt, negative=negative, require_pending=True
@@ -158,3 +86,17 @@ async def handle_submit(interaction: discord.Interaction) -> bool:
                 await svc.concept_set_field(mid.session_id, user, value)
                 await interaction.followup.send(render.field_set_text(value, by=user))
     return True
+
+
+__all__ = [
+    "FEEDBACK_FIELD",
+    "NEGATIVE_FIELD",
+    "PROMPT_FIELD",
+    "VALUE_FIELD",
+    "FormModal",
+    "edit_modal",
+    "feedback_modal",
+    "field_modal",
+    "handle_submit",
+    "submitted_values",
+]

@@ -10,10 +10,9 @@ import discord
 from bot import render
 from bot.custom_ids import SUGGESTION_TEMPLATE, SuggestionAction, SuggestionId
 from bot.errors import guard
-from bot.views import modals
-from bot.views.common import require_here, sessions, uid
+from bot.views import forms
+from bot.views.common import orch, require_here, uid
 from orchestrator.errors import InvalidState
-from orchestrator.sessions.access import check_advance
 
 SUGGESTION_LABELS: dict[SuggestionAction, tuple[str, discord.ButtonStyle]] = {
     SuggestionAction.USE: ("Use", discord.ButtonStyle.success),
@@ -50,7 +49,7 @@ class SuggestionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=
 
     async def callback(self, interaction: discord.Interaction) -> None:
         async with guard(interaction):
-            svc = sessions(interaction)
+            svc = orch(interaction)
             session_id, user = self.sid.session_id, uid(interaction)
             await require_here(interaction, session_id)
             match self.sid.action:
@@ -60,14 +59,14 @@ class SuggestionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=
                         content=render.applied_text(session, by=user, edited=False), view=None
                     )
                 case SuggestionAction.EDIT:
-                    session = await svc.get(session_id)
+                    session = await svc.session(session_id)
                     # Refuse before the modal opens, not after someone typed a whole prompt into it.
-                    check_advance(session, user, "apply a suggestion in this private session")
+                    svc.check_advance(session, user, "apply a suggestion in this private session")
                     if session.suggestion is None:
                         raise InvalidState("none", user_message="There is no pending suggestion any more.")
                     s = session.suggestion
                     lim = svc.settings.limits
-                    modal = modals.edit_modal(
+                    modal = forms.edit_modal(
                         session_id,
                         s.prompt,
                         s.negative_prompt,

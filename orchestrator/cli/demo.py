@@ -16,8 +16,7 @@ from orchestrator.cli.common import TerminalProgress, add_config_arg, load
 from orchestrator.errors import ImGenError
 from orchestrator.events import StageDone, Subscription
 from orchestrator.service import Orchestrator
-from orchestrator.sessions.models import Flow, SessionState, StageView
-from orchestrator.sessions.service import SessionService
+from orchestrator.sessions.models import Flow, SessionRequest, SessionState, StageView
 
 PROMPT = "a lighthouse at dusk on a rocky coast, {warm,cold} light, dramatic clouds"
 NEGATIVE = "text, watermark, blurry"
@@ -55,22 +54,12 @@ async def _demo(args: argparse.Namespace, out: Path) -> int:
     orch = Orchestrator(config, sim=True, time_scale=args.time_scale, ephemeral_ports=True)
     await orch.start()
     sub = orch.bus.subscribe(maxsize=100_000)
-    own: SessionService | None = None
     try:
-        svc: SessionService | None = getattr(orch, "sessions", None)
-        if svc is None:
-            # An Orchestrator that does not wire sessions itself: run the service for this demo only.
-            own = svc = SessionService(
-                db=orch.db, scheduler=orch.sched, store=orch.store, bus=orch.bus, settings=orch.settings
-            )
-            await own.start()
         t0 = time.monotonic()
-        result = await _funnel(svc, orch, sub, args)
+        result = await _funnel(orch, sub, args)
         result["wall_seconds"] = round(time.monotonic() - t0, 3)
     finally:
         sub.close()
-        if own is not None:
-            await own.stop()
         await orch.stop()
     if args.json:
         print(json.dumps(result, indent=2))
@@ -79,17 +68,15 @@ async def _demo(args: argparse.Namespace, out: Path) -> int:
     return 0 if result["final"] else 1
 
 
-async def _funnel(
-    svc: SessionService, orch: Orchestrator, sub: Subscription, args: argparse.Namespace
-) -> dict[str, Any]:
-    session = await svc.create(Flow.DRAFT_GRID, VOTERS[0], args.prompt, negative=NEGATIVE)
+async def _funnel(svc: Orchestrator, sub: Subscription, args: argparse.Namespace) -> dict[str, Any]:
+    session = await svc.create_session(SessionRequest(Flow.DRAFT_GRID, VOTERS[0], args.prompt, negative=NEGATIVE))
     stages: list[dict[str, Any]] = []
-    counts = [r.count for r in orch.settings.funnel.stages]
+    counts = [r.count for r in svc.settings.funnel.stages]
     while True:
         view = await svc.current_stage(session.id)
         await _follow(sub, view)
         view = await svc.stage(view.id)
-        sheet = await _sheet(orch, session.id, view)
+        sheet = await _sheet(svc, session.id, view)
         stages.append(
             {
                 "name": view.name,
@@ -106,7 +93,7 @@ async def _funnel(
         )
         if not args.json:
             print(f"{view.name:<9} {view.delivered}/{view.total} images  sheet: {sheet}")
-        session = await svc.get(session.id)
+        session = await svc.session(session.id)
         if session.state is SessionState.FINISHED or not view.images:
             break
         if session.stage_id != view.id:
@@ -143,11 +130,10 @@ async def _sheet(orch: Orchestrator, session_id: str, view: StageView) -> str | 
         return None
     paths = [Path(im.image.thumbnail or im.image.path) for im in view.images]
     labels = [f"#{im.number} {im.image.node_id}" for im in view.images]
-    out = orch.store.images_dir / session_id / f"sheet-{view.index + 1}-{view.name}.png"
-    return str(await orch.store.contact_sheet(paths, out, labels=labels))
+    return str(await orch.contact_sheet(session_id, f"sheet-{view.index + 1}-{view.name}", paths, labels))
 
 
-async def _auto_pick(svc: SessionService, session_id: str, view: StageView, next_count: int) -> None:
+async def _auto_pick(svc: Orchestrator, session_id: str, view: StageView, next_count: int) -> None:
     """The fixed rule: keep the first half as many images as the next stage has, the best one twice."""
     chosen = view.images[: max(1, math.ceil(next_count / 2))]
     keep = [im.image.id for im in chosen]
@@ -170,7 +156,7 @@ async def _input(prompt: str) -> str | None:
         return None
 
 
-async def _ask(svc: SessionService, session_id: str, view: StageView) -> bool:
+async def _ask(svc: Orchestrator, session_id: str, view: StageView) -> bool:
     """Ask which numbers to keep (anything that is not numbers is feedback); False once input has ended."""
     numbers = {im.number: im.image.id for im in view.images}
     while True:

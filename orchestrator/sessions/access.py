@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from orchestrator.errors import InvalidState, NotAllowed
-from orchestrator.events import SessionChanged
 from orchestrator.sessions.context import SessionContext
 from orchestrator.sessions.models import Role, Session, SessionState, Visibility
 from orchestrator.sessions.views import session_of
@@ -66,7 +63,6 @@ class Access:
                 raise InvalidState("ended", user_message="This session has ended.")
             if user_id != row.owner_id:
                 await ctx.db.add_participant(session_id, user_id, Role.INVITED.value)
-            ctx.bus.publish(SessionChanged(session_id, "participants"))
             return await session_of(ctx.db, row)
 
     async def set_visibility(self, session_id: str, by_user: str, visibility: Visibility) -> Session:
@@ -75,7 +71,6 @@ class Access:
         async with ctx.lock(session_id):
             row = await ctx.row(session_id)
             check_owner(await session_of(ctx.db, row), by_user, "change who may vote")
-            row = dataclasses.replace(row, visibility=Visibility(visibility).value)
-            await ctx.db.update_session(row)
-            ctx.bus.publish(SessionChanged(session_id, "visibility"))
+            row = row.with_(visibility=Visibility(visibility))
+            await ctx.save(row)
             return await session_of(ctx.db, row)

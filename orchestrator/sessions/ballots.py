@@ -6,15 +6,14 @@ The tallying arithmetic itself is in voting.py.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 from orchestrator.errors import InputError, InvalidState
-from orchestrator.events import SessionChanged, VotesChanged
+from orchestrator.events import VotesChanged
 from orchestrator.sessions.access import check_owner, check_vote
 from orchestrator.sessions.context import SessionContext
 from orchestrator.sessions.lifecycle import StageLifecycle
-from orchestrator.sessions.models import Role, Session, SessionSettings, SessionState, StageStatus, VoteResult
+from orchestrator.sessions.models import Role, Session, SessionState, StageStatus, VoteResult
 from orchestrator.sessions.views import session_of, stage_view
 
 
@@ -47,12 +46,12 @@ class Ballots:
             if user_id not in session.participants:
                 await ctx.db.add_participant(session_id, user_id, Role.VOTER.value)
             await ctx.db.set_vote(session_id, image_id, user_id, value)
-            view = await stage_view(ctx.db, st)
+            view = await stage_view(ctx.db, st, ctx.settings.funnel)
             shown = view.image(image.index)
             tally = shown.tally if shown else 0
             ctx.bus.publish(VotesChanged(session_id, st.id, image_id, tally))
             result = VoteResult(session_id, st.id, image_id, image.index, tally, value, view.selection)
-            if row.state == SessionState.VOTING:
+            if row.state is SessionState.VOTING:
                 await self.lifecycle.maybe_quorum(row, st)
         return result
 
@@ -68,19 +67,15 @@ class Ballots:
         async with ctx.lock(session_id):
             row = await ctx.row(session_id)
             check_owner(await session_of(ctx.db, row), by_user, "change the voting rules")
-            ss = SessionSettings.from_dict(row.settings).with_(quorum=quorum, deadline_s=deadline_s)
-            row = dataclasses.replace(row, settings=ss.to_dict())
-            await ctx.db.update_session(row)
+            row = row.with_(settings=row.settings.with_(quorum=quorum, deadline_s=deadline_s))
+            await ctx.save(row)
             ctx.cancel_timer(row.id)
             st = await ctx.current(row)
-            if st is not None and st.status == StageStatus.VOTING and row.state == SessionState.VOTING:
+            if st is not None and st.status is StageStatus.VOTING and row.state is SessionState.VOTING:
                 # The stage is already open: the deadline counts from now, and the quorum may already be met.
-                data = {k: v for k, v in st.data.items() if k != "deadline_at"}
-                if deadline_s:
-                    data["deadline_at"] = time.time() + deadline_s
-                st = dataclasses.replace(st, data=data)
-                await ctx.db.update_stage(st)
+                at = time.time() + deadline_s if deadline_s else None
+                st = st.with_data(st.data.with_(deadline_at=at))
+                await ctx.save_stage(st)
                 self.lifecycle.arm_deadline(row, st)
                 await self.lifecycle.maybe_quorum(row, st)
-            ctx.bus.publish(SessionChanged(session_id, "rules"))
             return await session_of(ctx.db, await ctx.row(session_id))

@@ -10,19 +10,20 @@ from __future__ import annotations
 import asyncio
 
 from orchestrator.config import Settings
-from orchestrator.db import Database, SessionRow, StageRow
+from orchestrator.db import Database
 from orchestrator.errors import InvalidState, SessionNotFound
 from orchestrator.events import EventBus
 from orchestrator.farm.scheduler import Scheduler
 from orchestrator.llm.pipeline import FeedbackPipeline
 from orchestrator.sessions.models import StageView
 from orchestrator.sessions.planner import Planner
+from orchestrator.sessions.records import SessionRecord, StageRecord
 from orchestrator.sessions.views import stage_view
 from orchestrator.store import ImageStore
 
 
 class SessionContext:
-    """The services, settings, locks and timers the parts of SessionService share."""
+    """The services, settings, locks and timers the parts of the session engine share."""
 
     def __init__(
         self,
@@ -54,25 +55,41 @@ class SessionContext:
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 
-    async def row(self, session_id: str) -> SessionRow:
-        """The session's row; SessionNotFound if there is none."""
+    async def row(self, session_id: str) -> SessionRecord:
+        """The session, parsed; SessionNotFound if there is none."""
         row = await self.db.get_session(session_id)
         if row is None:
             raise SessionNotFound(f"session {session_id}")
-        return row
+        return SessionRecord.of(row)
 
-    async def current(self, row: SessionRow) -> StageRow | None:
+    async def save(self, rec: SessionRecord) -> None:
+        """Write the session back whole."""
+        await self.db.update_session(rec.to_row())
+
+    async def stage(self, stage_id: str | None) -> StageRecord | None:
+        """A stage, parsed, if it exists."""
+        st = await self.db.get_stage(stage_id) if stage_id else None
+        return StageRecord.of(st) if st is not None else None
+
+    async def save_stage(self, st: StageRecord) -> None:
+        """Write a stage back whole."""
+        await self.db.update_stage(st.to_row())
+
+    async def stages_of(self, session_id: str) -> list[StageRecord]:
+        """Every stage of the session, in order."""
+        return [StageRecord.of(st) for st in await self.db.session_stages(session_id)]
+
+    async def current(self, rec: SessionRecord) -> StageRecord | None:
         """The session's current stage, if it has one yet."""
-        stage_id = row.data.get("stage_id")
-        return await self.db.get_stage(stage_id) if stage_id else None
+        return await self.stage(rec.data.stage_id)
 
-    async def need_current(self, row: SessionRow) -> StageRow:
+    async def need_current(self, rec: SessionRecord) -> StageRecord:
         """The session's current stage; InvalidState if it has none."""
-        st = await self.current(row)
+        st = await self.current(rec)
         if st is None:
             raise InvalidState("no stage", user_message="This session has no stage yet.")
         return st
 
-    async def current_view(self, row: SessionRow) -> StageView:
+    async def current_view(self, rec: SessionRecord) -> StageView:
         """The current stage as front ends show it."""
-        return await stage_view(self.db, await self.need_current(row))
+        return await stage_view(self.db, await self.need_current(rec), self.settings.funnel)

@@ -14,22 +14,37 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-from orchestrator.db import SessionRow
+from orchestrator.checks import check_count
 from orchestrator.errors import InputError, InvalidState, LimitExceeded
 from orchestrator.families import guess_family
-from orchestrator.models import Family, ImageRecord, LoraSpec
+from orchestrator.models import Family, ImageRecord
 from orchestrator.sessions import concept
 from orchestrator.sessions.access import check_vote
 from orchestrator.sessions.context import SessionContext
 from orchestrator.sessions.explorer import Pick
-from orchestrator.sessions.models import Flow, Role, Session, SessionSettings, SessionState, Visibility
-from orchestrator.sessions.planner import ROUND, STAGE, aspect_of, check_loras
+from orchestrator.sessions.models import (
+    Flow,
+    Role,
+    Session,
+    SessionRequest,
+    SessionSettings,
+    SessionState,
+    StageKind,
+    Visibility,
+)
+from orchestrator.sessions.planner import aspect_of, check_loras
+from orchestrator.sessions.records import ConceptData, ParentShare, SessionData, SessionRecord, StageData
 from orchestrator.sessions.stages import Prepared, StageWriter
-from orchestrator.sessions.syntax import check_negative, clip_negative, expand, parse_aspect, parse_prompt
+from orchestrator.sessions.syntax import (
+    clip_negative,
+    expand,
+    parse_aspect,
+    parse_prompt,
+    tidy_negative,
+)
 from orchestrator.sessions.views import session_of
 from orchestrator.uploads import EXTENSIONS, inspect_image, owner_dir
 
@@ -43,26 +58,13 @@ class SessionFactory:
         self.ctx = ctx
         self.stages = stages
 
-    async def create(
-        self,
-        flow: Flow,
-        owner_id: str,
-        prompt: str,
-        *,
-        negative: str | None = None,
-        family: Family | None = None,
-        count: int | None = None,
-        aspect: str | None = None,
-        private: bool = False,
-        image_path: Path | None = None,
-        fields: Mapping[str, str] | None = None,
-        checkpoint: str | None = None,
-        loras: Sequence[LoraSpec] = (),
-    ) -> Session:
-        """Start a session: flags in `prompt` are parsed (keyword arguments win) and the first stage queued."""
-        # `checkpoint` serves the stages of the session's family (guessed from the checkpoint's name when no family
-        # is given); `loras` every sampling stage. An Explorer from an image may have an empty prompt: it takes the
+    async def create(self, req: SessionRequest) -> Session:
+        """Start a session: flags in the prompt are parsed (the request's own fields win) and the first stage queued."""
+        # The checkpoint serves the stages of the session's family (guessed from the checkpoint's name when no family
+        # is given); the LoRAs every sampling stage. An Explorer from an image may have an empty prompt: it takes the
         # image's own prompt when the image is one of ours, else none (its rounds are then all img2img).
+        flow, owner_id, prompt, negative, family = req.flow, req.owner_id, req.prompt, req.negative, req.family
+        count, aspect, image_path, fields = req.count, req.aspect, req.image_path, req.fields
         settings = self.ctx.settings
         flow = Flow(flow)
         lim = settings.limits
@@ -80,7 +82,7 @@ class SessionFactory:
                 )
                 family = family or flags.family or ours_family
         family = family or flags.family
-        checkpoint = (checkpoint or "").strip() or None
+        checkpoint = (req.checkpoint or "").strip() or None
         if checkpoint is not None and family is None:
             family = guess_family(checkpoint, settings.checkpoints)
             if family is None:
@@ -89,9 +91,9 @@ class SessionFactory:
                     "checkpoint family",
                     user_message=f"Which model family is `{checkpoint}`? Give the family too ({accepted}).",
                 )
-        lora_specs = check_loras(loras)
-        if count is not None and not 1 <= count <= lim.max_count:
-            raise InputError("count", user_message=f"Count must be between 1 and {lim.max_count}.")
+        lora_specs = check_loras(req.loras)
+        if count is not None:
+            check_count(count, lim)
         if aspect is not None:
             w, h = parse_aspect(aspect)
             aspect = f"{w}:{h}"
@@ -108,36 +110,36 @@ class SessionFactory:
         )
         expand(flags.prompt, limit=lim.max_count)  # refuse too many permutations now, not at the next stage
         async with self._session_slot(owner_id):
-            data: dict[str, Any] = {"history": []}
+            data = SessionData()
             text = flags.prompt
+            locked: dict[str, str] = {}
             if flow is Flow.CONCEPT:
                 locked = concept.clean_fields(fields or {})
                 locked.setdefault("subject", concept.clean_value(flags.prompt))
-                data["concept"] = {"locked": locked, "field": None}
+                data = data.with_(concept=ConceptData(locked, None))
                 text = concept.compose(locked)
-            negative = check_negative(negative, lim) if negative is not None else (flags.negative or "")
-            row = _new_row(flow, owner_id, text, negative, ss, 0, data, private=private)
+            negative = tidy_negative(negative, lim) if negative is not None else (flags.negative or "")
+            row = _new_record(flow, owner_id, text, negative, ss, 0, data, private=req.private)
             init = await self._import_image(row.id, owner_id, image_path) if image_path is not None else None
             try:
                 if flow is Flow.DRAFT_GRID:
                     first = settings.funnel.stages[0]
-                    prepared = await self.stages.prepare(row, STAGE, 0, first.name, {"parents": [], "init_image": init})
+                    stage = StageData(StageKind.STAGE, init_image=init)
+                    prepared = await self.stages.prepare(row, 0, first.name, stage)
                 elif flow is Flow.CONCEPT:
-                    prepared = await self.stages.prepare_concept(row, dict(data["concept"]["locked"]), 0)
-                    row = prepared.row
+                    prepared = await self.stages.prepare_concept(row, dict(locked), 0)
+                    row = prepared.session
                 else:
-                    pick: dict[str, Any] | None = None
+                    pick: Pick | None = None
                     if init is not None:
                         # A user's image: its own shape, unless the user asked for another aspect.
                         ar = ss.aspect if (aspect or flags.aspect) else aspect_of(*await _image_size(init))
                         ss = ss.with_(aspect=ar)
-                        row = dataclasses.replace(row, settings=ss.to_dict())
-                        pick = Pick(init, text, ss.family or Family.SDXL, self.stages.seed(), ar).to_dict()
+                        pick = Pick(init, text, ss.family or Family.SDXL, self.stages.seed(), ar)
                         if ss.family is None:
                             ss = ss.with_(family=Family.SDXL)
-                            row = dataclasses.replace(row, settings=ss.to_dict())
-                    row = dataclasses.replace(row, data={**row.data, "pick": pick})
-                    prepared = await self.stages.prepare(row, ROUND, 0, "round 1", {"pick": pick})
+                    row = row.with_(settings=ss, data=row.data.with_(pick=pick))
+                    prepared = await self.stages.prepare(row, 0, "round 1", StageData(StageKind.ROUND, pick=pick))
             except BaseException:
                 # Refused before anything was written (a limit, no capable GPU): nothing will refer to the copy.
                 if init is not None:
@@ -160,16 +162,17 @@ class SessionFactory:
             raise InvalidState("pruned", user_message="That image's full-size file was pruned.")
         async with self._session_slot(user_id):
             # The user's checkpoint and LoRAs carry over (the checkpoint only while the family is the same).
-            src = SessionSettings.from_dict((await ctx.row(image.session_id)).settings) if image.session_id else None
+            src = (await ctx.row(image.session_id)).settings if image.session_id else None
             ss = SessionSettings(
                 family=job.params.family,
                 aspect=aspect_of(image.width, image.height),
                 checkpoint=src.checkpoint if src is not None and src.family is job.params.family else None,
                 loras=src.loras if src is not None else (),
             )
-            pick = Pick.of_image(image, job.params.family, ss.aspect).to_dict()
+            pick = Pick.of_image(image, job.params.family, ss.aspect)
+            data = StageData(StageKind.ROUND, pick=pick)
             return await self._new_session(
-                Flow.EXPLORER, user_id, image.prompt, image.negative_prompt, ss, ROUND, 0, "round 1", {"pick": pick}
+                Flow.EXPLORER, user_id, image.prompt, image.negative_prompt, ss, 0, "round 1", data
             )
 
     async def branch(self, session_id: str, user_id: str, image_id: str) -> Session:
@@ -183,15 +186,15 @@ class SessionFactory:
         if not image.path:
             raise InvalidState("pruned", user_message="That image's full-size file was pruned.")
         async with self._session_slot(user_id):
-            st = await ctx.db.get_stage(image.stage_id) if image.stage_id else None
+            st = await ctx.stage(image.stage_id)
             stages = ctx.settings.funnel.stages
-            from_recipe = Flow(source.flow) is Flow.DRAFT_GRID and st is not None and st.data.get("kind") == STAGE
+            from_recipe = source.flow is Flow.DRAFT_GRID and st is not None and st.kind is StageKind.STAGE
             idx = min(st.idx + 1 if from_recipe and st is not None else 1, len(stages) - 1)
             recipe = stages[idx]
-            ss = SessionSettings.from_dict(source.settings).with_(quorum=None, deadline_s=None)
-            data = {"parents": [[image.id, recipe.count]]}
+            ss = source.settings.with_(quorum=None, deadline_s=None)
+            data = StageData(StageKind.STAGE, parents=(ParentShare(image.id, recipe.count),))
             return await self._new_session(
-                Flow.DRAFT_GRID, user_id, source.prompt, source.negative_prompt, ss, STAGE, idx, recipe.name, data
+                Flow.DRAFT_GRID, user_id, source.prompt, source.negative_prompt, ss, idx, recipe.name, data
             )
 
     async def _new_session(
@@ -201,23 +204,19 @@ class SessionFactory:
         prompt: str,
         negative: str,
         ss: SessionSettings,
-        kind: str,
         idx: int,
         name: str,
-        stage_data: dict[str, Any],
+        stage_data: StageData,
     ) -> Session:
-        data: dict[str, Any] = {"history": []}
-        if "pick" in stage_data:
-            data["pick"] = stage_data["pick"]
-        row = _new_row(flow, owner_id, prompt, negative, ss, idx, data, private=False)
-        prepared = await self.stages.prepare(row, kind, idx, name, stage_data)
+        row = _new_record(flow, owner_id, prompt, negative, ss, idx, SessionData(pick=stage_data.pick), private=False)
+        prepared = await self.stages.prepare(row, idx, name, stage_data)
         row = await self._insert(row, prepared)
         log.info("session=%s created flow=%s owner=%s from an image", row.id, flow.value, owner_id)
         return await session_of(self.ctx.db, row)
 
-    async def _insert(self, row: SessionRow, prepared: Prepared) -> SessionRow:
+    async def _insert(self, row: SessionRecord, prepared: Prepared) -> SessionRecord:
         """Write the new session and its owner, then its planned first stage."""
-        await self.ctx.db.insert_session(row)
+        await self.ctx.db.insert_session(row.to_row())
         await self.ctx.db.add_participant(row.id, row.owner_id, Role.OWNER.value)
         return await self.stages.commit(row, prepared)
 
@@ -270,28 +269,28 @@ class SessionFactory:
         return image, (job.params.family if job else Family.SDXL)
 
 
-def _new_row(
+def _new_record(
     flow: Flow,
     owner_id: str,
     prompt: str,
     negative: str,
     ss: SessionSettings,
     idx: int,
-    data: dict[str, Any],
+    data: SessionData,
     *,
     private: bool,
-) -> SessionRow:
-    """A new session's row, in VOTING: the state its first stage is planned from."""
+) -> SessionRecord:
+    """A new session, in VOTING: the state its first stage is planned from."""
     now = time.time()
-    return SessionRow(
+    return SessionRecord(
         id=uuid.uuid4().hex,
-        flow=flow.value,
+        flow=flow,
         owner_id=owner_id,
-        visibility=(Visibility.PRIVATE if private else Visibility.OPEN).value,
-        state=SessionState.VOTING.value,
+        visibility=Visibility.PRIVATE if private else Visibility.OPEN,
+        state=SessionState.VOTING,
         prompt=prompt,
         negative_prompt=negative,
-        settings=ss.to_dict(),
+        settings=ss,
         stage_index=idx,
         data=data,
         created_at=now,

@@ -10,14 +10,15 @@ import dataclasses
 import time
 from pathlib import Path
 
+from orchestrator.checks import check_prompt
 from orchestrator.errors import InputError, InvalidState
-from orchestrator.events import SessionChanged
 from orchestrator.llm.changes import ImageRef4Llm, IntentEntry, RefineRequest, RefineResult
+from orchestrator.llm.pipeline import undo
 from orchestrator.sessions.access import check_advance, check_vote
 from orchestrator.sessions.context import SessionContext
 from orchestrator.sessions.models import Session, SessionState, StageImage, Suggestion
 from orchestrator.sessions.state import require
-from orchestrator.sessions.syntax import check_negative, clip_negative, expand
+from orchestrator.sessions.syntax import clip_negative, expand, tidy_negative
 from orchestrator.sessions.views import session_of, stage_view
 from orchestrator.sessions.voting import rank_selection, rejected
 
@@ -37,7 +38,7 @@ class Feedback:
         if not feedback.strip():
             raise InputError("empty feedback", user_message="The feedback is empty.")
         st = await ctx.current(row)
-        view = await stage_view(ctx.db, st) if st is not None else None
+        view = await stage_view(ctx.db, st, ctx.settings.funnel) if st is not None else None
         refs = [_ref4llm(im) for im in view.images] if view else []
         by_number = {r.number: r for r in refs}
         tallies = {im.number: im.tally for im in view.images} if view else {}
@@ -68,10 +69,8 @@ class Feedback:
         )
         async with ctx.lock(session_id):
             row = await ctx.row(session_id)
-            data = {**row.data, "suggestion": suggestion.to_dict(), "suggestion_entry": entry.to_dict()}
-            row = dataclasses.replace(row, data=data)
-            await ctx.db.update_session(row)
-        ctx.bus.publish(SessionChanged(session_id, "suggestion"))
+            row = row.with_(data=row.data.with_(suggestion=suggestion, suggestion_entry=entry))
+            await ctx.save(row)
         return result
 
     async def apply_suggestion(
@@ -103,17 +102,14 @@ class Feedback:
                 )
             new_prompt = " ".join((prompt if prompt is not None else pending.prompt).split())  # type: ignore[union-attr]
             if negative is not None:
-                new_negative = check_negative(negative, limits)
+                new_negative = tidy_negative(negative, limits)
             else:
                 new_negative = pending.negative_prompt if pending is not None else row.negative_prompt
-            if not new_prompt:
-                raise InputError("empty prompt", user_message="The prompt is empty.")
-            if len(new_prompt) > limits.max_prompt_chars:
-                raise InputError("too long", user_message=f"The prompt is over {limits.max_prompt_chars} characters.")
+            check_prompt(new_prompt, limits)
             expand(new_prompt, limit=limits.max_count)
-            saved = row.data.get("suggestion_entry") if pending is not None else None
+            saved = row.data.suggestion_entry if pending is not None else None
             edited = prompt is not None or negative is not None
-            base = IntentEntry.from_dict(saved or {"feedback": "", "rationale": f"edited by {user_id}"})
+            base = saved or IntentEntry.from_dict({"feedback": "", "rationale": f"edited by {user_id}"})
             entry = dataclasses.replace(
                 base,
                 old_prompt=row.prompt,
@@ -124,11 +120,9 @@ class Feedback:
                 created_at=time.time(),
             )
             await ctx.db.add_intent(session_id, entry.to_dict())
-            history = [*row.data.get("history", []), [row.prompt, row.negative_prompt]]
-            data = {**row.data, "history": history, "suggestion": None, "suggestion_entry": None}
-            row = dataclasses.replace(row, prompt=new_prompt, negative_prompt=new_negative, data=data)
-            await ctx.db.update_session(row)
-            ctx.bus.publish(SessionChanged(session_id, "prompt"))
+            data = row.data.with_(suggestion=None, suggestion_entry=None)
+            row = row.with_(prompt=new_prompt, negative_prompt=new_negative, data=data)
+            await ctx.save(row)
             return await session_of(ctx.db, row)
 
     async def discard_suggestion(self, session_id: str, user_id: str) -> None:
@@ -137,26 +131,20 @@ class Feedback:
         async with ctx.lock(session_id):
             row = await ctx.row(session_id)
             check_vote(await session_of(ctx.db, row), user_id)
-            row = dataclasses.replace(row, data={**row.data, "suggestion": None, "suggestion_entry": None})
-            await ctx.db.update_session(row)
-            ctx.bus.publish(SessionChanged(session_id, "suggestion"))
+            await ctx.save(row.with_(data=row.data.with_(suggestion=None, suggestion_entry=None)))
 
     async def undo(self, session_id: str, user_id: str) -> Session:
-        """Go back to the prompt before the last applied suggestion."""
+        """Go back to the prompt before the last applied suggestion (the intent table keeps the prompts it changed)."""
         ctx = self.ctx
         async with ctx.lock(session_id):
             row = await ctx.row(session_id)
             check_advance(await session_of(ctx.db, row), user_id, "undo a prompt change in this private session")
-            history = list(row.data.get("history", []))
-            if not history:
+            before = undo([IntentEntry.from_dict(d) for d in await ctx.db.intent(session_id)])
+            if before is None:
                 raise InvalidState("nothing to undo", user_message="There is no earlier prompt to go back to.")
-            prompt, negative = history.pop()
             await ctx.db.pop_intent(session_id)
-            row = dataclasses.replace(
-                row, prompt=prompt, negative_prompt=negative, data={**row.data, "history": history}
-            )
-            await ctx.db.update_session(row)
-            ctx.bus.publish(SessionChanged(session_id, "prompt"))
+            row = row.with_(prompt=before[0], negative_prompt=before[1])
+            await ctx.save(row)
             return await session_of(ctx.db, row)
 
 

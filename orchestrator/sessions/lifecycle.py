@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import logging
 import time
 
-from orchestrator.db import SessionRow, StageRow
 from orchestrator.errors import ImGenError, InvalidState
-from orchestrator.events import BatchDone, DeadlineMissed, Event, SessionChanged, SessionEnded, StageDone, Subscription
+from orchestrator.events import BatchDone, DeadlineMissed, Event, SessionEnded, StageDone, Subscription
 from orchestrator.models import JobStatus
 from orchestrator.sessions.context import SessionContext
-from orchestrator.sessions.models import Flow, SessionSettings, SessionState, StageStatus
+from orchestrator.sessions.models import Flow, SessionState, StageKind, StageStatus
 from orchestrator.sessions.moves import FunnelMoves
-from orchestrator.sessions.planner import FINAL, STAGE, UPSCALE
+from orchestrator.sessions.records import NextStep, SessionRecord, StageRecord, is_final
 from orchestrator.sessions.stages import StageWriter
 from orchestrator.sessions.state import Action, transition
 from orchestrator.sessions.voting import distinct_voters
@@ -73,8 +71,8 @@ class StageLifecycle:
             try:
                 async with ctx.lock(ev.session_id):
                     row = await ctx.row(ev.session_id)
-                    st = await ctx.db.get_stage(ev.stage_id)
-                    if st is not None and st.status == StageStatus.GENERATING:
+                    st = await ctx.stage(ev.stage_id)
+                    if st is not None and st.status is StageStatus.GENERATING:
                         await self._complete(row, st)
             except Exception:
                 log.exception("session=%s stage=%s: handling its finished batch failed", ev.session_id, ev.stage_id)
@@ -84,81 +82,76 @@ class StageLifecycle:
         st = await self.ctx.current(row)
         if st is None:
             return
-        if st.status == StageStatus.GENERATING:
+        if st.status is StageStatus.GENERATING:
             jobs = await self.ctx.db.stage_jobs(st.id)
             if not jobs:
                 # Stopped between writing the stage and queueing its jobs: plan it again.
                 await self.stages.replan(row, st)
             elif all(j.status.terminal for j in jobs):
                 await self._complete(row, st)
-        elif st.status == StageStatus.VOTING and row.state == SessionState.VOTING:
+        elif st.status is StageStatus.VOTING and row.state is SessionState.VOTING:
             self.arm_deadline(row, st)
         log.info("resumed session=%s stage=%s (%s)", row.id, st.name, st.status)
 
-    async def _complete(self, row: SessionRow, st: StageRow) -> None:
+    async def _complete(self, row: SessionRecord, st: StageRecord) -> None:
         """Every job of the stage is terminal: open it for votes (once), then do what the flow does next."""
         ctx = self.ctx
         jobs = await ctx.db.stage_jobs(st.id)
         done = sum(1 for j in jobs if j.status is JobStatus.DONE)
-        data = dict(st.data)
-        ss = SessionSettings.from_dict(row.settings)
-        if ss.deadline_s:
-            data["deadline_at"] = time.time() + ss.deadline_s
-        st = dataclasses.replace(st, status=StageStatus.VOTING.value, data=data)
-        await ctx.db.update_stage(st)
-        current = row.data.get("stage_id") == st.id
-        then = "vote"
+        deadline_s = row.settings.deadline_s
+        if deadline_s:
+            st = st.with_data(st.data.with_(deadline_at=time.time() + deadline_s))
+        st = st.moved(StageStatus.VOTING)
+        await ctx.save_stage(st)
+        current = row.data.stage_id == st.id
+        then = NextStep.VOTE
         if current:
             # Decide what follows before announcing the stage, so a front end that reacts to StageDone
             # already reads the finished session (or the final image) from get().
-            row = dataclasses.replace(row, state=transition(SessionState(row.state), Action.STAGE_DONE).value)
+            row = row.with_(state=transition(row.state, Action.STAGE_DONE))
             if done:
                 row, then = await self._after_stage(row, st)
-            await ctx.db.update_session(row)
+            await ctx.save(row)
         ctx.bus.publish(StageDone(row.id, st.id, st.name, done, len(jobs) - done))
         log.info("session=%s stage=%s %s done=%d failed=%d", row.id, st.id[:8], st.name, done, len(jobs) - done)
         if not current or not done:
             return
-        if then == "finished":
+        if then is NextStep.FINISHED:
             ctx.bus.publish(SessionEnded(row.id, "finished"))
-            log.info("session=%s finished final=%s", row.id, row.data.get("final_image_id"))
-        elif then == "final":
-            ctx.bus.publish(SessionChanged(row.id, "final"))
-        elif then == "upscale":
+            log.info("session=%s finished final=%s", row.id, row.data.final_image_id)
+        elif then is NextStep.UPSCALE:
+            assert row.data.final_image_id is not None
             try:
-                await self.stages.start_upscale(row, st, str(row.data["final_image_id"]))
+                await self.stages.start_upscale(row, st, row.data.final_image_id)
             except ImGenError as e:
                 log.warning("session=%s final upscale not possible: %s", row.id, e.user_message)
-                row = dataclasses.replace(row, state=transition(SessionState(row.state), Action.FINISH).value)
-                await ctx.db.update_session(row)
+                row = row.with_(state=transition(row.state, Action.FINISH))
+                await ctx.save(row)
                 ctx.bus.publish(SessionEnded(row.id, "finished"))
-        else:
+        elif then is NextStep.VOTE:
             await self.maybe_quorum(row, st)
             refreshed = await ctx.row(row.id)
-            if refreshed.data.get("stage_id") == st.id:
+            if refreshed.data.stage_id == st.id:
                 self.arm_deadline(refreshed, st)
 
-    async def _after_stage(self, row: SessionRow, st: StageRow) -> tuple[SessionRow, str]:
-        """What a delivered current stage leads to: "vote", "upscale" (of the final), "final" or "finished"."""
+    async def _after_stage(self, row: SessionRecord, st: StageRecord) -> tuple[SessionRecord, NextStep]:
+        """What a delivered current stage leads to, and the session as it leads there."""
         funnel = self.ctx.settings.funnel
-        kind = st.data.get("kind")
-        flow = Flow(row.flow)
-        last_recipe = kind == STAGE and st.idx == len(funnel.stages) - 1
-        final = (flow is Flow.DRAFT_GRID and last_recipe) or (flow is Flow.CONCEPT and kind == FINAL)
-        if not (kind == UPSCALE or final):
-            return row, "vote"
+        if not is_final(st.kind, st.idx, len(funnel.stages)):
+            return row, NextStep.VOTE
         images = await self.ctx.db.stage_images(st.id)
-        row = dataclasses.replace(row, data={**row.data, "final_image_id": images[0].id})
-        if kind != UPSCALE and funnel.final_upscale:
-            return row, "upscale"
-        if flow is Flow.EXPLORER:
-            return row, "final"
-        return dataclasses.replace(row, state=transition(SessionState(row.state), Action.FINISH).value), "finished"
+        row = row.with_(data=row.data.with_(final_image_id=images[0].id))
+        if st.kind is not StageKind.UPSCALE and funnel.final_upscale:
+            return row, NextStep.UPSCALE
+        if row.flow is Flow.EXPLORER:
+            # An Explorer's upscale is a result, not the end: its rounds go on from any pick.
+            return row, NextStep.FINAL
+        return row.with_(state=transition(row.state, Action.FINISH)), NextStep.FINISHED
 
-    async def maybe_quorum(self, row: SessionRow, st: StageRow) -> None:
+    async def maybe_quorum(self, row: SessionRecord, st: StageRecord) -> None:
         """Advance the session (its lock held) once as many people voted on the open stage as its quorum asks."""
-        quorum = SessionSettings.from_dict(row.settings).quorum
-        if not quorum or st.status != StageStatus.VOTING:
+        quorum = row.settings.quorum
+        if not quorum or st.status is not StageStatus.VOTING:
             return
         images = await self.ctx.db.stage_images(st.id)
         votes = await self.ctx.db.votes_for_images([im.id for im in images])
@@ -170,9 +163,9 @@ class StageLifecycle:
         except InvalidState as e:
             log.info("session=%s quorum reached but not advancing: %s", row.id, e.user_message)
 
-    def arm_deadline(self, row: SessionRow, st: StageRow) -> None:
+    def arm_deadline(self, row: SessionRecord, st: StageRecord) -> None:
         """Start the timer that advances the session at the stage's deadline, if it has one."""
-        at = st.data.get("deadline_at")
+        at = st.data.deadline_at
         if at is None:
             return
         self.ctx.cancel_timer(row.id)
@@ -186,7 +179,7 @@ class StageLifecycle:
             if ctx.timers.get(session_id) is asyncio.current_task():
                 del ctx.timers[session_id]
             row = await ctx.row(session_id)
-            if row.data.get("stage_id") != stage_id or row.state != SessionState.VOTING:
+            if row.data.stage_id != stage_id or row.state is not SessionState.VOTING:
                 return
             try:
                 await self.moves.advance_locked(row)

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from orchestrator.models import Family, ImageRecord, LoraSpec, Mode
@@ -47,6 +48,15 @@ class StageStatus(StrEnum):
     VOTING = "voting"  #: every job is terminal; the stage is the current one and takes votes
     DONE = "done"  #: the session moved past it (its images and votes stay)
     CANCELLED = "cancelled"  #: replaced by a regenerate or abandoned by going back / ending
+
+
+class StageKind(StrEnum):
+    """What a stage is; kept in the stage's data as "kind"."""
+
+    STAGE = "stage"  #: a Draft Grid recipe stage
+    ROUND = "round"  #: a Concept Builder or Explorer round
+    FINAL = "final"  #: the Concept Builder's final render
+    UPSCALE = "upscale"  #: a one-image upscale
 
 
 class Role(StrEnum):
@@ -116,6 +126,28 @@ class SessionSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionRequest:
+    """What starting a session asks for (flags in the prompt are parsed; the fields given here win)."""
+
+    flow: Flow
+    owner_id: str
+    prompt: str
+    #: None: the prompt's --no flag, else none
+    negative: str | None = None
+    family: Family | None = None
+    count: int | None = None
+    aspect: str | None = None
+    private: bool = False
+    #: the user's own image, copied into the data directory (Draft Grid: img2img drafts; Explorer: the first pick)
+    image_path: Path | None = None
+    #: Concept Builder fields the user fixed from the start
+    fields: Mapping[str, str] | None = None
+    #: the user's checkpoint for the stages of the session's family (the family is guessed from its name if not given)
+    checkpoint: str | None = None
+    loras: tuple[LoraSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Suggestion:
     """A refined prompt from the feedback pipeline, shown with Use / Edit / Discard and not applied yet."""
 
@@ -127,10 +159,12 @@ class Suggestion:
     by_user: str
 
     def to_dict(self) -> dict[str, Any]:
+        """As kept in the session's data (JSON)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Suggestion:
+        """The inverse of to_dict."""
         return cls(
             prompt=str(d["prompt"]),
             negative_prompt=str(d.get("negative_prompt", "")),
@@ -198,6 +232,9 @@ class StageView:
     session_id: str
     index: int
     name: str
+    kind: StageKind
+    #: a final render or an upscale (shown full size with final actions), not a stage to vote on
+    is_final: bool
     status: StageStatus
     total: int
     delivered: int

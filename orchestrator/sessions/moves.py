@@ -8,19 +8,18 @@ field by hand, regenerate, go back, upscale, and end. Each public move takes the
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
-from orchestrator.db import SessionRow, StageRow
 from orchestrator.errors import InputError, InvalidState
-from orchestrator.events import SessionChanged, SessionEnded
+from orchestrator.events import SessionEnded
 from orchestrator.models import Family, ImageRecord
 from orchestrator.sessions import concept
 from orchestrator.sessions.access import check_advance, check_owner
 from orchestrator.sessions.context import SessionContext
 from orchestrator.sessions.explorer import Pick
-from orchestrator.sessions.models import Flow, Session, SessionState, StageStatus, StageView
-from orchestrator.sessions.planner import ROUND, STAGE, UPSCALE, aspect_of
+from orchestrator.sessions.models import Flow, Session, SessionState, StageKind, StageStatus, StageView
+from orchestrator.sessions.planner import aspect_of
+from orchestrator.sessions.records import ParentShare, SessionRecord, StageData, StageRecord
 from orchestrator.sessions.stages import StageWriter
 from orchestrator.sessions.state import Action, require, transition
 from orchestrator.sessions.views import session_of, stage_view
@@ -36,7 +35,7 @@ class FunnelMoves:
         self.ctx = ctx
         self.stages = stages
 
-    async def _row_for_advance(self, session_id: str, user_id: str) -> SessionRow:
+    async def _row_for_advance(self, session_id: str, user_id: str) -> SessionRecord:
         row = await self.ctx.row(session_id)
         check_advance(await session_of(self.ctx.db, row), user_id)
         return row
@@ -45,31 +44,32 @@ class FunnelMoves:
         """Next stage from the selection (Concept Builder / Explorer: pick the best-voted image)."""
         async with self.ctx.lock(session_id):
             row = await self._row_for_advance(session_id, user_id)
-            require(SessionState(row.state), SessionState.VOTING)
+            require(row.state, SessionState.VOTING)
             row = await self.advance_locked(row)
             return await self.ctx.current_view(row)
 
-    async def advance_locked(self, row: SessionRow) -> SessionRow:
+    async def advance_locked(self, row: SessionRecord) -> SessionRecord:
         """Advance with the session's lock held."""
         ctx = self.ctx
         st = await ctx.need_current(row)
-        view = await stage_view(ctx.db, st)
+        view = await stage_view(ctx.db, st, ctx.settings.funnel)
         if not view.selection:
             raise InvalidState(
                 "empty selection", user_message="Nothing is selected: select at least one image before continuing."
             )
-        if Flow(row.flow) is not Flow.DRAFT_GRID:
+        if row.flow is not Flow.DRAFT_GRID:
             best = view.image(view.selection[0])
             assert best is not None
             return await self._pick_locked(row, st, best.image)
         stages = ctx.settings.funnel.stages
-        if st.data.get("kind") != STAGE or st.idx + 1 >= len(stages):
+        if st.kind is not StageKind.STAGE or st.idx + 1 >= len(stages):
             raise InvalidState("last stage", user_message="This is the final stage: upscale the image or end.")
         recipe = stages[st.idx + 1]
         ranked = [im for n in view.selection if (im := view.image(n)) is not None]
         shares = allocate(recipe.count, [(im.image.id, im.tally) for im in ranked])
-        parents = [[im.image.id, shares[im.image.id]] for im in ranked if im.image.id in shares]
-        prepared = await self.stages.prepare(row, STAGE, st.idx + 1, recipe.name, {"parents": parents, "prev": st.id})
+        parents = tuple(ParentShare(im.image.id, shares[im.image.id]) for im in ranked if im.image.id in shares)
+        data = StageData(StageKind.STAGE, parents=parents, prev=st.id)
+        prepared = await self.stages.prepare(row, st.idx + 1, recipe.name, data)
         row = await self.stages.commit(row, prepared)
         await self.stages.close(st, StageStatus.DONE)
         if ctx.settings.funnel.prune_unselected:
@@ -80,7 +80,7 @@ class FunnelMoves:
         """Run the current stage again with new seeds (and the current prompt)."""
         async with self.ctx.lock(session_id):
             row = await self._row_for_advance(session_id, user_id)
-            require(SessionState(row.state), SessionState.GENERATING, SessionState.VOTING)
+            require(row.state, SessionState.GENERATING, SessionState.VOTING)
             st = await self.ctx.need_current(row)
             row = await self.stages.replan(row, st)
             return await self.ctx.current_view(row)
@@ -91,24 +91,21 @@ class FunnelMoves:
         async with ctx.lock(session_id):
             row = await self._row_for_advance(session_id, user_id)
             st = await ctx.need_current(row)
-            prev_id = st.data.get("prev")
-            prev = await ctx.db.get_stage(prev_id) if prev_id else None
+            prev = await ctx.stage(st.data.prev)
             if prev is None:
                 raise InvalidState("first stage", user_message="This is the first stage; there is nothing before it.")
-            state = transition(SessionState(row.state), Action.BACK)
+            state = transition(row.state, Action.BACK)
             await self.stages.close(st, StageStatus.CANCELLED)
-            prev = dataclasses.replace(prev, status=StageStatus.VOTING.value)
-            await ctx.db.update_stage(prev)
-            snapshot = dict(prev.data.get("session_data") or {})
-            data = {**row.data, **snapshot, "stage_id": prev.id, "stage_name": prev.name}
-            row = dataclasses.replace(row, state=state.value, stage_index=prev.idx, data=data)
-            if Flow(row.flow) is Flow.CONCEPT:
-                row = dataclasses.replace(row, prompt=concept.compose(data["concept"]["locked"]))
-            await ctx.db.update_session(row)
+            prev = prev.moved(StageStatus.VOTING)
+            await ctx.save_stage(prev)
+            data = row.data.restored(prev.data.snapshot).with_(stage_id=prev.id, stage_name=prev.name)
+            row = row.with_(state=state, stage_index=prev.idx, data=data)
+            if row.flow is Flow.CONCEPT and data.concept is not None:
+                row = row.with_(prompt=concept.compose(data.concept.locked))
+            await ctx.save(row)
             ctx.cancel_timer(row.id)
-            ctx.bus.publish(SessionChanged(row.id, "stage"))
             log.info("session=%s back to stage %s", row.id, prev.name)
-            return await stage_view(ctx.db, prev)
+            return await stage_view(ctx.db, prev, ctx.settings.funnel)
 
     async def end(self, session_id: str, user_id: str) -> Session:
         """End the session (owner only); a stage still rendering is cancelled."""
@@ -116,12 +113,12 @@ class FunnelMoves:
         async with ctx.lock(session_id):
             row = await ctx.row(session_id)
             check_owner(await session_of(ctx.db, row), user_id, "end this session")
-            state = transition(SessionState(row.state), Action.END)
+            state = transition(row.state, Action.END)
             st = await ctx.current(row)
-            if st is not None and st.status == StageStatus.GENERATING:
+            if st is not None and st.status is StageStatus.GENERATING:
                 await self.stages.close(st, StageStatus.CANCELLED)
-            row = dataclasses.replace(row, state=state.value, data={**row.data, "ended_reason": "ended by the owner"})
-            await ctx.db.update_session(row)
+            row = row.with_(state=state, data=row.data.with_(ended_reason="ended by the owner"))
+            await ctx.save(row)
             ctx.cancel_timer(row.id)
             ctx.bus.publish(SessionEnded(row.id, "ended by the owner"))
             log.info("session=%s ended by %s", row.id, user_id)
@@ -131,10 +128,10 @@ class FunnelMoves:
         """Lock the current Concept Builder field with the user's own value and move to the next field."""
         async with self.ctx.lock(session_id):
             row = await self._row_for_advance(session_id, user_id)
-            if Flow(row.flow) is not Flow.CONCEPT:
+            if row.flow is not Flow.CONCEPT:
                 raise InvalidState("not concept", user_message="Only the Concept Builder has fields.")
-            require(SessionState(row.state), SessionState.GENERATING, SessionState.VOTING)
-            field = row.data["concept"].get("field")
+            require(row.state, SessionState.GENERATING, SessionState.VOTING)
+            field = row.data.concept.field if row.data.concept else None
             if field is None:
                 raise InvalidState("no field", user_message="Every field is already chosen.")
             text = concept.clean_value(value)
@@ -148,9 +145,9 @@ class FunnelMoves:
         """Concept Builder: lock the field from that image's option; Explorer: next round around that image."""
         async with self.ctx.lock(session_id):
             row = await self._row_for_advance(session_id, user_id)
-            if Flow(row.flow) is Flow.DRAFT_GRID:
+            if row.flow is Flow.DRAFT_GRID:
                 raise InvalidState("pick", user_message="In a Draft Grid, select images and press Continue.")
-            require(SessionState(row.state), SessionState.VOTING)
+            require(row.state, SessionState.VOTING)
             st = await self.ctx.need_current(row)
             image = await self._image_here(row, image_id)
             row = await self._pick_locked(row, st, image)
@@ -169,7 +166,7 @@ class FunnelMoves:
                     if on_its_way
                     else "This image is already upscaled: the 4x image is in this thread.",
                 )
-            require(SessionState(row.state), SessionState.VOTING, SessionState.FINISHED)
+            require(row.state, SessionState.VOTING, SessionState.FINISHED)
             image = await self._image_here(row, image_id)
             st = await self.ctx.need_current(row)
             row = await self.stages.start_upscale(row, st, image.id)
@@ -177,46 +174,48 @@ class FunnelMoves:
 
     async def existing_upscale(self, session_id: str, image_id: str) -> StageView | None:
         """The upscale stage of this image (rendering, or done with its image), if there is one."""
-        for st in reversed(await self.ctx.db.session_stages(session_id)):
-            if st.data.get("kind") != UPSCALE or st.data.get("image_id") != image_id:
+        funnel = self.ctx.settings.funnel
+        for st in reversed(await self.ctx.stages_of(session_id)):
+            if st.kind is not StageKind.UPSCALE or st.data.image_id != image_id:
                 continue
-            if st.status == StageStatus.GENERATING:
-                return await stage_view(self.ctx.db, st)
-            view = await stage_view(self.ctx.db, st)
-            if st.status != StageStatus.CANCELLED and view.images:
+            view = await stage_view(self.ctx.db, st, funnel)
+            if st.status is StageStatus.GENERATING:
+                return view
+            if st.status is not StageStatus.CANCELLED and view.images:
                 return view
         return None
 
-    async def _image_here(self, row: SessionRow, image_id: str) -> ImageRecord:
+    async def _image_here(self, row: SessionRecord, image_id: str) -> ImageRecord:
         image = await self.ctx.db.image(image_id)
         if image is None or image.session_id != row.id:
             raise InvalidState("not here", user_message="That image is not part of this session.")
         return image
 
-    async def _pick_locked(self, row: SessionRow, st: StageRow, image: ImageRecord) -> SessionRow:
-        if Flow(row.flow) is Flow.CONCEPT:
-            if image.stage_id != st.id or st.data.get("kind") != ROUND:
+    async def _pick_locked(self, row: SessionRecord, st: StageRecord, image: ImageRecord) -> SessionRecord:
+        if row.flow is Flow.CONCEPT:
+            if image.stage_id != st.id or st.kind is not StageKind.ROUND or st.data.field is None:
                 raise InvalidState("not this round", user_message="Pick one of this round's images.")
-            option = st.data["options"][image.index - 1]
-            return await self._lock_field(row, st, st.data["field"], option)
+            option = st.data.options[image.index - 1]
+            return await self._lock_field(row, st, st.data.field, option)
         if not image.path:
             raise InvalidState("pruned", user_message="That image's full-size file was pruned; pick another.")
         job = await self.ctx.db.get_job(image.id)
         family = job.params.family if job else Family.SDXL
         # A session led by an image alone keeps its empty prompt: a picked style variation's text is only the style.
         prompt = image.prompt if row.prompt else ""
-        pick = Pick.of_image(image, family, aspect_of(image.width, image.height), prompt=prompt).to_dict()
-        row = dataclasses.replace(row, prompt=prompt, data={**row.data, "pick": pick})
+        pick = Pick.of_image(image, family, aspect_of(image.width, image.height), prompt=prompt)
+        row = row.with_(prompt=prompt, data=row.data.with_(pick=pick))
         name = f"round {st.idx + 2}"
-        prepared = await self.stages.prepare(row, ROUND, st.idx + 1, name, {"pick": pick, "prev": st.id})
+        data = StageData(StageKind.ROUND, pick=pick, prev=st.id)
+        prepared = await self.stages.prepare(row, st.idx + 1, name, data)
         row = await self.stages.commit(row, prepared)
         await self.stages.close(st, StageStatus.DONE)
         return row
 
-    async def _lock_field(self, row: SessionRow, st: StageRow, field: str, value: str) -> SessionRow:
-        locked = {**row.data["concept"]["locked"], field: value}
+    async def _lock_field(self, row: SessionRecord, st: StageRecord, field: str, value: str) -> SessionRecord:
+        locked = {**(row.data.concept.locked if row.data.concept else {}), field: value}
         prepared = await self.stages.prepare_concept(row, locked, st.idx + 1, prev=st.id)
-        unfinished = st.status == StageStatus.GENERATING
-        row = await self.stages.commit(prepared.row, prepared)
+        unfinished = st.status is StageStatus.GENERATING
+        row = await self.stages.commit(prepared.session, prepared)
         await self.stages.close(st, StageStatus.CANCELLED if unfinished else StageStatus.DONE)
         return row

@@ -5,102 +5,105 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any
 
 from orchestrator.config import Settings, StageRecipe
-from orchestrator.db import Database, SessionRow, StageRow
+from orchestrator.db import Database
 from orchestrator.errors import InputError, InvalidState
 from orchestrator.models import Family, JobSpec, LoraSpec
 from orchestrator.sessions import concept, draft_grid, explorer
-from orchestrator.sessions.models import Flow, SessionSettings
+from orchestrator.sessions.models import Flow, StageKind
+from orchestrator.sessions.records import SessionRecord, StageData, StageRecord
 from orchestrator.sessions.syntax import expand
-
-# Stage kinds, kept in StageRow.data["kind"].
-STAGE = "stage"  #: a Draft Grid recipe stage
-ROUND = "round"  #: a Concept Builder or Explorer round
-FINAL = "final"  #: the Concept Builder's final render
-UPSCALE = "upscale"  #: a one-image upscale
 
 MAX_LORAS = 4
 #: LoRA weights outside this range only make noise
 LORA_WEIGHT = (-4.0, 4.0)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Plan:
+    """A stage's job specs, and the label a front end shows under each number (Explorer rounds)."""
+
+    specs: list[JobSpec]
+    labels: tuple[str, ...] = ()
+
+
 class Planner:
-    """Plans any stage of any flow from the session row and the stage's data."""
+    """Plans any stage of any flow from the session and the stage's data."""
 
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
 
-    async def specs(self, row: SessionRow, kind: str, idx: int, data: dict[str, Any], stage_id: str) -> list[JobSpec]:
-        """The job specs of a stage of `kind` at `idx`, from its data (Explorer rounds add their labels to it)."""
-        ss = SessionSettings.from_dict(row.settings)
+    async def plan(self, rec: SessionRecord, idx: int, data: StageData, stage_id: str) -> Plan:
+        """The job specs of the stage at `idx` described by `data` (its seed drawn already)."""
+        ss = rec.settings
         stages = self.settings.funnel.stages
         max_side = self.settings.limits.max_side
-        target = draft_grid.Target(row.id, stage_id, row.owner_id)
-        seed = int(data["seed"])
-        if kind == UPSCALE:
-            image = await self.db.image(data["image_id"])
-            job = await self.db.get_job(data["image_id"])
+        target = draft_grid.Target(rec.id, stage_id, rec.owner_id)
+        assert data.seed is not None, "a stage is planned after its seed is drawn"
+        seed = data.seed
+        kind = data.kind
+        if kind is StageKind.UPSCALE:
+            assert data.image_id is not None
+            image = await self.db.image(data.image_id)
+            job = await self.db.get_job(data.image_id)
             if image is None or job is None:
                 raise InvalidState("gone", user_message="That image no longer exists.")
-            return [draft_grid.plan_upscale(image, job.params.family, target, self.settings.upscale_model)]
-        if kind == STAGE:
+            return Plan([draft_grid.plan_upscale(image, job.params.family, target, self.settings.upscale_model)])
+        if kind is StageKind.STAGE:
             recipe = draft_grid.resolve_recipe(stages[idx], ss, max_side)
-            prompts = expand(row.prompt, limit=self.settings.limits.max_count)
-            if not data.get("parents"):
+            prompts = expand(rec.prompt, limit=self.settings.limits.max_count)
+            if not data.parents:
                 count = ss.count or recipe.count
-                init = data.get("init_image")
-                return draft_grid.plan_first(
-                    recipe, target, self.render(row, recipe), prompts=prompts, count=count, base_seed=seed,
-                    init_image=init,
-                )  # fmt: skip
+                return Plan(draft_grid.plan_first(
+                    recipe, target, self.render(rec, recipe), prompts=prompts, count=count, base_seed=seed,
+                    init_image=data.init_image,
+                ))  # fmt: skip
             parents = []
-            for image_id, n in data["parents"]:
-                image = await self.db.image(image_id)
+            for share in data.parents:
+                image = await self.db.image(share.image_id)
                 if image is None:
                     raise InvalidState("gone", user_message="A selected image no longer exists.")
-                parents.append(draft_grid.Parent(image, int(n)))
-            render = self.render(row, recipe)
-            return draft_grid.plan_next(recipe, target, render, prompts=prompts, parents=parents, base_seed=seed)
-        if kind == FINAL:
+                parents.append(draft_grid.Parent(image, share.count))
+            render = self.render(rec, recipe)
+            return Plan(draft_grid.plan_next(recipe, target, render, prompts=prompts, parents=parents, base_seed=seed))
+        locked = rec.data.concept.locked if rec.data.concept else {}
+        if kind is StageKind.FINAL:
             recipe = draft_grid.resolve_recipe(stages[-1], ss, max_side)
-            locked = row.data["concept"]["locked"]
-            return [concept.plan_final(recipe, target, self.render(row, recipe), locked=locked, seed=seed)]
-        if Flow(row.flow) is Flow.CONCEPT:
+            return Plan([concept.plan_final(recipe, target, self.render(rec, recipe), locked=locked, seed=seed)])
+        if rec.flow is Flow.CONCEPT:
+            assert data.field is not None
             recipe = draft_grid.resolve_recipe(stages[0], ss, max_side)
-            return concept.plan_round(
-                recipe, target, self.render(row, recipe), field=data["field"], options=data["options"],
-                locked=row.data["concept"]["locked"], seed=seed,
-            )  # fmt: skip
-        pick = explorer.Pick.from_dict(data["pick"]) if data.get("pick") else None
+            return Plan(concept.plan_round(
+                recipe, target, self.render(rec, recipe), field=data.field, options=data.options,
+                locked=locked, seed=seed,
+            ))  # fmt: skip
+        pick = data.pick
         family = ss.family or (pick.family if pick else stages[0].family)
         aspect = pick.aspect if pick else ss.aspect
         base = recipe_for(stages, family)
         recipe = draft_grid.resolve_recipe(base, ss.with_(family=family, aspect=aspect), max_side)
         variations = explorer.plan_round(
-            recipe, target, self.render(row, recipe), prompt=row.prompt, aspect=aspect, pick=pick,
+            recipe, target, self.render(rec, recipe), prompt=rec.prompt, aspect=aspect, pick=pick,
             count=ss.count or self.settings.funnel.explorer_count, base_seed=seed, max_side=max_side,
         )  # fmt: skip
-        data["labels"] = [v.label for v in variations]
-        return [v.spec for v in variations]
+        return Plan([v.spec for v in variations], tuple(v.label for v in variations))
 
-    def render(self, row: SessionRow, recipe: StageRecipe) -> draft_grid.Render:
+    def render(self, rec: SessionRecord, recipe: StageRecipe) -> draft_grid.Render:
         """Checkpoint for the recipe's family (the user's own for the session's family), negative prompt, LoRAs."""
-        ss = SessionSettings.from_dict(row.settings)
+        ss = rec.settings
         checkpoint = self.settings.checkpoint_for(recipe.family)
         if ss.checkpoint and recipe.family is ss.family:
             checkpoint = ss.checkpoint
-        return draft_grid.Render(row.negative_prompt, checkpoint, ss.loras)
+        return draft_grid.Render(rec.negative_prompt, checkpoint, ss.loras)
 
-    def family_of(self, row: SessionRow, st: StageRow | None) -> Family:
+    def family_of(self, rec: SessionRecord, st: StageRecord | None) -> Family:
         """The family the next images of the session will most likely use (for the feedback pipeline)."""
-        ss = SessionSettings.from_dict(row.settings)
         stages = self.settings.funnel.stages
-        if ss.family is not None:
-            return ss.family
-        if st is not None and st.data.get("kind") == STAGE and st.idx + 1 < len(stages):
+        if rec.settings.family is not None:
+            return rec.settings.family
+        if st is not None and st.kind is StageKind.STAGE and st.idx + 1 < len(stages):
             return stages[st.idx + 1].family
         return stages[-1].family
 

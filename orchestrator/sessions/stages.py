@@ -13,16 +13,14 @@ import random
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
-from orchestrator.db import SessionRow, StageRow
 from orchestrator.errors import LimitExceeded
 from orchestrator.events import StageStarted
 from orchestrator.models import MAX_SEED, JobSpec
 from orchestrator.sessions import concept
 from orchestrator.sessions.context import SessionContext
-from orchestrator.sessions.models import SessionSettings, SessionState, StageStatus, StageView
-from orchestrator.sessions.planner import FINAL, ROUND, STAGE, UPSCALE
+from orchestrator.sessions.models import StageKind, StageStatus, StageView
+from orchestrator.sessions.records import ConceptData, SessionRecord, StageData, StageRecord
 from orchestrator.sessions.state import Action, transition
 
 log = logging.getLogger(__name__)
@@ -32,8 +30,8 @@ log = logging.getLogger(__name__)
 class Prepared:
     """A planned stage, checked and not yet written."""
 
-    row: SessionRow
-    stage: StageRow
+    session: SessionRecord
+    stage: StageRecord
     specs: list[JobSpec]
 
 
@@ -45,93 +43,84 @@ class StageWriter:
         self._rng = random.SystemRandom()
 
     async def prepare(
-        self, row: SessionRow, kind: str, idx: int, name: str, data: dict[str, Any], *, replacing: int = 0
+        self, rec: SessionRecord, idx: int, name: str, data: StageData, *, replacing: int = 0
     ) -> Prepared:
         """Plan a stage and check it can run, without writing anything."""
         ctx = self.ctx
         stage_id = uuid.uuid4().hex
-        first = idx == 0 and kind in (STAGE, ROUND) and not data.get("prev")
-        ss = SessionSettings.from_dict(row.settings)
-        seed = ss.seed if first and ss.seed is not None and "regen" not in data else self.seed()
-        data = {
-            **data,
-            "kind": kind,
-            "seed": seed,
-            "regen": True,
-            "session_data": {"concept": row.data.get("concept"), "pick": row.data.get("pick")},
-        }
-        specs = await ctx.planner.specs(row, kind, idx, data, stage_id)
-        for spec in specs:
+        first = idx == 0 and data.kind in (StageKind.STAGE, StageKind.ROUND) and not data.prev
+        ss = rec.settings
+        seed = ss.seed if first and ss.seed is not None and not data.regen else self.seed()
+        data = data.with_(seed=seed, regen=True, snapshot=rec.data.snapshot())
+        plan = await ctx.planner.plan(rec, idx, data, stage_id)
+        data = data.with_(labels=plan.labels)
+        for spec in plan.specs:
             ctx.scheduler.check_capable(spec)
-        queued = await ctx.db.queued_images_for_user(row.owner_id) - replacing
+        queued = await ctx.db.queued_images_for_user(rec.owner_id) - replacing
         cap = ctx.settings.limits.max_queued_images_per_user
-        if queued + len(specs) > cap:
+        if queued + len(plan.specs) > cap:
             raise LimitExceeded(
                 "queued images",
-                user_message=f"You have {queued} images waiting; {len(specs)} more would pass the limit of {cap}. "
-                "Wait for them to finish.",
+                user_message=f"You have {queued} images waiting; {len(plan.specs)} more would pass the limit of "
+                f"{cap}. Wait for them to finish.",
             )
-        st = StageRow(stage_id, row.id, idx, name, StageStatus.GENERATING.value, stage_id, row.prompt,
-                      row.negative_prompt, data, time.time())  # fmt: skip
-        return Prepared(row, st, specs)
+        st = StageRecord(stage_id, rec.id, idx, name, StageStatus.GENERATING, stage_id, rec.prompt,
+                         rec.negative_prompt, data, time.time())  # fmt: skip
+        return Prepared(rec, st, plan.specs)
 
     async def prepare_concept(
-        self, row: SessionRow, locked: dict[str, str], idx: int, prev: str | None = None
+        self, rec: SessionRecord, locked: dict[str, str], idx: int, prev: str | None = None
     ) -> Prepared:
         """Plan the Concept Builder stage after `locked`: a round of options for the next field, or the final."""
         field = concept.next_field(locked)
-        row = dataclasses.replace(
-            row,
-            prompt=concept.compose(locked),
-            data={**row.data, "concept": {"locked": locked, "field": field}},
-        )
+        rec = rec.with_(prompt=concept.compose(locked), data=rec.data.with_(concept=ConceptData(locked, field)))
         if field is None:
-            return await self.prepare(row, FINAL, idx, "final", {"prev": prev})
-        ss = SessionSettings.from_dict(row.settings)
-        n = ss.count or self.ctx.settings.funnel.concept_options
+            return await self.prepare(rec, idx, "final", StageData(StageKind.FINAL, prev=prev))
+        n = rec.settings.count or self.ctx.settings.funnel.concept_options
         options, source = await self.ctx.pipeline.concept_options(field, locked["subject"], locked, n)
         options = tuple(o for o in options if o)[:n] or (field,)
-        data = {"field": field, "options": list(options), "options_source": str(source), "prev": prev}
-        return await self.prepare(row, ROUND, idx, field, data)
+        data = StageData(StageKind.ROUND, field=field, options=options, options_source=str(source), prev=prev)
+        return await self.prepare(rec, idx, field, data)
 
-    async def commit(self, row: SessionRow, prepared: Prepared) -> SessionRow:
+    async def commit(self, rec: SessionRecord, prepared: Prepared) -> SessionRecord:
         """Write the stage, queue its jobs (batch id = stage id) and make it the session's current stage."""
         ctx = self.ctx
         st = prepared.stage
-        state = transition(SessionState(row.state), Action.PLAN)
-        await ctx.db.insert_stage(st)
+        state = transition(rec.state, Action.PLAN)
+        await ctx.db.insert_stage(st.to_row())
         await ctx.scheduler.submit(prepared.specs, batch_id=st.id)
-        data = {**row.data, "stage_id": st.id, "stage_name": st.name}
-        row = dataclasses.replace(row, state=state.value, stage_index=st.idx, data=data)
-        await ctx.db.update_session(row)
-        ctx.cancel_timer(row.id)
-        ctx.bus.publish(StageStarted(row.id, st.id, st.name, st.idx, len(prepared.specs)))
-        log.info("session=%s stage=%s %s: %d images queued", row.id, st.id[:8], st.name, len(prepared.specs))
-        return row
+        data = rec.data.with_(stage_id=st.id, stage_name=st.name)
+        rec = rec.with_(state=state, stage_index=st.idx, data=data)
+        await ctx.save(rec)
+        ctx.cancel_timer(rec.id)
+        ctx.bus.publish(StageStarted(rec.id, st.id, st.name, st.idx, len(prepared.specs)))
+        log.info("session=%s stage=%s %s: %d images queued", rec.id, st.id[:8], st.name, len(prepared.specs))
+        return rec
 
-    async def close(self, st: StageRow, status: StageStatus) -> None:
+    async def close(self, st: StageRecord, status: StageStatus) -> None:
         """Leave a stage: DONE keeps it as history; CANCELLED also cancels its unfinished jobs."""
-        fresh = await self.ctx.db.get_stage(st.id) or st
-        was_generating = fresh.status == StageStatus.GENERATING
-        await self.ctx.db.update_stage(dataclasses.replace(fresh, status=status.value))
+        fresh = await self.ctx.stage(st.id) or st
+        was_generating = fresh.status is StageStatus.GENERATING
+        await self.ctx.save_stage(fresh.moved(status))
         if was_generating:
             # The stage is marked first, so the BatchDone its cancellation causes is ignored.
             await self.ctx.scheduler.cancel_batch(st.batch_id or st.id)
 
-    async def replan(self, row: SessionRow, st: StageRow) -> SessionRow:
+    async def replan(self, rec: SessionRecord, st: StageRecord) -> SessionRecord:
         """Run the stage again with new seeds in place of the old one, whose unfinished jobs are cancelled."""
-        data = {k: v for k, v in st.data.items() if k not in ("seed", "deadline_at", "labels")}
+        data = st.data.with_(seed=None, deadline_at=None, labels=())
         unfinished = sum(1 for j in await self.ctx.db.stage_jobs(st.id) if not j.status.terminal)
-        prepared = await self.prepare(row, str(st.data.get("kind")), st.idx, st.name, data, replacing=unfinished)
+        prepared = await self.prepare(rec, st.idx, st.name, data, replacing=unfinished)
         await self.close(st, StageStatus.CANCELLED)
-        return await self.commit(row, prepared)
+        return await self.commit(rec, prepared)
 
-    async def start_upscale(self, row: SessionRow, st: StageRow, image_id: str) -> SessionRow:
+    async def start_upscale(self, rec: SessionRecord, st: StageRecord, image_id: str) -> SessionRecord:
         """Follow `st` with a one-image upscale stage of `image_id`."""
-        prepared = await self.prepare(row, UPSCALE, st.idx + 1, "upscale", {"image_id": image_id, "prev": st.id})
-        row = await self.commit(row, prepared)
+        data = StageData(StageKind.UPSCALE, image_id=image_id, prev=st.id)
+        prepared = await self.prepare(rec, st.idx + 1, "upscale", data)
+        rec = await self.commit(rec, prepared)
         await self.close(st, StageStatus.DONE)
-        return row
+        return rec
 
     async def prune(self, view: StageView) -> None:
         """Delete the full-size files of the stage's unselected images (their thumbnails stay)."""
@@ -145,5 +134,6 @@ class StageWriter:
         log.info("stage=%s pruned %d unselected images", view.id[:8], len(drop))
 
     def seed(self) -> int:
+        """A random base seed for a stage."""
         # Leave room below 2**32 for the per-image offsets of a stage.
         return self._rng.randint(0, MAX_SEED - 1000)

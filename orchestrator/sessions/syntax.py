@@ -7,6 +7,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from orchestrator.checks import check_negative, check_prompt
 from orchestrator.config import LimitSettings
 from orchestrator.errors import InputError
 from orchestrator.models import MAX_SEED, Family
@@ -109,14 +110,7 @@ def parse_prompt(text: str, limits: LimitSettings, *, allow_empty: bool = False)
             raise _bad(f"--{name} is given twice.")
         else:
             values[flag] = value
-    prompt = _tidy(prompt)
-    if not prompt and not allow_empty:
-        raise InputError("empty prompt", user_message="The prompt is empty.")
-    if len(prompt) > limits.max_prompt_chars:
-        raise InputError(
-            "prompt too long",
-            user_message=f"The prompt is {len(prompt)} characters; the limit is {limits.max_prompt_chars}.",
-        )
+    prompt = check_prompt(_tidy(prompt), limits, allow_empty=allow_empty)
     family = None
     if "family" in values:
         try:
@@ -127,7 +121,7 @@ def parse_prompt(text: str, limits: LimitSettings, *, allow_empty: bool = False)
     if "ar" in values:
         w, h = parse_aspect(values["ar"])
         aspect = f"{w}:{h}"
-    negative = check_negative(", ".join(n for n in negatives if n), limits) if negatives else None
+    negative = tidy_negative(", ".join(n for n in negatives if n), limits) if negatives else None
     return PromptFlags(
         prompt=prompt,
         negative=negative or None,
@@ -139,15 +133,9 @@ def parse_prompt(text: str, limits: LimitSettings, *, allow_empty: bool = False)
     )
 
 
-def check_negative(text: str | None, limits: LimitSettings) -> str:
+def tidy_negative(text: str | None, limits: LimitSettings) -> str:
     """A negative prompt a person typed, tidied; InputError when it is over `max_negative_chars`."""
-    tidy = _tidy(text or "")
-    if len(tidy) > limits.max_negative_chars:
-        raise InputError(
-            "negative prompt too long",
-            user_message=f"The negative prompt is {len(tidy)} characters; the limit is {limits.max_negative_chars}.",
-        )
-    return tidy
+    return check_negative(_tidy(text or ""), limits)
 
 
 def clip_negative(text: str, limit: int) -> str:
@@ -240,4 +228,5 @@ __all__ = [
     "expand",
     "parse_aspect",
     "parse_prompt",
+    "tidy_negative",
 ]

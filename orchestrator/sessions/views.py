@@ -2,79 +2,78 @@
 
 from __future__ import annotations
 
-from orchestrator.db import Database, SessionRow, StageRow
-from orchestrator.errors import InvalidState
+from typing import TYPE_CHECKING
+
+from orchestrator.config import FunnelSettings
+from orchestrator.db import Database
+from orchestrator.errors import InvalidState, SessionNotFound
 from orchestrator.models import JobStatus
 from orchestrator.sessions.models import (
     ConceptState,
-    Flow,
     ImageInfo,
     LineageLink,
     Role,
     Session,
-    SessionSettings,
     SessionState,
     StageImage,
-    StageStatus,
     StageView,
-    Suggestion,
-    Visibility,
 )
-from orchestrator.sessions.voting import rank_selection
+from orchestrator.sessions.records import SessionRecord, StageRecord, is_final
+from orchestrator.sessions.voting import rank_selection, votes_by_image
+
+if TYPE_CHECKING:
+    from orchestrator.sessions.context import SessionContext
 
 
-async def session_of(db: Database, row: SessionRow) -> Session:
-    """The Session model of a sessions row and its participants."""
-    people = await db.participants(row.id)
-    c = row.data.get("concept")
-    pick = row.data.get("pick")
-    suggestion = row.data.get("suggestion")
+async def session_of(db: Database, rec: SessionRecord) -> Session:
+    """The Session model of a session and its participants."""
+    people = await db.participants(rec.id)
+    d = rec.data
     return Session(
-        id=row.id,
-        flow=Flow(row.flow),
-        owner_id=row.owner_id,
-        visibility=Visibility(row.visibility),
-        state=SessionState(row.state),
-        prompt=row.prompt,
-        negative_prompt=row.negative_prompt,
-        settings=SessionSettings.from_dict(row.settings),
-        stage_index=row.stage_index,
-        stage_name=str(row.data.get("stage_name", "")),
-        stage_id=row.data.get("stage_id"),
+        id=rec.id,
+        flow=rec.flow,
+        owner_id=rec.owner_id,
+        visibility=rec.visibility,
+        state=rec.state,
+        prompt=rec.prompt,
+        negative_prompt=rec.negative_prompt,
+        settings=rec.settings,
+        stage_index=rec.stage_index,
+        stage_name=d.stage_name,
+        stage_id=d.stage_id,
         participants={u: Role(r) for u, r in people.items()},
-        suggestion=Suggestion.from_dict(suggestion) if suggestion else None,
-        concept=ConceptState(dict(c["locked"]), c.get("field")) if c else None,
-        explorer_pick=pick.get("image_id") if pick else None,
-        final_image_id=row.data.get("final_image_id"),
-        created_at=row.created_at,
+        suggestion=d.suggestion,
+        concept=ConceptState(dict(d.concept.locked), d.concept.field) if d.concept else None,
+        explorer_pick=d.pick.image_id if d.pick else None,
+        final_image_id=d.final_image_id,
+        created_at=rec.created_at,
     )
 
 
-async def stage_view(db: Database, st: StageRow) -> StageView:
+async def stage_view(db: Database, st: StageRecord, funnel: FunnelSettings) -> StageView:
     """A stage with its delivered images, votes, tallies and ranked selection."""
     jobs = await db.stage_jobs(st.id)
     images = await db.stage_images(st.id)
     votes = await db.votes_for_images([im.id for im in images])
-    per_image: dict[str, dict[str, int]] = {}
-    for v in votes:
-        per_image.setdefault(v.image_id, {})[v.user_id] = v.value
+    per_image = votes_by_image(votes)
     shown = tuple(
         StageImage(im.index, im, sum(per_image.get(im.id, {}).values()), per_image.get(im.id, {})) for im in images
     )
-    labels = st.data.get("options") or st.data.get("labels") or ()
     return StageView(
         id=st.id,
         session_id=st.session_id,
         index=st.idx,
         name=st.name,
-        status=StageStatus(st.status),
+        kind=st.kind,
+        is_final=is_final(st.kind, st.idx, len(funnel.stages)),
+        status=st.status,
         total=len(jobs),
         delivered=len(images),
         failed=sum(1 for j in jobs if j.status in (JobStatus.FAILED, JobStatus.CANCELLED)),
         images=shown,
         selection=rank_selection({im.number: im.tally for im in shown}),
-        field=st.data.get("field"),
-        options=tuple(str(x) for x in labels),
+        field=st.data.field,
+        options=st.data.options or st.data.labels,
     )
 
 
@@ -115,3 +114,34 @@ async def image_info(db: Database, image_id: str) -> ImageInfo:
         path=image.path or None,
         thumbnail=image.thumbnail,
     )
+
+
+class SessionReader:
+    """Reads sessions, stages and images as front ends show them."""
+
+    def __init__(self, ctx: SessionContext) -> None:
+        self.ctx = ctx
+
+    async def session(self, session_id: str) -> Session:
+        """The session as it is now."""
+        return await session_of(self.ctx.db, await self.ctx.row(session_id))
+
+    async def current_stage(self, session_id: str) -> StageView:
+        """The session's current stage or round."""
+        return await self.ctx.current_view(await self.ctx.row(session_id))
+
+    async def stage(self, stage_id: str) -> StageView:
+        """Any stage by id."""
+        st = await self.ctx.stage(stage_id)
+        if st is None:
+            raise SessionNotFound(f"stage {stage_id}", user_message="That stage no longer exists.")
+        return await stage_view(self.ctx.db, st, self.ctx.settings.funnel)
+
+    async def image_info(self, image_id: str) -> ImageInfo:
+        """Prompt, seed, node, time, size, checkpoint and ancestors of a delivered image."""
+        return await image_info(self.ctx.db, image_id)
+
+    async def active_sessions(self) -> list[Session]:
+        """Sessions still generating or voting."""
+        rows = await self.ctx.db.sessions_in_states([SessionState.GENERATING.value, SessionState.VOTING.value])
+        return [await session_of(self.ctx.db, SessionRecord.of(r)) for r in rows]

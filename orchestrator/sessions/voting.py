@@ -12,11 +12,19 @@ class VoteLike(Protocol):
     """Anything with the three fields of a vote (db.Vote fits)."""
 
     @property
-    def image_id(self) -> str: ...
+    def image_id(self) -> str:
+        """The image voted on."""
+        ...
+
     @property
-    def user_id(self) -> str: ...
+    def user_id(self) -> str:
+        """Who voted."""
+        ...
+
     @property
-    def value(self) -> int: ...
+    def value(self) -> int:
+        """+1 (select) or -1 (reject)."""
+        ...
 
 
 def tallies(votes: Iterable[VoteLike]) -> dict[str, int]:

@@ -19,7 +19,8 @@ from orchestrator.config import (
     StorageSettings,
     load_config,
 )
-from orchestrator.models import Family, TaskKind
+from orchestrator.db import Database
+from orchestrator.models import Family, Job, TaskKind
 from orchestrator.service import Orchestrator
 from tests.fakes.discord_models import FakeMessage, FakeThread
 from tests.fakes.fake_discord import FakeDiscord, running_client
@@ -100,6 +101,16 @@ async def running_bot(fake: FakeDiscord, config: Any, time_scale: float = TIME_S
 
 
 # --------------------------------------------------------------------------- waiting on the fake
+
+
+async def stage_jobs(bot: ImGenBot, stage_id: str) -> list[Job]:
+    """A stage's jobs, read through a Database of the test's own on the bot's DB file (the facade has no DB)."""
+    db = Database(bot.orch.settings.storage.db_path)
+    await db.open()
+    try:
+        return await db.stage_jobs(stage_id)
+    finally:
+        await db.close()
 
 
 async def wait_thread(fake: FakeDiscord, count: int = 1, timeout: float = 20) -> FakeThread:

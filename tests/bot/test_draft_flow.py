@@ -64,7 +64,7 @@ async def test_draft_to_second_stage_gallery(fake_discord, tmp_path):
         refined = await wait_galleries(fake, thread.id, "refined", 1)
         assert len(refined[0].attachments) == 4
         assert len(progress_messages(fake, thread.id, "refined")) == 1
-        stage = await bot.sessions.current_stage((await bot.sessions.active_sessions())[0].id)
+        stage = await bot.orch.current_stage((await bot.orch.active_sessions())[0].id)
         assert stage.name == "refined"
         # Images of the next stage come from the selected draft.
         parents = {im.image.parent_id for im in stage.images}
@@ -154,7 +154,7 @@ async def test_regenerate_then_end(fake_discord, tmp_path):
         assert "earlier stage" in next(m for m in old.messages if m.ephemeral).content
         await (await fake.click(alice, second, custom_id(second, "End"))).response()
         await fake.wait_for(lambda: any(m.content.startswith("Session ended") for m in bot_messages(fake, thread.id)))
-        assert await bot.sessions.active_sessions() == []
+        assert await bot.orch.active_sessions() == []
 
 
 async def test_failover_shows_in_the_progress_message(fake_discord, tmp_path):

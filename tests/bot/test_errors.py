@@ -81,8 +81,8 @@ async def test_stranger_in_a_private_session_is_told_how_to_get_in(fake_discord,
         page = (await wait_galleries(fake, thread.id, "drafts", 2))[0]
         text = await error_of(fake, await fake.click(bob, page, custom_id(page, "✓1")))
         assert "private" in text and str(alice.id) in text and "invite" in text
-        sid = (await bot.sessions.active_sessions())[0].id
-        stage = await bot.sessions.current_stage(sid)
+        sid = (await bot.orch.active_sessions())[0].id
+        stage = await bot.orch.current_stage(sid)
         assert all(not im.votes for im in stage.images), "the refused vote was not counted"
 
 

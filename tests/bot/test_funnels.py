@@ -13,6 +13,7 @@ from tests.bot.helpers import (
     galleries,
     make_config,
     running_bot,
+    stage_jobs,
     wait_galleries,
     wait_thread,
 )
@@ -57,7 +58,7 @@ async def test_full_draft_grid_funnel_to_final_image_and_upscale(fake_discord, t
         await fake.wait_for(
             lambda: galleries(fake, explorer_thread.id, "round 1") or bot_messages(fake, explorer_thread.id)
         )
-        sessions = await bot.sessions.active_sessions()
+        sessions = await bot.orch.active_sessions()
         assert any(s.flow.value == "explorer" for s in sessions)
 
         branch = await fake.click(alice, final, custom_id(final, "Branch from here"))
@@ -85,7 +86,7 @@ async def test_concept_builder_to_final_image(fake_discord, tmp_path):
     async with running_bot(fake, make_config(tmp_path, final_upscale=False)) as bot:
         await (await fake.run_slash(alice, "concept", {"subject": "a red fox"})).response()
         thread = await wait_thread(fake)
-        sid = (await bot.sessions.active_sessions())[0].id
+        sid = (await bot.orch.active_sessions())[0].id
         await fake.wait_for(lambda: pick_galleries(fake, thread.id), timeout=30)
         rounds = 0
         while not finals(fake, thread.id):
@@ -112,7 +113,7 @@ async def test_concept_builder_to_final_image(fake_discord, tmp_path):
             assert rounds <= 10
         final = finals(fake, thread.id)[0]
         assert final.attachments and next(b.label for b in final.buttons) == "Upscale 4x"
-        session = await bot.sessions.get(sid)
+        session = await bot.orch.session(sid)
         assert "neon noir" in session.prompt and "low angle" in session.prompt
         assert session.concept is not None and len(session.concept.locked) >= 5
 
@@ -140,8 +141,8 @@ async def test_explorer_from_an_attached_image_to_an_upscale(fake_discord, tmp_p
         await fake.wait_for(lambda: finals(fake, thread.id), timeout=30)
         up = finals(fake, thread.id)[0]
         assert up.content.startswith("**Upscaled**") and up.attachments
-        sid = (await bot.sessions.active_sessions())[0].id
-        assert (await bot.sessions.get(sid)).flow.value == "explorer"
+        sid = (await bot.orch.active_sessions())[0].id
+        assert (await bot.orch.session(sid)).flow.value == "explorer"
 
 
 async def test_explore_needs_a_prompt_or_an_image(fake_discord, tmp_path):
@@ -164,8 +165,8 @@ async def test_explore_needs_a_prompt_or_an_image(fake_discord, tmp_path):
         await wait_galleries(fake, thread.id, "round 1", 1)
         assert thread.name == "Explorer · leaf.png"
         # No invented prompt: the image alone leads, so every variation is img2img from it.
-        session = (await bot.sessions.active_sessions())[0]
+        session = (await bot.orch.active_sessions())[0]
         assert session.prompt == ""
-        stage = await bot.sessions.current_stage(session.id)
-        jobs = await bot.orch.db.stage_jobs(stage.id)
+        stage = await bot.orch.current_stage(session.id)
+        jobs = await stage_jobs(bot, stage.id)
         assert jobs and all(j.params.mode.value == "img2img" for j in jobs)

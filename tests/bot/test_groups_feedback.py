@@ -33,8 +33,8 @@ async def test_three_users_vote_in_an_open_session(fake_discord, tmp_path):
         await (await fake.click(bob, page, custom_id(page, "✗5"))).response()
         await fake.wait_for(lambda: "✓2 · 3" in [c.label for c in page.all_components])
         await fake.wait_for(lambda: "✗5 · 1" in [c.label for c in page.all_components])
-        sid = (await bot.sessions.active_sessions())[0].id
-        stage = await bot.sessions.current_stage(sid)
+        sid = (await bot.orch.active_sessions())[0].id
+        stage = await bot.orch.current_stage(sid)
         assert stage.selection[0] == 2
         status = await fake.run_slash(carol, "session status", channel_id=thread.id)
         cb = await status.response()
@@ -66,11 +66,11 @@ async def test_private_session_invite_then_vote(fake_discord, tmp_path):
         nope = await fake.click(bob, page, custom_id(page, "Continue"))
         await nope.response()
         await fake.wait_for(lambda: any(m.ephemeral for m in nope.messages))
-        sid = (await bot.sessions.active_sessions())[0].id
-        assert (await bot.sessions.current_stage(sid)).name == "drafts"
+        sid = (await bot.orch.active_sessions())[0].id
+        assert (await bot.orch.current_stage(sid)).name == "drafts"
         # /session open lets everyone in.
         await (await fake.run_slash(alice, "session open", channel_id=thread.id)).response()
-        assert (await bot.sessions.get(sid)).visibility.value == "open"
+        assert (await bot.orch.session(sid)).visibility.value == "open"
 
 
 @pytest.mark.parametrize("llm", ["rules", "fake_ollama"])
@@ -104,12 +104,12 @@ async def test_thread_reply_suggestion_use_applies_to_next_stage(fake_discord, t
             use = await fake.click(alice, msg, custom_id(msg, "Use"))
             assert (await use.response()).type == 7
             await fake.wait_for(lambda: "applied" in msg.content and not msg.buttons)
-            sid = (await bot.sessions.active_sessions())[0].id
-            assert (await bot.sessions.get(sid)).prompt == new_prompt
+            sid = (await bot.orch.active_sessions())[0].id
+            assert (await bot.orch.session(sid)).prompt == new_prompt
 
             await (await fake.click(alice, page, custom_id(page, "Continue"))).response()
             await wait_galleries(fake, thread.id, "refined", 1)
-            stage = await bot.sessions.current_stage(sid)
+            stage = await bot.orch.current_stage(sid)
             assert all(im.image.prompt == new_prompt for im in stage.images)
     finally:
         if server is not None:
@@ -124,7 +124,7 @@ async def test_edit_modal_discard_and_undo(fake_discord, tmp_path):
         await (await fake.run_slash(alice, "draft", {"prompt": "a red barn"})).response()
         thread = await wait_thread(fake)
         page = (await wait_galleries(fake, thread.id, "drafts", 2))[0]
-        sid = (await bot.sessions.active_sessions())[0].id
+        sid = (await bot.orch.active_sessions())[0].id
 
         # Feedback button -> modal -> suggestion in the thread.
         fb = await fake.click(alice, page, custom_id(page, "Feedback"))
@@ -141,16 +141,16 @@ async def test_edit_modal_discard_and_undo(fake_discord, tmp_path):
         done = await fake.submit_modal(alice, thread.id, modal_id, {"prompt": "a blue barn in snow"}, opened_by=edit)
         cb = await done.response()
         assert cb.type == 4 and "a blue barn in snow" in cb.data["content"]
-        assert (await bot.sessions.get(sid)).prompt == "a blue barn in snow"
+        assert (await bot.orch.session(sid)).prompt == "a blue barn in snow"
 
         await fake.say(alice, thread.id, "undo")
         await fake.wait_for(lambda: any("Reverted" in m.content for m in bot_messages(fake, thread.id)))
-        assert (await bot.sessions.get(sid)).prompt == "a red barn"
+        assert (await bot.orch.session(sid)).prompt == "a red barn"
 
         await fake.say(alice, thread.id, "less red")
         await fake.wait_for(lambda: len(suggestions(fake, thread.id)) == 2, timeout=20)
         second = suggestions(fake, thread.id)[1]
         await (await fake.click(alice, second, custom_id(second, "Discard"))).response()
         await fake.wait_for(lambda: "Discarded" in second.content)
-        assert (await bot.sessions.get(sid)).suggestion is None
-        assert (await bot.sessions.get(sid)).prompt == "a red barn"
+        assert (await bot.orch.session(sid)).suggestion is None
+        assert (await bot.orch.session(sid)).prompt == "a red barn"

@@ -12,6 +12,7 @@ from tests.bot.helpers import (
     galleries,
     make_config,
     running_bot,
+    stage_jobs,
     wait_galleries,
     wait_thread,
 )
@@ -66,8 +67,8 @@ async def test_draft_with_checkpoint_and_lora_uses_and_shows_them(fake_discord, 
         assert f"checkpoint: {MY_XL}" in settings and "family: sdxl" in settings
         assert f"LoRA: {DETAIL}:0.7, {GRAIN}" in settings
         await wait_galleries(fake, thread.id, "drafts", 1)
-        session = (await bot.sessions.active_sessions())[0]
-        jobs = await bot.orch.db.stage_jobs((await bot.sessions.current_stage(session.id)).id)
+        session = (await bot.orch.active_sessions())[0]
+        jobs = await stage_jobs(bot, (await bot.orch.current_stage(session.id)).id)
         assert len(jobs) == 4
         assert all(j.params.checkpoint == MY_XL for j in jobs)
         assert all(j.params.loras == (LoraSpec(DETAIL, 0.7, 0.7), LoraSpec(GRAIN)) for j in jobs)
@@ -114,12 +115,12 @@ async def test_quorum_rule_advances_without_continue(fake_discord, tmp_path):
         # Nobody pressed Continue: the quorum moved the session on.
         refined = await wait_galleries(fake, thread.id, "refined", 1)
         assert len(refined[0].attachments) == 4
-        session = (await bot.sessions.active_sessions())[0]
+        session = (await bot.orch.active_sessions())[0]
         assert session.stage_name == "refined"
 
         cleared = await (await fake.run_slash(alice, "session rules", {}, channel_id=thread.id)).response()
         assert "cleared the rules" in cleared.data["content"]
-        session = await bot.sessions.get(session.id)
+        session = await bot.orch.session(session.id)
         assert session.settings.quorum is None and session.settings.deadline_s is None
         assert any("set the rules" in m.content for m in bot_messages(fake, thread.id))
 
@@ -146,9 +147,9 @@ async def test_explore_and_concept_take_checkpoint_and_lora_options(fake_discord
         await (await fake.run_slash(alice, "explore", options)).response()
         thread = await wait_thread(fake)
         assert f"checkpoint: {MY_XL}" in field(fake.message(thread.starter_message_id).embeds[0], "Settings")
-        session = (await bot.sessions.active_sessions())[0]
+        session = (await bot.orch.active_sessions())[0]
         await fake.wait_for(lambda: [m for m in bot_messages(fake, thread.id) if m.attachments], timeout=30)
-        jobs = await bot.orch.db.stage_jobs((await bot.sessions.current_stage(session.id)).id)
+        jobs = await stage_jobs(bot, (await bot.orch.current_stage(session.id)).id)
         assert jobs and all(j.params.checkpoint == MY_XL for j in jobs)
         assert all(j.params.loras == (LoraSpec(GRAIN, 0.4, 0.4),) for j in jobs)
 
@@ -162,12 +163,12 @@ async def test_deadline_rule_advances_in_discord_without_continue(fake_discord, 
         thread = await wait_thread(fake)
         page = (await wait_galleries(fake, thread.id, "drafts", 1))[0]
         await (await fake.click(bob, page, custom_id(page, "✓3"))).response()
-        session = (await bot.sessions.active_sessions())[0]
+        session = (await bot.orch.active_sessions())[0]
         # The slash command's shortest deadline is half a minute; the service takes any positive one.
-        await bot.sessions.set_rules(session.id, str(alice.id), deadline_s=0.2)
+        await bot.orch.set_rules(session.id, str(alice.id), deadline_s=0.2)
         refined = await wait_galleries(fake, thread.id, "refined", 1)
         assert len(refined[0].attachments) == 4
-        session = await bot.sessions.get(session.id)
+        session = await bot.orch.session(session.id)
         assert session.stage_name == "refined"
 
 
@@ -178,11 +179,11 @@ async def test_a_deadline_with_nothing_selected_says_so_in_the_thread(fake_disco
         await (await fake.run_slash(alice, "draft", {"prompt": "a windmill"})).response()
         thread = await wait_thread(fake)
         await wait_galleries(fake, thread.id, "drafts", 1)
-        session = (await bot.sessions.active_sessions())[0]
-        await bot.sessions.set_rules(session.id, str(alice.id), deadline_s=0.2)
+        session = (await bot.orch.active_sessions())[0]
+        await bot.orch.set_rules(session.id, str(alice.id), deadline_s=0.2)
         await fake.wait_for(
             lambda: any("deadline passed" in m.content for m in bot_messages(fake, thread.id)), timeout=20
         )
         note = next(m.content for m in bot_messages(fake, thread.id) if "deadline passed" in m.content)
         assert "Nothing is selected" in note
-        assert (await bot.sessions.get(session.id)).stage_name == "drafts", "the session waits for a selection"
+        assert (await bot.orch.session(session.id)).stage_name == "drafts", "the session waits for a selection"

@@ -73,7 +73,7 @@ async def test_relay_consumer_survives_an_exception(fake_discord, tmp_path, capl
     """An exception while handling one event is logged with its traceback; the next events are still handled."""
     fake = fake_discord
     async with running_bot(fake, make_config(tmp_path, drafts=4)) as bot:
-        real_stage = bot.sessions.stage
+        real_stage = bot.orch.stage
         calls = {"n": 0}
 
         async def broken_once(stage_id):
@@ -82,7 +82,7 @@ async def test_relay_consumer_survives_an_exception(fake_discord, tmp_path, capl
                 raise RuntimeError("boom")
             return await real_stage(stage_id)
 
-        bot.sessions.stage = broken_once  # the relay's first read of a stage fails
+        bot.orch.stage = broken_once  # the relay's first read of a stage fails
         with caplog.at_level(logging.ERROR, logger="bot.relay"):
             await fake.run_slash(fake.users[0], "draft", {"prompt": "a lighthouse"})
             thread = await wait_thread(fake)

@@ -40,13 +40,13 @@ async def test_restart_mid_stage_and_mid_vote(fake_discord, tmp_path):
         page = pages[0]
         await (await fake.click(alice, page, custom_id(page, "✓7"))).response()
         await fake.wait_for(lambda: "✓7 · 1" in [c.label for c in page.all_components])
-        sid = (await bot.sessions.active_sessions())[0].id
+        sid = (await bot.orch.active_sessions())[0].id
 
     # 3. Restart mid-vote: the buttons of the old gallery work, the earlier vote is still there.
     async with running_bot(fake, config) as bot:
         await (await fake.click(bob, page, custom_id(page, "✓7 · 1"))).response()
         await fake.wait_for(lambda: "✓7 · 2" in [c.label for c in page.all_components])
-        stage = await bot.sessions.current_stage(sid)
+        stage = await bot.orch.current_stage(sid)
         assert stage.image(7).tally == 2
         assert len(galleries(fake, thread.id, "drafts")) == 2, "nothing posted twice"
         assert len(progress_messages(fake, thread.id, "drafts")) == 1
@@ -97,13 +97,13 @@ async def test_a_crash_between_posting_and_recording_it_makes_no_second_copy(fak
         await (await fake.run_slash(fake.users[0], "draft", {"prompt": "crash after posting"})).response()
         thread = await wait_thread(fake)
         pages = await wait_galleries(fake, thread.id, "drafts", 2, timeout=30)
-        sid = (await bot.sessions.active_sessions())[0].id
+        sid = (await bot.orch.active_sessions())[0].id
     # What a crash between thread.send and set_ref leaves behind: the messages exist, the DB does not know them.
     with sqlite3.connect(config.settings.storage.db_path) as conn:
         lost = conn.execute("DELETE FROM refs WHERE key LIKE 'discord.gallery.%'").rowcount
     assert lost == 2
     async with running_bot(fake, config) as bot:
         await bot.relay.sync(sid)
-        refs = await bot.orch.db.refs(sid, "discord.gallery.")
+        refs = await bot.orch.message_refs(sid, "discord.gallery.")
     assert sorted(int(v) for v in refs.values()) == sorted(p.id for p in pages), "the refs point at the first posts"
     assert [m.id for m in galleries(fake, thread.id, "drafts")] == [p.id for p in pages], "nothing posted twice"

@@ -20,6 +20,7 @@ from pathlib import Path
 from orchestrator.comfy.sim import ComfySimulator, Garbage, SimFarm
 from orchestrator.service import Orchestrator
 from orchestrator.store import ImageStore
+from tests.orchestrator.farm import scheduler_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +210,7 @@ async def _wedge(world: World, f: Fault) -> None:
 
 async def _cancel(world: World, f: Fault) -> None:
     """A user cancels a batch mid-way (End on a session): every job ends once, delivered or cancelled."""
-    if world.orch is not None and world.orch.scheduler is not None and world.batches:
+    if world.orch is not None and scheduler_of(world.orch) is not None and world.batches:
         await world.orch.cancel_batch(world.batches[f.n % len(world.batches)])
 
 

@@ -28,7 +28,7 @@ from orchestrator.farm import router
 from orchestrator.models import JobStatus
 from orchestrator.service import GenerateRequest, Orchestrator
 from tests.chaos.faults import ACTIONS, Fault, Schedule, World, install_disk
-from tests.orchestrator.farm import ROOT, Recorder
+from tests.orchestrator.farm import ROOT, Recorder, db_of, scheduler_of, store_of
 
 TIME_SCALE = 0.01
 RECONCILE_S = 0.25
@@ -110,10 +110,10 @@ class _IdleWatch:
 
     def sample(self) -> None:
         orch = self.orch
-        if orch is None or orch.scheduler is None or orch.registry is None:
+        if orch is None or scheduler_of(orch) is None or orch.registry is None:
             self.since.clear()
             return
-        sched, now = orch.scheduler, time.monotonic()
+        sched, now = scheduler_of(orch), time.monotonic()
         idle = [n for n in orch.registry if n.stats.healthy and not sched.running[n.id]]
         waiting = set()
         for job in sched.queued.values():
@@ -152,7 +152,7 @@ async def run_schedule(schedule: Schedule, tmp: Path) -> Outcome:
 
     async def start_orch() -> Orchestrator:
         orch = Orchestrator(bound_cfg)
-        install_disk(world, orch.store)
+        install_disk(world, store_of(orch))
         recorders.append(Recorder(orch.bus))  # before start: a restart's recovery publishes while starting
         orchs.append(orch)
         await orch.start()
@@ -191,7 +191,7 @@ async def run_schedule(schedule: Schedule, tmp: Path) -> Outcome:
                 t.cancel()
             for undo in world.undo:
                 await undo()
-            await orch.sched.run_until_idle()
+            await scheduler_of(orch).run_until_idle()
             watch.sample()
             for rec in recorders:
                 await rec.close()  # takes in every event already published
@@ -244,7 +244,7 @@ def _task_dump() -> str:
 
 
 async def _count_lost(out: Outcome, orch: Orchestrator) -> None:
-    unfinished = await orch.db.jobs_with_status([JobStatus.QUEUED, JobStatus.SUBMITTED, JobStatus.RUNNING])
+    unfinished = await db_of(orch).jobs_with_status([JobStatus.QUEUED, JobStatus.SUBMITTED, JobStatus.RUNNING])
     out.lost = len(unfinished)
     if unfinished:
         states = Counter(j.status.value for j in unfinished)
@@ -253,7 +253,7 @@ async def _count_lost(out: Outcome, orch: Orchestrator) -> None:
 
 async def _check(out: Outcome, orch: Orchestrator, batches: list[str], recorders: list[Recorder], world: World) -> None:
     v = out.violations
-    jobs = [j for b in batches for j in await orch.db.batch_jobs(b)]
+    jobs = [j for b in batches for j in await db_of(orch).batch_jobs(b)]
     out.jobs = len(jobs)
     out.delivered = sum(j.status is JobStatus.DONE for j in jobs)
     out.failed = sum(j.status in (JobStatus.FAILED, JobStatus.CANCELLED) for j in jobs)
@@ -270,18 +270,18 @@ async def _check(out: Outcome, orch: Orchestrator, batches: list[str], recorders
     for j in jobs:
         if j.status is JobStatus.FAILED and not j.error:
             v.append(f"job {j.id[:8]} failed without a reason")
-    images = [im for b in batches for im in await orch.db.batch_images(b)]
+    images = [im for b in batches for im in await db_of(orch).batch_images(b)]
     if Counter(im.id for im in images) != Counter(j.id for j in jobs if j.status is JobStatus.DONE):
         v.append(f"{len(images)} image rows for {out.delivered} delivered jobs")
     for im in images:
         if not Path(im.path).is_file() or not Path(im.thumbnail).is_file():
             v.append(f"image {im.id[:8]} is recorded but its file or thumbnail is missing")
-    stored = list(orch.store.images_dir.rglob("*.png"))
+    stored = list(store_of(orch).images_dir.rglob("*.png"))
     if len(stored) != out.delivered:
         v.append(f"{len(stored)} image files on disk for {out.delivered} delivered jobs")
-    out.heals = sum(o.sched.reconciler.total_heals for o in [orch])
+    out.heals = sum(scheduler_of(o).reconciler.total_heals for o in [orch])
     if out.heals:
-        v.append(f"the reconciler healed {out.heals} times: {dict(orch.sched.reconciler.heals)}")
+        v.append(f"the reconciler healed {out.heals} times: {dict(scheduler_of(orch).reconciler.heals)}")
     dead = orch.supervisor.dead()
     if dead:
         v.append(f"supervised tasks dead at the end: {dead}")
@@ -291,7 +291,7 @@ async def _check(out: Outcome, orch: Orchestrator, batches: list[str], recorders
         v.append(f"supervised tasks not running at the end: {sorted(expected - alive)}")
     out.restarts = orch.supervisor.total_restarts
     out.crashes = [f"{t.name}: {t.last_error}" for t in orch.supervisor.status() if t.restarts]
-    out.backups = orch.sched.backups_started
+    out.backups = scheduler_of(orch).backups_started
 
 
 def replace_counts(schedule: Schedule, counts: tuple[int, ...]) -> Schedule:

@@ -8,9 +8,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from orchestrator.config import Config, HealthSettings, SchedulerSettings, StorageSettings, load_config
+from orchestrator.db import Database
 from orchestrator.events import Event, EventBus, JobFinished, JobRetried, JobStarted, Subscription
-from orchestrator.farm.scheduler import BatchResult
+from orchestrator.farm.scheduler import BatchResult, Scheduler
 from orchestrator.service import GenerateRequest, Orchestrator
+from orchestrator.store import ImageStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,3 +94,23 @@ def assert_exactly_once(rec: Recorder, result: BatchResult, count: int) -> None:
     assert set(per_job.values()) == {1}, "an image was delivered more than once"
     seeds = sorted(im.seed for im in result.images)
     assert seeds == list(range(100, 100 + count)), "every seed rendered exactly once"
+
+
+# The farm's own tests (and the chaos runs) look at what the facade keeps to itself: the scheduler's table,
+# reconciler and backup counters, the DB a disk-full test fills, the store whose writes a test makes fail.
+# This is the one place they reach behind it.
+
+
+def scheduler_of(orch: Orchestrator) -> Scheduler | None:
+    """The orchestrator's scheduler (None before start)."""
+    return orch._scheduler
+
+
+def db_of(orch: Orchestrator) -> Database:
+    """The orchestrator's own Database connection."""
+    return orch._db
+
+
+def store_of(orch: Orchestrator) -> ImageStore:
+    """The orchestrator's image store."""
+    return orch._store

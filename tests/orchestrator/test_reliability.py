@@ -17,7 +17,7 @@ import pytest
 from orchestrator.events import JobFailed, JobFinished, JobRetried
 from orchestrator.models import JobStatus
 from orchestrator.service import GenerateRequest, Orchestrator
-from tests.orchestrator.farm import TIME_SCALE, Recorder, assert_exactly_once, run_batch
+from tests.orchestrator.farm import TIME_SCALE, Recorder, assert_exactly_once, db_of, run_batch, scheduler_of, store_of
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -27,14 +27,14 @@ def with_scheduler(cfg, **kw):
 
 
 async def db_retries_reach(orch: Orchestrator, n: int) -> None:
-    table = orch.sched.table
+    table = scheduler_of(orch).table
     while table.db_retries < n:
         table.db_retried.clear()
         await asyncio.wait_for(table.db_retried.wait(), 30)
 
 
 def heals(orch: Orchestrator) -> int:
-    return orch.sched.reconciler.total_heals
+    return scheduler_of(orch).reconciler.total_heals
 
 
 @pytest.mark.parametrize("victim", ["gpu-standard", "gpu-quality", "gpu-premium"])
@@ -48,8 +48,8 @@ async def test_node_dying_after_its_second_prompt_loses_nothing_and_never_hangs(
         assert not orch.registry.get(victim).stats.healthy
         assert heals(orch) == 0
         # A copy that lost its race may still be being taken off its node; then nothing is left anywhere.
-        await asyncio.wait_for(orch.sched.run_until_idle(), 10)
-        assert not orch.sched.queued and not any(orch.sched.running.values())
+        await asyncio.wait_for(scheduler_of(orch).run_until_idle(), 10)
+        assert not scheduler_of(orch).queued and not any(scheduler_of(orch).running.values())
     assert_exactly_once(rec, result, 20)
     assert rec.per_node()[victim] <= 1, "the dead node finished at most its first prompt"
     assert rec.retried_from()[victim] >= 1
@@ -97,7 +97,7 @@ async def test_a_locked_database_delays_jobs_but_loses_none(farm):
         await holder
         result = await orch.wait_batch(batch)
         await rec.close()
-        jobs = await orch.db.batch_jobs(batch)
+        jobs = await db_of(orch).batch_jobs(batch)
         assert heals(orch) == 0
     assert_exactly_once(rec, result, 8)
     assert all(j.status is JobStatus.DONE for j in jobs)
@@ -109,14 +109,14 @@ async def test_a_full_database_is_waited_out(farm):
     _sim, cfg = farm
     async with Orchestrator(cfg) as orch:
         rec = Recorder(orch.bus)
-        async with orch.db.conn.execute("PRAGMA page_count") as cur:
+        async with db_of(orch).conn.execute("PRAGMA page_count") as cur:
             pages = (await cur.fetchone())[0]
-        await orch.db.conn.execute(f"PRAGMA max_page_count = {pages}")
+        await db_of(orch).conn.execute(f"PRAGMA max_page_count = {pages}")
         req = GenerateRequest(prompt="full " + "x" * 1000, count=20, seed=100)
         submitting = asyncio.create_task(orch.generate(req))
         await db_retries_reach(orch, 3)
         assert not submitting.done()
-        await orch.db.conn.execute("PRAGMA max_page_count = 1073741823")
+        await db_of(orch).conn.execute("PRAGMA max_page_count = 1073741823")
         result = await orch.wait_batch(await submitting)
         await rec.close()
         assert heals(orch) == 0
@@ -130,21 +130,21 @@ async def test_a_full_local_disk_is_not_blamed_on_the_gpus(farm):
     async with Orchestrator(cfg) as orch:
         full = asyncio.Event()
         full.set()
-        real_write = orch.store._write_atomic
+        real_write = store_of(orch)._write_atomic
 
         def write(path, data):
             if full.is_set():
                 raise OSError(errno.ENOSPC, "No space left on device")
             real_write(path, data)
 
-        orch.store._write_atomic = write  # our own disk: no protocol peer can make it full
+        store_of(orch)._write_atomic = write  # our own disk: no protocol peer can make it full
         rec = Recorder(orch.bus)
         batch = await orch.generate(GenerateRequest(prompt="disk", count=4, seed=100))
         result = await orch.wait_batch(batch)
         await rec.close()
         assert heals(orch) == 0
         assert all(n.stats.recent_failures == 0 and n.stats.healthy for n in orch.registry)
-        jobs = await orch.db.batch_jobs(batch)
+        jobs = await db_of(orch).batch_jobs(batch)
     # Out of retries the jobs fail with our disk named, and no node is excluded for it.
     assert not result.images and len(result.failed) == 4
     assert all("disk" in (j.error or "") for j in jobs)
@@ -156,7 +156,7 @@ async def test_a_disk_full_for_a_moment_delivers_everything_once(farm):
     _sim, cfg = farm
     async with Orchestrator(cfg) as orch:
         failures = 0
-        real_write = orch.store._write_atomic
+        real_write = store_of(orch)._write_atomic
 
         def write(path, data):
             nonlocal failures
@@ -165,7 +165,7 @@ async def test_a_disk_full_for_a_moment_delivers_everything_once(farm):
                 raise OSError(errno.ENOSPC, "No space left on device")
             real_write(path, data)
 
-        orch.store._write_atomic = write
+        store_of(orch)._write_atomic = write
         rec, result = await run_batch(orch, 8)
         assert heals(orch) == 0
         assert all(n.stats.recent_failures == 0 for n in orch.registry)
@@ -182,10 +182,10 @@ async def test_a_wedged_node_is_backed_up_and_the_copy_wins(farm):
     cfg = with_scheduler(cfg, stall_timeout_s=600.0)
     async with Orchestrator(cfg) as orch:
         rec, result = await run_batch(orch, 20)
-        assert orch.sched.backups_won >= 1
+        assert scheduler_of(orch).backups_won >= 1
         assert heals(orch) == 0
         hung = [r.prompt_id for r in sim.simulators["gpu-standard"].stats.prompts][1]
-        jobs = {j.id: j for j in await orch.db.batch_jobs(result.batch_id)}
+        jobs = {j.id: j for j in await db_of(orch).batch_jobs(result.batch_id)}
     assert_exactly_once(rec, result, 20)
     assert not any(j.prompt_id == hung for j in jobs.values()), "the hung prompt delivered nothing"
     assert not rec.of(JobRetried), "the copy won; the original was never retried"
@@ -201,11 +201,11 @@ async def test_the_reconciler_heals_a_job_memory_lost_and_counts_it(farm):
         rec = Recorder(orch.bus)
         [spec] = orch.build_specs(GenerateRequest(prompt="lost", seed=7))
         lost = Job(id="lost-job", batch_id="lost-batch", spec=spec)
-        await orch.db.insert_jobs([lost])
-        assert await orch.sched.reconciler.reconcile_once() == 1
+        await db_of(orch).insert_jobs([lost])
+        assert await scheduler_of(orch).reconciler.reconcile_once() == 1
         result = await orch.wait_batch("lost-batch")
         await rec.close()
-        assert dict(orch.sched.reconciler.heals) == {"orphan": 1}
+        assert dict(scheduler_of(orch).reconciler.heals) == {"orphan": 1}
         assert orch.farm_health().reconciler_heals == 1
     assert [im.id for im in result.images] == ["lost-job"]
     assert rec.finished_per_job() == {"lost-job": 1}

@@ -13,7 +13,7 @@ from orchestrator.events import BatchDone, JobFinished, JobRetried, NodeHealthCh
 from orchestrator.farm.job_state import IllegalTransition, transition
 from orchestrator.models import Family, GenerationParams, JobSpec, JobStatus, LoraSpec, Mode, TaskKind
 from orchestrator.service import GenerateRequest, Orchestrator
-from tests.orchestrator.farm import TIME_SCALE, Recorder, assert_exactly_once, farm_config, run_batch
+from tests.orchestrator.farm import TIME_SCALE, Recorder, assert_exactly_once, db_of, farm_config, run_batch, store_of
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -84,7 +84,7 @@ async def test_error_on_every_attempt_fails_with_comfyuis_message(farm, tmp_path
     cfg = cfg.with_settings(scheduler=cfg.settings.scheduler.__class__(max_attempts=2, stall_timeout_s=2.0))
     async with Orchestrator(cfg) as orch:
         _rec, result = await run_batch(orch, 1)
-        job = (await orch.db.batch_jobs(result.batch_id))[0]
+        job = (await db_of(orch).batch_jobs(result.batch_id))[0]
     assert result.images == [] and len(result.failed) == 1
     assert job.status is JobStatus.FAILED and job.attempt == 2
     assert "ComfyUI error" in job.error and "KSampler" in job.error
@@ -132,7 +132,7 @@ async def test_restart_mid_stage_delivers_everything_exactly_once(farm):
     rec2 = Recorder(orch2.bus)
     await orch2.start()
     result = await orch2.wait_batch(batch)
-    jobs = await orch2.db.batch_jobs(batch)
+    jobs = await db_of(orch2).batch_jobs(batch)
     await rec2.close()
     await orch2.stop()
     second = rec2.finished_per_job()
@@ -196,7 +196,7 @@ async def test_prompts_reach_a_node_in_launch_order_when_uploads_finish_out_of_o
         first, second = (sim_render.encode_png(sim_render.render_txt2img("x", seed, 64, 64)) for seed in (1, 2))
         specs = []
         for i, data in enumerate((first, second), start=1):
-            source = await orch.store.save(None, f"source{i}", data)
+            source = await store_of(orch).save(None, f"source{i}", data)
             params = GenerationParams(
                 prompt="x",
                 family=Family.SDXL,
@@ -211,7 +211,7 @@ async def test_prompts_reach_a_node_in_launch_order_when_uploads_finish_out_of_o
         batch = await orch.submit(specs)
         result = await orch.wait_batch(batch)
         assert len(result.images) == 2 and not result.failed
-        jobs = {j.prompt_id: j for j in await orch.db.batch_jobs(batch)}
+        jobs = {j.prompt_id: j for j in await db_of(orch).batch_jobs(batch)}
     arrived = [jobs[r.prompt_id].spec.index for r in premium.stats.prompts if r.prompt_id in jobs]
     assert arrived == [1, 2]
     assert premium.faults.hold_upload_of is None, "the first upload was held"

@@ -115,7 +115,7 @@ class Arena:
 
     async def session(self):
         """The session as the orchestrator has it now."""
-        return await self.bot.sessions.get(self.session_id)
+        return await self.bot.orch.session(self.session_id)
 
     async def say(self, user, text: str) -> None:
         """`user` posts `text` in the session's thread."""
@@ -144,7 +144,7 @@ async def open_arena(
     await h.response()
     thread = await wait_thread(fake)
     gallery = (await wait_galleries(fake, thread.id, "drafts", 1))[0]
-    sid = await bot.orch.db.session_for_ref(THREAD, str(thread.id))
+    sid = await bot.orch.session_for_ref(THREAD, str(thread.id))
     arena = Arena(fake, bot, data_dir, thread.id, sid, gallery, None)
     if suggestion:
         await fake.say(alice, thread.id, "warmer light, no people")

@@ -85,7 +85,7 @@ async def test_votes_stay_instant_under_cooldowns(fake_discord, tmp_path):
             shown = "✓1 · 1" if i % 2 == 0 else "✓1"
             await (await fake.click(arena.bob, page, custom_id(page, "✓1"))).response()
             await fake.wait_for(lambda shown=shown: shown in [c.label for c in page.all_components])
-        stage = await bot.sessions.current_stage(arena.session_id)
+        stage = await bot.orch.current_stage(arena.session_id)
         assert stage.image(1).votes == {}, "an even number of presses withdraws the vote"
 
 
@@ -140,7 +140,7 @@ async def test_second_feedback_while_one_runs_is_refused_and_queued_refines_wait
             sub = await fake.submit_modal(
                 fake.users[2],
                 other.id,
-                str(ModalId(ModalKind.FEEDBACK, await bot.orch.db.session_for_ref(THREAD, str(other.id)))),
+                str(ModalId(ModalKind.FEEDBACK, await bot.orch.session_for_ref(THREAD, str(other.id)))),
                 {"feedback": "more fog"},
                 opened_by=fb,
             )

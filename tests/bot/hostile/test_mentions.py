@@ -85,7 +85,7 @@ async def test_concept_values_with_mentions_ping_nobody(fake_discord, tmp_path):
         await fake.wait_for(lambda: any(m.all_components for m in bot_messages(fake, thread.id)), timeout=20)
         await fake.say(fake.users[1], thread.id, f"neon {evil} {MASKED}")
         await fake.wait_for(lambda: any("set the field" in m.content for m in bot_messages(fake, thread.id)))
-        sid = await bot.orch.db.session_for_ref(THREAD, str(thread.id))
+        sid = await bot.orch.session_for_ref(THREAD, str(thread.id))
         h = await fake.submit_modal(fake.users[2], thread.id, str(ModalId(ModalKind.FIELD, sid)), {"value": evil})
         await h.response()
         await fake.wait_for(lambda: h.original is not None and not h.original.loading)

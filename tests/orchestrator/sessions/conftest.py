@@ -9,10 +9,10 @@ import pytest
 
 from orchestrator.comfy.sim import SimFarm
 from orchestrator.config import Config, FunnelSettings, LimitSettings, LlmSettings, StageRecipe
+from orchestrator.db import Database
 from orchestrator.events import StageDone, StageStarted
 from orchestrator.models import Family, TaskKind
 from orchestrator.service import Orchestrator
-from orchestrator.sessions.service import SessionService
 from tests.orchestrator.farm import TIME_SCALE, Recorder, farm_config
 
 SMALL_STAGES = (
@@ -54,10 +54,10 @@ async def farm(config):
 
 
 class Harness:
-    """A running orchestrator, its session service and a recorder of every event."""
+    """A running orchestrator (the facade the tests drive, also as `svc`), a DB reader of its own and a recorder."""
 
-    def __init__(self, orch: Orchestrator, svc: SessionService, rec: Recorder) -> None:
-        self.orch, self.svc, self.rec = orch, svc, rec
+    def __init__(self, orch: Orchestrator, db: Database, rec: Recorder) -> None:
+        self.orch, self.svc, self.db, self.rec = orch, orch, db, rec
 
     async def stage_done(self, stage_id: str, timeout: float = 30.0) -> StageDone:
         def seen(r: Recorder) -> bool:
@@ -84,22 +84,16 @@ class Harness:
 
 @asynccontextmanager
 async def running(config: Config):
-    """An Orchestrator on `config` with a SessionService (the Orchestrator's own when it wires one)."""
+    """An Orchestrator on `config`, and a Database of the tests' own on its file to read jobs and intents."""
     orch = Orchestrator(config)
     rec = Recorder(orch.bus)  # before start(), so events of a resumed session are seen too
     await orch.start()
-    own = None
-    svc = getattr(orch, "sessions", None)
-    if svc is None:
-        own = svc = SessionService(
-            db=orch.db, scheduler=orch.sched, store=orch.store, bus=orch.bus, settings=orch.settings
-        )
-        await own.start()
+    db = Database(config.settings.storage.db_path)
+    await db.open()
     try:
-        yield Harness(orch, svc, rec)
+        yield Harness(orch, db, rec)
     finally:
-        if own is not None:
-            await own.stop()
+        await db.close()
         await orch.stop()
         await rec.close()
         # Keep what was published while stopping, so a test can count events across a restart.
