@@ -129,6 +129,10 @@ class PostgresDatabase(Database):
         async with self.pool.acquire() as conn, conn.transaction():
             yield _PgTx(conn)
 
+    async def _execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        # One statement is atomic by itself: no BEGIN/COMMIT round trips around it.
+        return rowcount(await self.pool.execute(numbered(sql), *args))
+
     async def _fetchone(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
         row: Row | None = await self.pool.fetchrow(numbered(sql), *args)
         return row
@@ -164,6 +168,6 @@ async def peek_ref(url: str, session_id: str, key: str) -> str | None:
 async def probe(url: str) -> tuple[int | None, str]:
     """The schema version the server's database is at (0 before the first start) and the server's version."""
     async with _connection(url) as conn:
-        server = conn.get_server_version()
+        server = await conn.fetchval("SHOW server_version")
         version = await conn.fetchval(PG_READ_VERSION) if await conn.fetchval(PG_HAS_VERSION_TABLE) else 0
-    return int(version or 0), f"PostgreSQL {server.major}.{server.minor}"
+    return int(version or 0), f"PostgreSQL {server}"
