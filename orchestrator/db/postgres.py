@@ -37,6 +37,7 @@ from orchestrator.db.dialect import (
 )
 from orchestrator.db.rows import Row
 from orchestrator.db.url import scrub
+from orchestrator.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,9 @@ class PostgresDatabase(Database):
                 server_settings={"lock_timeout": lock_timeout_ms(self.busy_timeout_s), "application_name": "vibes"},
             )
         except _CONNECT_ERRORS as e:
-            raise ConnectionError(f"cannot open the database at {self.where}: {scrub(str(e), self._url)}") from None
+            problem = f"cannot open the database at {self.where}: {scrub(str(e), self._url)}"
+            raise DatabaseUnavailable(problem, user_message=problem) from None
+        log.info("database: PostgreSQL at %s", self.where)
         try:
             await self.migrate()
         except BaseException:

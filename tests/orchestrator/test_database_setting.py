@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.cli import main
 from orchestrator.cli.doctor import _database_health
 from orchestrator.config import parse_settings
 from orchestrator.db import Database, check_database, peek_ref, redact
-from orchestrator.errors import ConfigError
-from tests.orchestrator.farm import farm_config
+from orchestrator.errors import ConfigError, DatabaseUnavailable
+from tests.orchestrator.farm import ROOT, farm_config
 
 URL = "postgresql://vibes:s3cr%40t@127.0.0.1:5432/vibes"
 
@@ -69,9 +70,9 @@ async def test_an_unreachable_server_is_a_clear_error_without_the_password(caplo
     caplog.set_level(logging.DEBUG)
     url = f"postgresql://vibes:hunter2@127.0.0.1:{_closed_port()}/vibes?password=hunter2"
     db = Database(url, busy_timeout_s=1)
-    with pytest.raises(ConnectionError) as e:
+    with pytest.raises(DatabaseUnavailable) as e:
         await db.open()
-    assert "cannot open the database at postgresql://vibes:***@127.0.0.1" in str(e.value)
+    assert e.value.user_message.startswith("cannot open the database at postgresql://vibes:***@127.0.0.1")
     check = await check_database(url)
     assert (check.backend, check.reachable) == ("postgresql", False)
     assert "hunter2" not in str(e.value) + check.problem + caplog.text
@@ -116,3 +117,11 @@ async def test_doctor_names_the_backend_and_schema_and_reads_refs_without_the_pa
     assert await _database_health(cfg) == 1
     out = capsys.readouterr().out
     assert "PROBLEM: cannot reach the database at postgresql://postgres:***@" in out and "topsecret" not in out
+
+
+def test_the_cli_says_which_database_it_cannot_open_without_the_password(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("VIBES_DATABASE_URL", f"postgresql://vibes:hunter2@127.0.0.1:{_closed_port()}/vibes")
+    rc = main(["generate", "a cat", "--count", "1", "--sim", "--out", str(tmp_path), "--config", str(ROOT / "config")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "vibes: cannot open the database at postgresql://vibes:***@127.0.0.1" in err
+    assert "hunter2" not in err
