@@ -33,6 +33,7 @@ from orchestrator.db.dialect import (
     SCHEMA_VERSION,
     lock_timeout_ms,
     numbered,
+    pg_args,
     rowcount,
 )
 from orchestrator.db.rows import Row
@@ -55,13 +56,13 @@ class _PgTx:
         self._conn = conn
 
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
-        return rowcount(await self._conn.execute(numbered(sql), *args))
+        return rowcount(await self._conn.execute(numbered(sql), *pg_args(args)))
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._conn.executemany(numbered(sql), rows)
+        await self._conn.executemany(numbered(sql), [pg_args(r) for r in rows])
 
     async def fetchone(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
-        row: Row | None = await self._conn.fetchrow(numbered(sql), *args)
+        row: Row | None = await self._conn.fetchrow(numbered(sql), *pg_args(args))
         return row
 
 
@@ -134,14 +135,14 @@ class PostgresDatabase(Database):
 
     async def _execute(self, sql: str, args: Sequence[Any] = ()) -> int:
         # One statement is atomic by itself: no BEGIN/COMMIT round trips around it.
-        return rowcount(await self.pool.execute(numbered(sql), *args))
+        return rowcount(await self.pool.execute(numbered(sql), *pg_args(args)))
 
     async def _fetchone(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
-        row: Row | None = await self.pool.fetchrow(numbered(sql), *args)
+        row: Row | None = await self.pool.fetchrow(numbered(sql), *pg_args(args))
         return row
 
     async def _fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
-        return list(await self.pool.fetch(numbered(sql), *args))
+        return list(await self.pool.fetch(numbered(sql), *pg_args(args)))
 
 
 @contextlib.asynccontextmanager

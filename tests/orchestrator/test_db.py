@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -210,3 +211,21 @@ async def test_instances_starting_together_migrate_once(postgres_server):
         await asyncio.gather(*(d.close() for d in dbs))
     finally:
         await postgres_server.drop_database(url)
+
+
+async def test_hostile_text_is_stored_on_both_backends(db):
+    """A NUL (which PostgreSQL's text cannot hold), quotes, a ? and emoji neither fail a write nor leak into SQL."""
+    text = "before\x00after '; DROP TABLE votes; -- ? $1 🌅"
+    base = make_job()
+    job = base.with_(spec=replace(base.spec, params=replace(base.params, prompt=text, negative_prompt=text)))
+    await db.insert_jobs([job])
+    assert (await db.get_job(job.id)).params.prompt == text  # the parameters of record keep every character
+    s = SessionRow("s1", "draft_grid", "alice", "open", "voting", text, "", {"p": text}, 0, {"q": text}, 1.0, 1.0)
+    await db.insert_session(s)
+    back = await db.get_session("s1")
+    assert back.settings == {"p": text} and back.data == {"q": text}
+    assert back.prompt.replace("\ufffd", "\x00") == text  # PostgreSQL's text shows the NUL as U+FFFD
+    await db.add_intent("s1", {"text": text})
+    assert await db.pop_intent("s1") == {"text": text}
+    await db.set_vote("s1", "img", "u1", 1)
+    assert await db.get_vote("img", "u1") == 1
