@@ -156,7 +156,13 @@ MIGRATIONS: tuple[str, ...] = (
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# How a SQLite connection is set up: WAL (readers never wait for the writer), fsync at checkpoints only,
+# references enforced (PostgreSQL always enforces them). Its busy timeout is the driver's `timeout`.
+SQLITE_SETUP = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON")
+
 # SQLite keeps the version in its header (PRAGMA user_version); PostgreSQL in a one-row table.
+SQLITE_READ_VERSION = "PRAGMA user_version"
+SQLITE_MIGRATE = "BEGIN;\n{ddl}\nPRAGMA user_version = {version};\nCOMMIT;"
 PG_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
 PG_READ_VERSION = "SELECT version FROM schema_version"
 PG_SET_VERSION = "UPDATE schema_version SET version = $1"
