@@ -8,6 +8,7 @@ row locks, so no in-process lock is needed or relied on.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 POOL_SIZE = 10
 #: how long reaching the server may take before `open` gives up with a clear message
 CONNECT_TIMEOUT_S = 10.0
+#: how long closing waits for statements still running
+CLOSE_TIMEOUT_S = 5.0
 _CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError)
 
 
@@ -105,7 +108,12 @@ class PostgresDatabase(Database):
     async def close(self) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            await pool.close()
+            try:
+                # close() waits for every connection to be released: a statement stuck on a lock must not hold
+                # the shutdown (it fails and its job is recovered at the next start, as after a crash)
+                await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                pool.terminate()
 
     async def migrate(self) -> int:
         # One transaction under an advisory lock: instances starting together migrate one after the other,

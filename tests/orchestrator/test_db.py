@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from orchestrator.db import INTEGRITY_ERRORS, Database, SessionRow, StageRow
+from orchestrator.db import DB_WRITE_ERRORS, INTEGRITY_ERRORS, Database, SessionRow, StageRow
 from orchestrator.models import (
     Family,
     GenerationParams,
@@ -229,3 +229,35 @@ async def test_hostile_text_is_stored_on_both_backends(db):
     assert await db.pop_intent("s1") == {"text": text}
     await db.set_vote("s1", "img", "u1", 1)
     assert await db.get_vote("img", "u1") == 1
+
+
+async def test_after_the_server_drops_our_connections_a_write_lands_on_retry(postgres_server):
+    """What the job table relies on: a cut connection is a DB_WRITE_ERRORS, and the next try reconnects."""
+    import asyncpg
+
+    url = await postgres_server.create_database()
+    db = Database(url)
+    await db.open()
+    try:
+        await db.set_ref("s1", "k", "before")
+        admin = await asyncpg.connect(postgres_server.url())
+        name = url.rsplit("/", 1)[1]
+        cut = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        await admin.close()
+        assert cut >= 1
+        outcomes = []
+        for _ in range(3):
+            try:
+                await db.set_ref("s1", "k", "after")
+            except DB_WRITE_ERRORS as e:
+                outcomes.append(type(e).__name__)
+            else:
+                outcomes.append("ok")
+                break
+        assert outcomes[-1] == "ok" and len(outcomes) <= 2, outcomes
+        assert await db.get_ref("s1", "k") == "after"
+    finally:
+        await db.close()
+        await postgres_server.drop_database(url)
