@@ -1,9 +1,9 @@
 """
 The PostgreSQL backend (asyncpg pool): a server several instances share.
 
-Every write is a transaction on a connection of its own; what must hold across instances is in the statements
-themselves (UPDATE ... WHERE guards, ON CONFLICT upserts, DELETE ... RETURNING), which PostgreSQL applies under
-row locks, so no in-process lock is needed or relied on.
+Every write is one statement (or one transaction, for several) on a pooled connection; what must hold across
+instances is in the statements themselves (UPDATE ... WHERE guards, ON CONFLICT upserts, DELETE ... RETURNING),
+which PostgreSQL applies under row locks, so no in-process lock is needed or relied on.
 """
 
 from __future__ import annotations
