@@ -130,7 +130,7 @@ async def peek_ref(path: Path, session_id: str, key: str) -> str | None:
 
 
 async def probe(path: Path) -> tuple[int | None, str]:
-    """The schema version of a database file, read-only (None when there is no file yet), and what was found."""
+    """The schema version of a database file, read-only (None when there is no file yet), and the engine."""
     if not path.is_file():
         return None, f"{path} does not exist yet (created on the first start)"
     try:
@@ -141,4 +141,4 @@ async def probe(path: Path) -> tuple[int | None, str]:
             row = await cur.fetchone()
     except sqlite3.Error as e:
         raise ConnectionError(f"cannot read {path}: {e}") from e
-    return (int(row[0]) if row else 0), str(path)
+    return (int(row[0]) if row else 0), f"SQLite {sqlite3.sqlite_version}"

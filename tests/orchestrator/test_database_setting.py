@@ -82,6 +82,11 @@ async def test_check_database_reads_the_schema_version_without_creating_anything
     missing = await check_database(tmp_path / "none.db")
     assert (missing.backend, missing.reachable, missing.version, missing.problem) == ("sqlite", True, None, "")
     assert not Path(tmp_path / "none.db").exists()
+    db = Database(tmp_path / "v.db")
+    await db.open()
+    await db.close()
+    check = await check_database(tmp_path / "v.db")
+    assert (check.backend, check.migrated, check.detail.split()[0]) == ("sqlite", True, "SQLite")
     url = await postgres_server.create_database()
     try:
         assert (await check_database(url)).version == 0
