@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config.fields import _At, _bool, _enum, _family_map, _int, _num, _pos_int, _str
+from orchestrator.db.url import is_postgres_url
 from orchestrator.models import Family, TaskKind
 
 DEFAULT_CHECKPOINTS: dict[Family, str] = {
@@ -57,6 +58,14 @@ class StorageSettings:
     data_dir: Path = Path("data")
     #: how long a DB write waits for another connection's lock before failing (and being retried)
     busy_timeout_s: float = 30.0
+    #: storage.database or $VIBES_DATABASE_URL: a SQLite file path, or a postgresql:// URL of a server several
+    #: instances share; "" = vibes.db in the data dir. Kept out of repr: a URL may hold a password.
+    database: str = field(default="", repr=False)
+
+    @property
+    def database_target(self) -> Path | str:
+        """What the Database opens: the PostgreSQL URL, or the SQLite file."""
+        return self.database if is_postgres_url(self.database) else self.db_path
 
     @property
     def images_dir(self) -> Path:
@@ -64,6 +73,9 @@ class StorageSettings:
 
     @property
     def db_path(self) -> Path:
+        """The SQLite file: storage.database when it is a path, else vibes.db in the data dir."""
+        if self.database and not is_postgres_url(self.database):
+            return Path(self.database)
         return self.data_dir / "vibes.db"
 
 
@@ -217,6 +229,17 @@ class Settings:
 # --------------------------------------------------------------------------- parsing
 
 
+def _database(at: _At) -> str:
+    """A SQLite path or a postgresql:// URL ("" when unset); the value is never echoed: a URL may hold a password."""
+    if at.value is None:
+        return ""
+    value = _str(at).strip()
+    if "://" in value and not is_postgres_url(value):
+        scheme = value.split("://", 1)[0]
+        raise at.fail(f"expected a SQLite file path or a postgresql:// URL, not a {scheme}:// URL")
+    return value
+
+
 def _stage(at: _At) -> StageRecipe:
     at.only({"name", "count", "family", "width", "height", "steps", "task", "denoise", "cfg", "sampler", "scheduler"})
     denoise = at.get("denoise", _num, 1.0)
@@ -267,8 +290,14 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
     d = Settings()
 
     st = root.child("storage")
-    st.only({"data_dir", "busy_timeout_s"})
+    st.only({"data_dir", "busy_timeout_s", "database"})
     data_dir = Path(env.get("VIBES_DATA") or st.get("data_dir", _str, str(d.storage.data_dir)))
+    # storage.database, overridden by $VIBES_DATABASE_URL
+    database = _database(
+        _At("environment", "VIBES_DATABASE_URL", env["VIBES_DATABASE_URL"])
+        if env.get("VIBES_DATABASE_URL")
+        else st.child("database")
+    )
 
     h = root.child("health")
     h.only({"interval_s", "timeout_s", "failures_to_down"})
@@ -364,7 +393,9 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
 
     return Settings(
         storage=StorageSettings(
-            data_dir=data_dir, busy_timeout_s=st.get("busy_timeout_s", _num, d.storage.busy_timeout_s)
+            data_dir=data_dir,
+            busy_timeout_s=st.get("busy_timeout_s", _num, d.storage.busy_timeout_s),
+            database=database,
         ),
         checkpoints=checkpoints,
         upscale_model=root.get("upscale_model", _str, d.upscale_model),
