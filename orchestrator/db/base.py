@@ -205,8 +205,11 @@ class Database:
         await self._execute("UPDATE generations SET image_path=NULL WHERE id=?", (image_id,))
 
     async def queued_images_for_user(self, user_id: str) -> int:
+        # A cancelled stage's jobs that are too far along to stop (an image being stored) are finishing, not
+        # waiting: counting them refused a new session in the moment after the owner ended the last one.
         return await self._count(
-            "SELECT COUNT(*) FROM generations WHERE user_id=? AND status IN ('queued','submitted','running')",
+            """SELECT COUNT(*) FROM generations g WHERE g.user_id=? AND g.status IN ('queued','submitted','running')
+               AND NOT EXISTS (SELECT 1 FROM stages s WHERE s.id = g.stage_id AND s.status = 'cancelled')""",
             (user_id,),
         )
 
