@@ -100,7 +100,8 @@ class Feedback:
                     "no suggestion",
                     user_message="There is no pending suggestion any more (it was used or discarded).",
                 )
-            new_prompt = " ".join((prompt if prompt is not None else pending.prompt).split())  # type: ignore[union-attr]
+            typed = prompt if prompt is not None else (pending.prompt if pending is not None else "")
+            new_prompt = " ".join(typed.split())
             if negative is not None:
                 new_negative = tidy_negative(negative, limits)
             else:
