@@ -218,10 +218,12 @@ def _errors(sqlite: tuple[type[BaseException], ...], pg: tuple[str, ...]) -> tup
     return sqlite + tuple(getattr(asyncpg, name) for name in pg)
 
 
-#: what a write that did not land raises (locked past the timeout, disk full, I/O error, connection lost);
+#: what a write that did not land raises (locked past the timeout, disk full, I/O error, connection lost, or
+#: asyncpg's protocol left mid-state by a terminated connection);
 #: worth retrying. Like sqlite3.DatabaseError on SQLite, asyncpg.PostgresError is every error the server reports.
 DB_WRITE_ERRORS: tuple[type[BaseException], ...] = _errors(
-    (sqlite3.OperationalError, sqlite3.DatabaseError, OSError), ("PostgresError", "InterfaceError")
+    (sqlite3.OperationalError, sqlite3.DatabaseError, OSError),
+    ("PostgresError", "InterfaceError", "InternalClientError"),
 )
 
 #: a constraint refused the row (a CHECK, a key, a reference)

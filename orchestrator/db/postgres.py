@@ -137,20 +137,34 @@ class PostgresDatabase(Database):
         return int(await self.pool.fetchval(PG_READ_VERSION) or 0)
 
     @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self.pool.acquire() as conn:
+            try:
+                yield conn
+            except asyncpg.InternalClientError:
+                # A server that terminated a pooled connection can leave asyncpg's protocol mid-state
+                # (MagicStack/asyncpg#1069): drop that connection, so the caller's retry gets a fresh one.
+                conn.terminate()
+                raise
+
+    @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[_PgTx]:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._conn() as conn, conn.transaction():
             yield _PgTx(conn)
 
     async def _execute(self, sql: str, args: Sequence[Any] = ()) -> int:
         # One statement is atomic by itself: no BEGIN/COMMIT round trips around it.
-        return rowcount(await self.pool.execute(numbered(sql), *pg_args(args)))
+        async with self._conn() as conn:
+            return rowcount(await conn.execute(numbered(sql), *pg_args(args)))
 
     async def _fetchone(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
-        row: Row | None = await self.pool.fetchrow(numbered(sql), *pg_args(args))
+        async with self._conn() as conn:
+            row: Row | None = await conn.fetchrow(numbered(sql), *pg_args(args))
         return row
 
     async def _fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
-        return list(await self.pool.fetch(numbered(sql), *pg_args(args)))
+        async with self._conn() as conn:
+            return list(await conn.fetch(numbered(sql), *pg_args(args)))
 
 
 @contextlib.asynccontextmanager
