@@ -182,3 +182,17 @@ def test_no_import_circle_in_the_bot_at_runtime():
 def test_the_circle_check_finds_a_circle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+#: a module longer than this holds more than one job; split it by what its parts hold
+MAX_MODULE_LINES = 600
+
+
+def test_no_module_is_longer_than_the_limit():
+    long = {
+        str(p.relative_to(ROOT)): n
+        for folder in ("orchestrator", "bot", "tests", "bench")
+        for p in (ROOT / folder).rglob("*.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}
