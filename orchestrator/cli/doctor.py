@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import time
 
 from orchestrator.cli.common import add_config_arg, load
@@ -32,7 +33,25 @@ def wanted_models(node: NodeConfig, config: Config) -> tuple[list[str], list[str
     return ckpts, ups
 
 
-async def check_node(node: NodeConfig, config: Config) -> list[str]:
+def is_public_address(host: str) -> bool:
+    """True for an IP address routed on the internet (names are not resolved: doctor reaches nothing but the nodes)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_global
+    except ValueError:
+        return False
+
+
+def public_address_warning(node: NodeConfig) -> str | None:
+    """ComfyUI has no authentication: a node on a public address is a GPU anyone can use (and read the images of)."""
+    if not is_public_address(node.host):
+        return None
+    return (
+        f"WARNING: {node.host} is a public internet address. ComfyUI has no authentication: never expose its port "
+        "to the internet; join the node to a private network (WireGuard, Tailscale) and list that address instead"
+    )
+
+
+async def check_node(node: NodeConfig, config: Config, *, sim_served: bool = False) -> list[str]:
     """Problems with one node (empty when fine)."""
     problems: list[str] = []
     client = ComfyClient(node.base_url, http_timeout=config.settings.health.timeout_s, name=node.id)
@@ -40,6 +59,11 @@ async def check_node(node: NodeConfig, config: Config) -> list[str]:
         stats = await client.system_stats()
         models = await client.models()
     except ComfyError as e:
+        if node.sim is not None and not sim_served:
+            return [
+                f"not reachable at {node.base_url}: it is a simulated node (it has a sim: block); run "
+                "`vibes doctor --sim`, or start `vibes sim` in another terminal first"
+            ]
         return [f"not reachable at {node.base_url} ({e})"]
     finally:
         await client.close()
@@ -62,7 +86,10 @@ async def _doctor(args: argparse.Namespace) -> int:
     try:
         print("nodes:")
         for node in config.nodes:
-            problems = await check_node(node, config)
+            warning = public_address_warning(node)
+            if warning:
+                print(f"  {node.id}: {warning}")
+            problems = await check_node(node, config, sim_served=farm is not None)
             for p in problems:
                 print(f"  {node.id}: PROBLEM: {p}")
             bad += bool(problems)
