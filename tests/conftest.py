@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import socket
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +39,32 @@ def _no_outside_network(monkeypatch):
 def _quiet_logs(caplog):
     caplog.set_level(logging.WARNING)
     yield
+
+
+#: the storage backends the DB and session tests run on
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One embedded PostgreSQL server for the whole run, started when a test first needs it."""
+    from tests.embedded_pg import EmbeddedPostgres
+
+    root = Path(tempfile.mkdtemp(prefix="vibes-pg-"))
+    server = EmbeddedPostgres(root)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=BACKENDS)
+async def database_url(request):
+    """Empty for SQLite (the data dir's file, as today), else the URL of a fresh database on the embedded server."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    server = request.getfixturevalue("postgres_server")
+    url = await server.create_database()
+    yield url
+    await server.drop_database(url)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
-from orchestrator.db import Database, SessionRow, StageRow
+from orchestrator.db import INTEGRITY_ERRORS, Database, SessionRow, StageRow
 from orchestrator.models import (
     Family,
     GenerationParams,
@@ -21,8 +19,13 @@ from orchestrator.models import (
 
 
 @pytest.fixture
-async def db(tmp_path):
-    d = Database(tmp_path / "v.db")
+def target(tmp_path, database_url):
+    return database_url or tmp_path / "v.db"
+
+
+@pytest.fixture
+async def db(target):
+    d = Database(target)
     await d.open()
     yield d
     await d.close()
@@ -50,10 +53,10 @@ def make_job(i=0, batch="b1") -> Job:
     )
 
 
-async def test_migrations_set_user_version_and_are_idempotent(tmp_path, db):
+async def test_migrations_set_user_version_and_are_idempotent(target, db):
     assert await db.user_version() == 1
     await db.close()
-    again = Database(tmp_path / "v.db")
+    again = Database(target)
     await again.open()
     assert await again.user_version() == 1
     await again.close()
@@ -103,7 +106,7 @@ async def test_votes_change_and_withdraw(db):
     assert {v.user_id: v.value for v in await db.votes_for_images(["img1"])} == {"alice": -1, "bob": -1}
     await db.set_vote("s1", "img1", "alice", None)
     assert [v.user_id for v in await db.votes_for_images(["img1"])] == ["bob"]
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(INTEGRITY_ERRORS):
         await db.set_vote("s1", "img1", "carol", 5)
 
 
