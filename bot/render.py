@@ -16,7 +16,7 @@ from bot.errors import scrub
 from bot.tracker import ProgressView
 
 if TYPE_CHECKING:
-    from orchestrator.leader_db import InstanceInfo
+    from orchestrator.db.leadership import InstanceInfo
     from orchestrator.llm.changes import RefineResult
     from orchestrator.service import FarmHealth, NodeStatus
     from orchestrator.sessions.models import ImageInfo, Session, StageImage, StageView

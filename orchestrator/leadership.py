@@ -19,13 +19,13 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 
-from orchestrator import leader_db
 from orchestrator.config import LeadershipSettings
-from orchestrator.leader_db import InstanceInfo, Role
+from orchestrator.db import leadership as leader_db
+from orchestrator.db.leadership import InstanceInfo, Role
+from orchestrator.db.url import scrub
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class Leadership:
                     active = None if got else await self._active_locked()
             except CONNECTION_ERRORS as e:
                 # A standby holds nothing, so losing its connection is harmless: connect again on the next poll.
-                log.warning("standby %s: database not reachable (%s); retrying", self.id, _redact(e, self._dsn))
+                log.warning("standby %s: database not reachable (%s); retrying", self.id, scrub(str(e), self._dsn))
                 await self._drop_connection()
                 await asyncio.sleep(s.poll_s)
                 continue
@@ -134,7 +134,7 @@ class Leadership:
                     assert self._conn is not None
                     held = await asyncio.wait_for(leader_db.heartbeat(self._conn, self.id, self.role), s.keepalive_s)
             except CONNECTION_ERRORS as e:
-                self._lose(f"the lock connection failed ({type(e).__name__}: {_redact(e, self._dsn)})")
+                self._lose(f"the lock connection failed ({type(e).__name__}: {scrub(str(e), self._dsn)})")
                 return
             if not held:
                 self._lose("the lock is no longer held by this session")
@@ -204,7 +204,7 @@ class Leadership:
             async with self._op:
                 await asyncio.wait_for(leader_db.leave(conn, self.id), self.settings.keepalive_s * 5)
         except CONNECTION_ERRORS as e:
-            log.info("instance %s: could not leave cleanly (%s)", self.id, _redact(e, self._dsn))
+            log.info("instance %s: could not leave cleanly (%s)", self.id, scrub(str(e), self._dsn))
         finally:
             if not conn.is_closed():
                 await _close(conn)
@@ -227,20 +227,6 @@ async def _close(conn: asyncpg.Connection[Any]) -> None:
         await asyncio.wait_for(conn.close(), 2.0)
     except CONNECTION_ERRORS:
         conn.terminate()
-
-
-def _redact(e: BaseException, dsn: str) -> str:
-    """The error's text without the URL's password, should a driver ever quote the URL."""
-    text = str(e)
-    password = _password(dsn)
-    return text.replace(password, "***") if password else text
-
-
-def _password(dsn: str) -> str | None:
-    try:
-        return urlsplit(dsn).password
-    except ValueError:
-        return None
 
 
 async def read_instances(dsn: str, *, timeout: float = 5.0) -> tuple[list[InstanceInfo], int | None]:

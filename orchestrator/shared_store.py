@@ -14,9 +14,12 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator.errors import ConfigError
-from orchestrator.leader_db import InstanceInfo
+
+if TYPE_CHECKING:
+    from orchestrator.db.leadership import InstanceInfo
 
 MARKER_NAME = ".vibes-active"
 

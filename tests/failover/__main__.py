@@ -13,21 +13,21 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.embedded_pg import EmbeddedPostgres
 from tests.failover.results import write_takeover_section
 from tests.failover.scenarios import MOMENTS, Outcome, split_brain, takeover
-from tests.standby.pg import create_database, embedded_server
 
 
-async def _run(root: Path, admin_url: str, verbose: bool) -> list[Outcome]:
+async def _run(root: Path, server: EmbeddedPostgres, verbose: bool) -> list[Outcome]:
     echo = print if verbose else None
     outcomes = []
     for i, moment in enumerate(MOMENTS):
         print(f"takeover, kill {moment}: ", end="", flush=True)
-        out = await takeover(root / f"t{i}", await create_database(admin_url), moment, echo=echo)
+        out = await takeover(root / f"t{i}", await server.create_database(), moment, echo=echo)
         outcomes.append(out)
         _report(out)
     print("split brain (lock connection cut, process alive): ", end="", flush=True)
-    out = await split_brain(root / "split", await create_database(admin_url), echo=echo)
+    out = await split_brain(root / "split", await server.create_database(), echo=echo)
     outcomes.append(out)
     _report(out)
     return outcomes
@@ -47,8 +47,13 @@ def main() -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="echo every process's log")
     parser.add_argument("--no-write", action="store_true", help="do not update bench/results.md")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="vibes-failover-") as tmp, embedded_server(Path(tmp)) as admin_url:
-        outcomes = asyncio.run(_run(Path(tmp), admin_url, args.verbose))
+    with tempfile.TemporaryDirectory(prefix="vibes-failover-") as tmp:
+        server = EmbeddedPostgres(Path(tmp) / "pg")
+        server.start()
+        try:
+            outcomes = asyncio.run(_run(Path(tmp), server, args.verbose))
+        finally:
+            server.stop()
     takeovers = [o for o in outcomes if o.moment in MOMENTS]
     times = [o.takeover_s for o in takeovers]
     print(

@@ -1,18 +1,12 @@
-"""One embedded PostgreSQL server for the active/standby tests; each test gets its own database."""
+"""The active/standby tests use the run's embedded PostgreSQL server (tests/conftest.py), a fresh database each."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.standby.pg import create_database, embedded_server
-
-
-@pytest.fixture(scope="session")
-def pg_server(tmp_path_factory):
-    with embedded_server(tmp_path_factory.mktemp("standby-pg")) as url:
-        yield url
-
 
 @pytest.fixture
-async def pg_url(pg_server):
-    return await create_database(pg_server)
+async def pg_url(postgres_server):
+    url = await postgres_server.create_database()
+    yield url
+    await postgres_server.drop_database(url)

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from orchestrator.config import LeadershipSettings
-from orchestrator.leader_db import LOCK_KEY, Role
+from orchestrator.db.leadership import LOCK_KEY, Role
 from orchestrator.leadership import Leadership, LeadershipLost
 from orchestrator.shared_store import SharedStoreError, StoreCheck, read_marker, write_marker
 from tests.standby.pg import terminate_sessions
