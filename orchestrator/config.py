@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from orchestrator.db.url import is_postgres_url
 from orchestrator.errors import ConfigError
 from orchestrator.models import Family, TaskKind, Tier
 
@@ -135,6 +136,17 @@ class StorageSettings:
     data_dir: Path = Path("data")
     #: how long a DB write waits for another connection's lock before failing (and being retried)
     busy_timeout_s: float = 30.0
+    # --- pgdb: the database ---
+    #: storage.database or $VIBES_DATABASE_URL: a SQLite file path, or a postgresql:// URL of a server several
+    #: instances share; "" = vibes.db in the data dir. Kept out of repr: a URL may hold a password.
+    database: str = field(default="", repr=False)
+
+    @property
+    def database_target(self) -> Path | str:
+        """What the Database opens: the PostgreSQL URL, or the SQLite file."""
+        return self.database if is_postgres_url(self.database) else self.db_path
+
+    # --- end pgdb ---
 
     @property
     def images_dir(self) -> Path:
@@ -142,6 +154,9 @@ class StorageSettings:
 
     @property
     def db_path(self) -> Path:
+        """The SQLite file: storage.database when it is a path, else vibes.db in the data dir."""
+        if self.database and not is_postgres_url(self.database):
+            return Path(self.database)
         return self.data_dir / "vibes.db"
 
 
@@ -443,6 +458,21 @@ def _enum(kind: type[T]) -> Callable[[_At], T]:
     return conv
 
 
+# --- pgdb: the database setting ---
+def _database(at: _At) -> str:
+    """A SQLite path or a postgresql:// URL ("" when unset); the value is never echoed: a URL may hold a password."""
+    if at.value is None:
+        return ""
+    value = _str(at).strip()
+    if "://" in value and not is_postgres_url(value):
+        scheme = value.split("://", 1)[0]
+        raise at.fail(f"expected a SQLite file path or a postgresql:// URL, not a {scheme}:// URL")
+    return value
+
+
+# --- end pgdb ---
+
+
 def _str_list(at: _At) -> tuple[str, ...]:
     return tuple(_str(i) for i in at.items())
 
@@ -620,8 +650,15 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
     d = Settings()
 
     st = root.child("storage")
-    st.only({"data_dir", "busy_timeout_s"})
+    st.only({"data_dir", "busy_timeout_s", "database"})
     data_dir = Path(env.get("VIBES_DATA") or st.get("data_dir", _str, str(d.storage.data_dir)))
+    # --- pgdb: storage.database, overridden by $VIBES_DATABASE_URL ---
+    database = _database(
+        _At("environment", "VIBES_DATABASE_URL", env["VIBES_DATABASE_URL"])
+        if env.get("VIBES_DATABASE_URL")
+        else st.child("database")
+    )
+    # --- end pgdb ---
 
     h = root.child("health")
     h.only({"interval_s", "timeout_s", "failures_to_down"})
@@ -717,7 +754,9 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
 
     return Settings(
         storage=StorageSettings(
-            data_dir=data_dir, busy_timeout_s=st.get("busy_timeout_s", _num, d.storage.busy_timeout_s)
+            data_dir=data_dir,
+            busy_timeout_s=st.get("busy_timeout_s", _num, d.storage.busy_timeout_s),
+            database=database,
         ),
         checkpoints=checkpoints,
         upscale_model=root.get("upscale_model", _str, d.upscale_model),

@@ -16,7 +16,8 @@ ImGenError                       root; `user_message` is safe to show a user
 │   ├── NotAllowed               not your session / not allowed to advance
 │   └── InvalidState             action does not fit the session's current state
 ├── LimitExceeded                per-user caps on sessions or queued images
-└── LlmError                     the LLM pipeline could not answer (the rules path takes over)
+├── LlmError                     the LLM pipeline could not answer (the rules path takes over)
+└── DatabaseUnavailable          the database server cannot be opened (also a ConnectionError)
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class ImGenError(Exception):
             self.user_message = user_message
         elif message and type(self).user_message == ImGenError.user_message:
             self.user_message = message
+
+
+class DatabaseUnavailable(ImGenError, ConnectionError):
+    """The database server cannot be opened (unreachable, login refused, no such database); names it redacted."""
 
 
 class ConfigError(ImGenError):

@@ -135,7 +135,7 @@ class Orchestrator:
         self._time_scale = time_scale
         self._ephemeral = ephemeral_ports
         self.farm: SimFarm | None = None
-        self.db = Database(self.settings.storage.db_path, busy_timeout_s=self.settings.storage.busy_timeout_s)
+        self.db = Database(self.settings.storage.database_target, busy_timeout_s=self.settings.storage.busy_timeout_s)
         self.store = ImageStore(self.settings.storage.images_dir)
         self.uploads = Uploads(self.settings.storage.data_dir, self.settings.limits)
         self.workflows = WorkflowEngine.load()

@@ -11,7 +11,7 @@ from orchestrator.cli.common import add_config_arg, load
 from orchestrator.comfy.client import ComfyClient
 from orchestrator.comfy.simulator import SimFarm
 from orchestrator.config import Config, NodeConfig
-from orchestrator.db import peek_ref
+from orchestrator.db import SCHEMA_VERSION, check_database, peek_ref
 from orchestrator.errors import ComfyError
 from orchestrator.llm.pipeline import FeedbackPipeline
 from orchestrator.models import Family
@@ -107,15 +107,35 @@ async def _doctor(args: argparse.Namespace) -> int:
         for m in health.missing_models:
             print(f"  PROBLEM: model {m} is not installed (ollama pull {m})")
         bad += bool(health.missing_models)
+    bad += await _database_health(config)
     bad += await _engine_health(config)
     print("all good" if not bad else f"{bad} problem(s) found")
     return 0 if not bad else 1
 
 
+async def _database_health(config: Config) -> int:
+    """Which backend, whether it answers, whether it is migrated; 1 when it cannot be used. Never the password."""
+    print("database:")
+    check = await check_database(config.settings.storage.database_target)
+    if check.problem:
+        print(f"  PROBLEM: {check.problem}")
+        return 1
+    if check.version is None:
+        print(f"  {check.backend}: {check.detail}")
+    elif check.migrated:
+        print(f"  {check.backend} at {check.where} ({check.detail}): schema v{check.version}, migrated")
+    else:
+        print(
+            f"  {check.backend} at {check.where} ({check.detail}): schema v{check.version}, migrated to "
+            f"v{SCHEMA_VERSION} at the next start"
+        )
+    return 0
+
+
 async def _engine_health(config: Config) -> int:
     """What the running bot (or the last one) recorded about itself; 1 when a supervised task is dead."""
     print("engine:")
-    raw = await peek_ref(config.settings.storage.db_path, *HEALTH_REF)
+    raw = await peek_ref(config.settings.storage.database_target, *HEALTH_REF)
     if raw is None:
         print("  no engine (bot, demo or generate) has recorded its health in this data directory yet")
         return 0

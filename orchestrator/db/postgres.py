@@ -33,10 +33,12 @@ from orchestrator.db.dialect import (
     SCHEMA_VERSION,
     lock_timeout_ms,
     numbered,
+    pg_args,
     rowcount,
 )
 from orchestrator.db.rows import Row
 from orchestrator.db.url import scrub
+from orchestrator.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +56,13 @@ class _PgTx:
         self._conn = conn
 
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
-        return rowcount(await self._conn.execute(numbered(sql), *args))
+        return rowcount(await self._conn.execute(numbered(sql), *pg_args(args)))
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._conn.executemany(numbered(sql), rows)
+        await self._conn.executemany(numbered(sql), [pg_args(r) for r in rows])
 
     async def fetchone(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
-        row: Row | None = await self._conn.fetchrow(numbered(sql), *args)
+        row: Row | None = await self._conn.fetchrow(numbered(sql), *pg_args(args))
         return row
 
 
@@ -91,7 +93,9 @@ class PostgresDatabase(Database):
                 server_settings={"lock_timeout": lock_timeout_ms(self.busy_timeout_s), "application_name": "vibes"},
             )
         except _CONNECT_ERRORS as e:
-            raise ConnectionError(f"cannot open the database at {self.where}: {scrub(str(e), self._url)}") from None
+            problem = f"cannot open the database at {self.where}: {scrub(str(e), self._url)}"
+            raise DatabaseUnavailable(problem, user_message=problem) from None
+        log.info("database: PostgreSQL at %s", self.where)
         try:
             await self.migrate()
         except BaseException:
@@ -129,12 +133,16 @@ class PostgresDatabase(Database):
         async with self.pool.acquire() as conn, conn.transaction():
             yield _PgTx(conn)
 
+    async def _execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        # One statement is atomic by itself: no BEGIN/COMMIT round trips around it.
+        return rowcount(await self.pool.execute(numbered(sql), *pg_args(args)))
+
     async def _fetchone(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
-        row: Row | None = await self.pool.fetchrow(numbered(sql), *args)
+        row: Row | None = await self.pool.fetchrow(numbered(sql), *pg_args(args))
         return row
 
     async def _fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
-        return list(await self.pool.fetch(numbered(sql), *args))
+        return list(await self.pool.fetch(numbered(sql), *pg_args(args)))
 
 
 @contextlib.asynccontextmanager
@@ -164,6 +172,6 @@ async def peek_ref(url: str, session_id: str, key: str) -> str | None:
 async def probe(url: str) -> tuple[int | None, str]:
     """The schema version the server's database is at (0 before the first start) and the server's version."""
     async with _connection(url) as conn:
-        server = conn.get_server_version()
+        server = await conn.fetchval("SHOW server_version")
         version = await conn.fetchval(PG_READ_VERSION) if await conn.fetchval(PG_HAS_VERSION_TABLE) else 0
-    return int(version or 0), f"PostgreSQL {server.major}.{server.minor}"
+    return int(version or 0), f"PostgreSQL {server}"

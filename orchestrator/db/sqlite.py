@@ -13,7 +13,14 @@ from typing import Any
 import aiosqlite
 
 from orchestrator.db.base import PEEK_REF, Database
-from orchestrator.db.dialect import MIGRATIONS, SCHEMA_VERSION, SQLITE
+from orchestrator.db.dialect import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    SQLITE,
+    SQLITE_MIGRATE,
+    SQLITE_READ_VERSION,
+    SQLITE_SETUP,
+)
 from orchestrator.db.rows import Row
 
 log = logging.getLogger(__name__)
@@ -61,9 +68,8 @@ class SqliteDatabase(Database):
         # sqlite3's `timeout` is the busy timeout: how long a statement waits for another connection's lock.
         self._conn = await aiosqlite.connect(str(self.path), timeout=self.busy_timeout_s)
         self._conn.row_factory = aiosqlite.Row
-        await self._conn.execute("PRAGMA journal_mode=WAL")
-        await self._conn.execute("PRAGMA synchronous=NORMAL")
-        await self._conn.execute("PRAGMA foreign_keys=ON")
+        for pragma in SQLITE_SETUP:
+            await self._conn.execute(pragma)
         await self.migrate()
 
     async def close(self) -> None:
@@ -77,12 +83,11 @@ class SqliteDatabase(Database):
             raise RuntimeError(f"database {self.path} is newer (v{version}) than this program (v{SCHEMA_VERSION})")
         for i in range(version, SCHEMA_VERSION):
             log.info("migrating database to v%d", i + 1)
-            ddl = SQLITE.render(MIGRATIONS[i])
-            await self.conn.executescript(f"BEGIN;\n{ddl}\nPRAGMA user_version = {i + 1};\nCOMMIT;")
+            await self.conn.executescript(SQLITE_MIGRATE.format(ddl=SQLITE.render(MIGRATIONS[i]), version=i + 1))
         return SCHEMA_VERSION
 
     async def user_version(self) -> int:
-        async with self.conn.execute("PRAGMA user_version") as cur:
+        async with self.conn.execute(SQLITE_READ_VERSION) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
@@ -131,7 +136,7 @@ async def probe(path: Path) -> tuple[int | None, str]:
     try:
         async with (
             aiosqlite.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0) as conn,
-            conn.execute("PRAGMA user_version") as cur,
+            conn.execute(SQLITE_READ_VERSION) as cur,
         ):
             row = await cur.fetchone()
     except sqlite3.Error as e:

@@ -5,6 +5,8 @@ Each fault test asserts what was delivered, how many times, and by which node.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from orchestrator.comfy import sim_render
@@ -118,8 +120,10 @@ async def test_jobs_never_sent_to_a_down_node_and_it_takes_work_when_back(farm):
         await rec.close()
 
 
-async def test_restart_mid_stage_delivers_everything_exactly_once(farm):
+async def test_restart_mid_stage_delivers_everything_exactly_once(farm, database_url):
     _sim, cfg = farm
+    if database_url:  # on PostgreSQL too: recovery reads the jobs back from either backend
+        cfg = cfg.with_settings(storage=replace(cfg.settings.storage, database=database_url))
     orch = Orchestrator(cfg)
     await orch.start()
     rec = Recorder(orch.bus)

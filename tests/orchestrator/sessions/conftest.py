@@ -13,6 +13,7 @@ from orchestrator.events import StageDone, StageStarted
 from orchestrator.models import Family, TaskKind
 from orchestrator.service import Orchestrator
 from orchestrator.sessions.service import SessionService
+from tests.conftest import BACKENDS
 from tests.orchestrator.farm import TIME_SCALE, Recorder, farm_config
 
 SMALL_STAGES = (
@@ -28,6 +29,32 @@ def small_config(tmp_path, **funnel) -> Config:
     cfg = farm_config(tmp_path)
     fs = replace(FunnelSettings(stages=SMALL_STAGES, concept_options=3, explorer_count=4), **funnel)
     return cfg.with_settings(funnel=fs, llm=LlmSettings(enabled=False), limits=LimitSettings())
+
+
+# The database every `running` orchestrator of the current test uses: "" = SQLite in its data dir, or a
+# PostgreSQL URL. Set per test by `_backend`.
+_DATABASE = ""
+
+
+def pytest_generate_tests(metafunc):
+    # The tests that run the engine (`running`, or the CLI's `main` for the demo) touch the database: they run on
+    # both backends, restarts included. The pure ones (syntax, planning, voting) run once.
+    if {"running", "main"} & set(vars(metafunc.module)):
+        metafunc.parametrize("_backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+async def _backend(request, monkeypatch):
+    """A fresh PostgreSQL database for the test when it runs on that backend (for `running` and the CLI alike)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield
+        return
+    server = request.getfixturevalue("postgres_server")
+    url = await server.create_database()
+    monkeypatch.setattr(f"{__name__}._DATABASE", url)
+    monkeypatch.setenv("VIBES_DATABASE_URL", url)
+    yield
+    await server.drop_database(url)
 
 
 @pytest.fixture
@@ -84,7 +111,9 @@ class Harness:
 
 @asynccontextmanager
 async def running(config: Config):
-    """An Orchestrator on `config` with a SessionService (the Orchestrator's own when it wires one)."""
+    """An Orchestrator on `config` (and the test's database) with a SessionService (the Orchestrator's own)."""
+    if _DATABASE:
+        config = config.with_settings(storage=replace(config.settings.storage, database=_DATABASE))
     orch = Orchestrator(config)
     rec = Recorder(orch.bus)  # before start(), so events of a resumed session are seen too
     await orch.start()
