@@ -41,6 +41,7 @@ async def run_bot_with_leadership(
     apply_endpoint_overrides()
     orch = make_orchestrator()
     images_dir = orch.settings.storage.images_dir
+    await leadership.open()  # a database that cannot be reached at all is an error, not something to wait for
     try:
         # Raises SharedStoreError when this instance does not see the active instance's image store.
         await leadership.acquire(StoreCheck(images_dir))

@@ -9,6 +9,8 @@ import sys
 
 from orchestrator.cli.common import add_config_arg, load
 from orchestrator.config import Config
+from orchestrator.db import is_postgres_url, redact
+from orchestrator.db.url import scrub
 
 MISSING_TOKEN = (
     "vibes bot: DISCORD_TOKEN is not set.\n"
@@ -53,13 +55,13 @@ def run(args: argparse.Namespace) -> int:
 
 def postgres_url(config: Config) -> str | None:
     """The PostgreSQL URL the instances share, or None (SQLite: one instance, no lock)."""
-    url = os.environ.get("VIBES_DATABASE_URL", "").strip()
-    return url if url.startswith(("postgresql://", "postgres://")) else None
+    url = config.settings.storage.database
+    return url if is_postgres_url(url) else None
 
 
 def _run_with_leadership(args: argparse.Namespace, config: Config, url: str, token: str, guild_id: int | None) -> int:
     from bot.standby import run_bot_with_leadership
-    from orchestrator.leadership import Leadership
+    from orchestrator.leadership import CONNECTION_ERRORS, Leadership
     from orchestrator.service import Orchestrator
 
     def make_orchestrator() -> Orchestrator:
@@ -70,3 +72,6 @@ def _run_with_leadership(args: argparse.Namespace, config: Config, url: str, tok
         return asyncio.run(run_bot_with_leadership(make_orchestrator, leadership, token, guild_id=guild_id))
     except KeyboardInterrupt:
         return 130
+    except CONNECTION_ERRORS as e:
+        print(f"vibes bot: cannot reach the database at {redact(url)}: {scrub(str(e), url)}", file=sys.stderr)
+        return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import ipaddress
 import time
 
@@ -11,7 +12,8 @@ from orchestrator.cli.common import add_config_arg, load
 from orchestrator.comfy.client import ComfyClient
 from orchestrator.comfy.simulator import SimFarm
 from orchestrator.config import Config, NodeConfig
-from orchestrator.db import SCHEMA_VERSION, check_database, peek_ref
+from orchestrator.db import SCHEMA_VERSION, check_database, is_postgres_url, peek_ref
+from orchestrator.db.url import scrub
 from orchestrator.errors import ComfyError
 from orchestrator.llm.pipeline import FeedbackPipeline
 from orchestrator.models import Family
@@ -108,6 +110,7 @@ async def _doctor(args: argparse.Namespace) -> int:
             print(f"  PROBLEM: model {m} is not installed (ollama pull {m})")
         bad += bool(health.missing_models)
     bad += await _database_health(config)
+    bad += await _instances_health(config)
     bad += await _engine_health(config)
     print("all good" if not bad else f"{bad} problem(s) found")
     return 0 if not bad else 1
@@ -129,6 +132,49 @@ async def _database_health(config: Config) -> int:
             f"  {check.backend} at {check.where} ({check.detail}): schema v{check.version}, migrated to "
             f"v{SCHEMA_VERSION} at the next start"
         )
+    return 0
+
+
+async def _instances_health(config: Config) -> int:
+    """With PostgreSQL: who holds the lock, the standbys, and whether this host sees the active one's image store."""
+    print("instances:")
+    url = config.settings.storage.database
+    if not is_postgres_url(url):
+        print("  SQLite: one instance, no leadership lock (a PostgreSQL database allows an active + standbys)")
+        return 0
+    # Imported here: asyncpg is the `postgres` extra, and SQLite installs never need it.
+    from orchestrator.leadership import CONNECTION_ERRORS, read_instances
+    from orchestrator.shared_store import marker_path, read_marker
+
+    try:
+        found, holder = await read_instances(url, timeout=config.settings.health.timeout_s)
+    except CONNECTION_ERRORS as e:
+        print(f"  PROBLEM: cannot read the instances ({type(e).__name__}: {scrub(str(e), url)})")
+        return 1
+    active = next((i for i in found if i.holds_lock), None)
+    for i in found:
+        what = "ACTIVE (holds the lock)" if i.holds_lock else i.role.value
+        age = (dt.datetime.now(dt.UTC) - i.last_seen).total_seconds()
+        started = f"{i.started:%Y-%m-%d %H:%M:%S %Z}"
+        print(f"  {i.id}: {what} on {i.host}, pid {i.pid}, started {started}, seen {age:.0f} s ago")
+    if active is None:
+        if holder is not None:
+            print(f"  PROBLEM: the lock is held by server process {holder}, which is not a vibes instance")
+            return 1
+        print("  no instance holds the lock: no bot is active" + (" (the standbys will take it)" if found else ""))
+        return 0
+    if active.store_nonce is None:
+        print("  shared image store: the active instance has not written its marker yet")
+        return 0
+    images = config.settings.storage.images_dir
+    seen = await read_marker(images)
+    if seen is None or seen.nonce != active.store_nonce:
+        print(
+            f"  PROBLEM: {marker_path(images)} is not the active instance's marker: this host does not see its "
+            "image store (mount the same shared volume at storage.data_dir on every instance)"
+        )
+        return 1
+    print(f"  shared image store: {images} is the one the active instance writes to")
     return 0
 
 

@@ -173,6 +173,7 @@ async def takeover(root: Path, database_url: str, moment: str, *, echo: Callable
         out.takeover_s = (await c.answered_probe(timeout=60)) - t_kill
         t_b_lock = await b.wait_line(TOOK_LOCK, timeout=10)
         await a.stop()
+        await b.wait_line(r"bot.client: connected as", timeout=30)
 
         # Every image of the refined stage, posted exactly once (checked again at the end: a late copy shows then).
         pages = await wait_galleries(fake, thread_id, "refined", math.ceil(refined / 10), timeout=STAGE_TIMEOUT_S)
@@ -180,14 +181,33 @@ async def takeover(root: Path, database_url: str, moment: str, *, echo: Callable
 
         # The buttons of galleries the dead instance posted are answered by the new one: the drafts' (a stage
         # that is over), and a vote on the refined gallery (posted by A when it got that far) counts.
-        click = await fake.click(bob, drafts_page, custom_id(drafts_page, "✓3"))
-        out.check((await click.response(timeout=30)).type == 6, "a drafts button was not answered as an update")
         refined_page = galleries(fake, thread_id, "refined")[0]
         by_a = refined_page.created_at < t_kill
         out.notes.append(f"the refined gallery was posted by {'A (the killed instance)' if by_a else 'B'}")
-        await (await fake.click(bob, refined_page, custom_id(refined_page, "✓2"))).response(timeout=30)
-        await fake.wait_for(lambda: "✓2 · 1" in labels(refined_page), timeout=30)
+        vclick = await fake.click(bob, refined_page, custom_id(refined_page, "✓2"))
+        await vclick.response(timeout=30)
+        try:
+            await fake.wait_for(lambda: "✓2 · 1" in labels(refined_page), timeout=30)
+        except TimeoutError:
+            await asyncio.sleep(2)
+            print("DEBUG click", vclick.callback, [m.content for m in vclick.messages])
+            import sqlite3
 
+            with sqlite3.connect(c.data_dir / "vibes.db") as db:
+                print("DEBUG votes", db.execute("select * from votes").fetchall())
+                print("DEBUG refs", db.execute("select * from refs where key like 'discord.gallery%'").fetchall())
+            print(
+                "DEBUG labels",
+                labels(refined_page),
+                len(refined_page.edits),
+                refined_page.id,
+                [(m.id, m.content[:40]) for m in galleries(fake, thread_id, "refined")],
+                fake.errors[-5:],
+            )
+            raise
+
+        click = await fake.click(bob, drafts_page, custom_id(drafts_page, "✓3"))
+        out.check((await click.response(timeout=30)).type == 6, "a drafts button was not answered as an update")
         names = [att.filename for p in galleries(fake, thread_id, "refined") for att in p.attachments]
         out.images_posted = len(names)
         out.check(len(names) == refined, f"refined images posted: {len(names)}, expected {refined}")
@@ -195,7 +215,7 @@ async def takeover(root: Path, database_url: str, moment: str, *, echo: Callable
 
         # No GPU had prompts from both: A submitted nothing after B took the lock, B nothing before.
         a_subs, b_subs = submissions(a), submissions(b)
-        out.check(bool(a_subs) and bool(b_subs), "both instances submitted prompts")
+        out.check(bool(a_subs), "A submitted no prompt before it was killed")
         out.check(all(t < t_b_lock for t, _ in a_subs), "A submitted a prompt after B took the lock")
         out.check(all(t > t_b_lock for t, _ in b_subs), "B submitted a prompt before it took the lock")
         shared = prompt_ids(a) & prompt_ids(b)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from dataclasses import replace
 
@@ -42,3 +43,43 @@ async def test_an_unserved_simulated_node_says_to_use_sim(tmp_path):
     assert "simulated node" in problem and "vibes doctor --sim" in problem and "vibes sim" in problem
     [real] = await check_node(replace(node, sim=None), cfg)
     assert real.startswith("not reachable at") and "--sim" not in real
+
+
+async def test_doctor_names_the_active_instance_the_standbys_and_checks_the_shared_store(pg_url, tmp_path, capsys):
+    from orchestrator.cli.doctor import _instances_health
+    from orchestrator.config import StorageSettings
+    from orchestrator.leadership import Leadership
+    from orchestrator.shared_store import write_marker
+    from tests.standby.test_leadership import BOUND_S, FAST
+
+    shared = tmp_path / "shared"
+    cfg = farm_config(tmp_path).with_settings(storage=StorageSettings(data_dir=shared, database=pg_url))
+    a = Leadership(pg_url, FAST, instance_id="alpha", host="host-a")
+    b = Leadership(pg_url, FAST, instance_id="beta", host="host-b")
+    try:
+        await a.open()
+        await b.open()
+        assert await _instances_health(cfg) == 0
+        assert "no instance holds the lock" in capsys.readouterr().out
+        await asyncio.wait_for(a.acquire(), BOUND_S)
+        marker = await write_marker(cfg.settings.storage.images_dir, a.id)
+        await a.publish_store_nonce(marker.nonce)
+
+        assert await _instances_health(cfg) == 0
+        out = capsys.readouterr().out
+        assert "alpha: ACTIVE (holds the lock) on host-a" in out and "beta: standby on host-b" in out
+        assert "is the one the active instance writes to" in out
+
+        elsewhere = cfg.with_settings(storage=StorageSettings(data_dir=tmp_path / "local", database=pg_url))
+        assert await _instances_health(elsewhere) == 1
+        assert "does not see its image store" in capsys.readouterr().out
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_doctor_on_sqlite_says_single_instance(tmp_path, capsys):
+    from orchestrator.cli.doctor import _instances_health
+
+    assert await _instances_health(farm_config(tmp_path)) == 0
+    assert "one instance, no leadership lock" in capsys.readouterr().out
