@@ -229,8 +229,9 @@ class Cluster:
         return bot
 
     async def stop(self) -> None:
+        # No graceful goodbye needed from the bots at the end of a scenario: the server frees their sessions.
         for bot in self.bots:
-            await bot.stop()
+            await bot.stop(signal.SIGKILL)
         if self.sim is not None:
             await self.sim.stop()
         await self.fake.stop()

@@ -43,6 +43,7 @@ ACTIVE = r"instance \w+ is active"
 TOOK_LOCK = r"instance \w+ took the lock"
 FENCED_LINE = r"fenced: no GPU work"
 LOST_LINE = r"lost the lock"
+CONNECTED = r"bot.client: connected as"
 #: generous bounds: a hang fails the scenario instead of blocking the run; they are not what is measured
 STAGE_TIMEOUT_S = 120.0
 
@@ -69,9 +70,16 @@ def _shape(moment: str) -> Shape:
 
 
 async def _start_pair(c: Cluster) -> tuple[Process, Process]:
-    a = await c.start_bot("A")
-    await a.wait_line(ACTIVE, timeout=60)
-    b = await c.start_bot("B")
+    """Two instances started together: whichever takes the lock first is A (active), the other B (standby)."""
+    first, second = await asyncio.gather(c.start_bot("1"), c.start_bot("2"))
+    active = asyncio.ensure_future(first.wait_line(TOOK_LOCK, timeout=60))
+    other = asyncio.ensure_future(second.wait_line(TOOK_LOCK, timeout=60))
+    done, pending = await asyncio.wait({active, other}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    a, b = (first, second) if active in done else (second, first)
+    a.name, b.name = "A", "B"
+    await a.wait_line(CONNECTED, timeout=60)  # its commands are synced and its relay is up
     return a, b
 
 
@@ -173,7 +181,7 @@ async def takeover(root: Path, database_url: str, moment: str, *, echo: Callable
         out.takeover_s = (await c.answered_probe(timeout=60)) - t_kill
         t_b_lock = await b.wait_line(TOOK_LOCK, timeout=10)
         await a.stop()
-        await b.wait_line(r"bot.client: connected as", timeout=30)
+        await b.wait_line(CONNECTED, timeout=30)
 
         # Every image of the refined stage, posted exactly once (checked again at the end: a late copy shows then).
         pages = await wait_galleries(fake, thread_id, "refined", math.ceil(refined / 10), timeout=STAGE_TIMEOUT_S)
@@ -184,27 +192,8 @@ async def takeover(root: Path, database_url: str, moment: str, *, echo: Callable
         refined_page = galleries(fake, thread_id, "refined")[0]
         by_a = refined_page.created_at < t_kill
         out.notes.append(f"the refined gallery was posted by {'A (the killed instance)' if by_a else 'B'}")
-        vclick = await fake.click(bob, refined_page, custom_id(refined_page, "✓2"))
-        await vclick.response(timeout=30)
-        try:
-            await fake.wait_for(lambda: "✓2 · 1" in labels(refined_page), timeout=30)
-        except TimeoutError:
-            await asyncio.sleep(2)
-            print("DEBUG click", vclick.callback, [m.content for m in vclick.messages])
-            import sqlite3
-
-            with sqlite3.connect(c.data_dir / "vibes.db") as db:
-                print("DEBUG votes", db.execute("select * from votes").fetchall())
-                print("DEBUG refs", db.execute("select * from refs where key like 'discord.gallery%'").fetchall())
-            print(
-                "DEBUG labels",
-                labels(refined_page),
-                len(refined_page.edits),
-                refined_page.id,
-                [(m.id, m.content[:40]) for m in galleries(fake, thread_id, "refined")],
-                fake.errors[-5:],
-            )
-            raise
+        await (await fake.click(bob, refined_page, custom_id(refined_page, "✓2"))).response(timeout=30)
+        await fake.wait_for(lambda: "✓2 · 1" in labels(refined_page), timeout=30)
 
         click = await fake.click(bob, drafts_page, custom_id(drafts_page, "✓3"))
         out.check((await click.response(timeout=30)).type == 6, "a drafts button was not answered as an update")
@@ -252,7 +241,7 @@ async def split_brain(root: Path, database_url: str, *, echo: Callable[[str], No
         code = await a.stop()
         out.check(code == 75, f"the fenced instance exited with {code}, expected 75")
         out.check(t_fenced < t_b_active, "B acted before A had fenced itself")
-        out.check(all(t < t_fenced for t, _, _ in submissions(a)), "A submitted a prompt after it was fenced")
+        out.check(all(t < t_fenced for t, _ in submissions(a)), "A submitted a prompt after it was fenced")
         t_b_lock = b.find(TOOK_LOCK)[0][0]
         quiet = [w for w in fake.writes if t_fenced < w[0] < t_b_active]
         out.check(not quiet, f"Discord writes between A's fence and B acting: {quiet}")
