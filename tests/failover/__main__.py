@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import statistics
 import sys
 import tempfile
@@ -23,11 +24,17 @@ async def _run(root: Path, server: EmbeddedPostgres, verbose: bool) -> list[Outc
     outcomes = []
     for i, moment in enumerate(MOMENTS):
         print(f"takeover, kill {moment}: ", end="", flush=True)
-        out = await takeover(root / f"t{i}", await server.create_database(), moment, echo=echo)
+        try:
+            out = await takeover(root / f"t{i}", await server.create_database(), moment, echo=echo)
+        except (AssertionError, TimeoutError) as e:
+            out = Outcome(moment, problems=[f"the scenario did not finish: {type(e).__name__}: {e}"])
         outcomes.append(out)
         _report(out)
     print("split brain (lock connection cut, process alive): ", end="", flush=True)
-    out = await split_brain(root / "split", await server.create_database(), echo=echo)
+    try:
+        out = await split_brain(root / "split", await server.create_database(), echo=echo)
+    except (AssertionError, TimeoutError) as e:
+        out = Outcome("split brain", problems=[f"the scenario did not finish: {type(e).__name__}: {e}"])
     outcomes.append(out)
     _report(out)
     return outcomes
@@ -55,11 +62,12 @@ def main() -> int:
         finally:
             server.stop()
     takeovers = [o for o in outcomes if o.moment in MOMENTS]
-    times = [o.takeover_s for o in takeovers]
-    print(
-        f"takeover (kill -> standby answering) over {len(times)} moments: "
-        f"median {statistics.median(times):.2f} s, worst {max(times):.2f} s"
-    )
+    times = [o.takeover_s for o in takeovers if not math.isnan(o.takeover_s)]
+    if times:
+        print(
+            f"takeover (kill -> standby answering) over {len(times)} moments: "
+            f"median {statistics.median(times):.2f} s, worst {max(times):.2f} s"
+        )
     bad = [o for o in outcomes if o.problems]
     if not args.no_write:
         path = write_takeover_section(outcomes)
