@@ -415,7 +415,8 @@ def gpus_embed(
             lines.append(f"malformed messages dropped: {n.dropped_frames}")
         e.add_field(name=limits.truncate(f"{n.name} ({n.id})", limits.EMBED_FIELD_NAME), value="\n".join(lines))
     if instances:
-        e.description = limits.truncate(instances_text(instances), limits.EMBED_DESCRIPTION)
+        text = instances_text(instances) + (f"\n\n{e.description}" if e.description else "")
+        e.description = limits.truncate(text, limits.EMBED_DESCRIPTION)
     if health is not None:
         e.set_footer(
             text=f"engine: {health.task_restarts} task restarts · {health.reconciler_heals} reconciler heals · "
