@@ -37,6 +37,9 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
 )
 
+#: how long /gpus waits for the instances table
+INSTANCES_TIMEOUT_S = 1.5
+
 #: called with the active instance (or None) on every poll of a standby; raising aborts `acquire()`
 Watch = Callable[[InstanceInfo | None], Awaitable[None]]
 
@@ -178,11 +181,18 @@ class Leadership:
     # ------------------------------------------------------------------ both
 
     async def instances(self) -> list[InstanceInfo]:
-        """Every live instance sharing the database, the active one first."""
-        async with self._op:
-            if self._conn is None or self._conn.is_closed():
-                return []
-            return await asyncio.wait_for(leader_db.instances(self._conn), self.settings.keepalive_s * 5)
+        """
+        Every live instance sharing the database, the active one first; empty when it does not answer at once.
+
+        Read on a short-lived connection of its own: the lock connection stays free for the keepalive (a slow
+        listing must never delay it), and /gpus must answer within Discord's 3 s even when the database is slow.
+        """
+        try:
+            found, _ = await read_instances(self._dsn, timeout=INSTANCES_TIMEOUT_S)
+        except CONNECTION_ERRORS as e:
+            log.info("instances not read: %s", scrub(str(e), self._dsn))
+            return []
+        return found
 
     async def _active_locked(self) -> InstanceInfo | None:
         assert self._conn is not None
