@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import io
 import logging
 from dataclasses import dataclass, field
@@ -502,9 +503,14 @@ class Relay:
             else:
                 files = []
                 state = MessageState(content=render.no_images_text(stage), view=state.view)
+            sent_at = discord.utils.utcnow()
             msg = await thread.send(**state.kwargs(), files=files, nonce=message_nonce(live.session_id, ref_key))
             await db.set_ref(live.session_id, ref_key, str(msg.id))
-            self._track_gallery(live, thread, key, ref_key, msg.id, shown=state)
+            # An older message back for our nonce is what a process that died mid-post sent: show it today's votes.
+            earlier = msg.created_at < sent_at - datetime.timedelta(seconds=1)
+            self._track_gallery(live, thread, key, ref_key, msg.id, shown=None if earlier else state)
+            if earlier:
+                self.editor.update(key, state)
         log.info("session=%s stage=%s gallery posted (%d images)", live.session_id, stage.id, len(stage.images))
 
     def _track_gallery(
