@@ -172,6 +172,7 @@ async def takeover(root: Path, database_url: str, moment: str, *, echo: Callable
         else:
             raise ValueError(f"unknown moment {moment!r}")
 
+        out.check(len(fake.identify_payloads) == 1, "the standby connected to the Discord gateway while standing by")
         t_kill = time.monotonic()
         os.kill(a.proc.pid, signal.SIGKILL)
         if moment == "mid-post":
