@@ -36,7 +36,8 @@ def takeover_section(outcomes: Sequence[Outcome]) -> str:
         lines += [
             "",
             f"Takeover over the {len(times)} kill moments: **median {statistics.median(times):.2f} s, "
-            f"worst {max(times):.2f} s** (most of it is the grace period and the Discord login). The split-brain row "
+            f"worst {max(times):.2f} s** (most of it is the grace period and the Discord login; the shipped "
+            "`leadership.grace_s` is 3.5 s, which adds 1.5 s). The split-brain row "
             "cuts the active instance's lock connection on the server instead (its process lives on): it fences "
             "itself before the standby acts, and its time is the cut -> the standby answering.",
         ]
