@@ -136,7 +136,8 @@ class Leadership:
                 async with self._op:
                     assert self._conn is not None
                     held = await asyncio.wait_for(leader_db.heartbeat(self._conn, self.id, self.role), s.keepalive_s)
-            except CONNECTION_ERRORS as e:
+            except Exception as e:
+                # Whatever went wrong, this instance can no longer show that it holds the lock: it must stop.
                 self._lose(f"the lock connection failed ({type(e).__name__}: {scrub(str(e), self._dsn)})")
                 return
             if not held:
@@ -203,7 +204,7 @@ class Leadership:
         """Let go: release the lock (a standby takes over after its grace period) and leave the instances table."""
         if self._keepalive is not None:
             self._keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._keepalive
             self._keepalive = None
         conn, self._conn = self._conn, None
