@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: test lint demo run bench soak sim clean
+.PHONY: test lint demo run bench soak failover sim clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,11 @@ bench: $(STAMP)
 # SEED=N replays one schedule with the engine's log.
 soak: $(STAMP)
 	$(BIN)/python -m tests.chaos $(if $(SEED),--seed $(SEED) -v,--runs $(or $(RUNS),500))
+
+# Active/standby: SIGKILL the active bot at five moments of a stage (and cut one's DB connection); prints what
+# happened and writes the takeover section of bench/results.md.
+failover: $(STAMP)
+	$(BIN)/python -m tests.failover
 
 sim: $(STAMP)
 	$(BIN)/vibes sim

@@ -23,6 +23,7 @@ from orchestrator.workflows import WorkflowEngine
 
 HERE = Path(__file__).resolve().parent
 FAULTS_SECTION = "## Faults (make soak)"
+TAKEOVER_SECTION = "## Takeover (make failover)"
 
 
 def fmt_nodes(run: StageRun) -> str:
@@ -176,12 +177,13 @@ def main() -> None:
     print(text)
     if not args.no_write:
         results = HERE / "results.md"
-        # The faults table is `make soak`'s (tests/chaos): keep it.
+        # The faults table is `make soak`'s (tests/chaos) and the takeover one `make failover`'s: keep them.
         old = results.read_text() if results.exists() else ""
-        _, found, faults = old.partition(FAULTS_SECTION)
-        if found:
-            nxt = faults.find("\n## ")
-            text = text.rstrip() + "\n\n" + FAULTS_SECTION + (faults[:nxt] if nxt >= 0 else faults).rstrip() + "\n"
+        for section in (FAULTS_SECTION, TAKEOVER_SECTION):
+            _, found, kept = old.partition(section)
+            if found:
+                nxt = kept.find("\n## ")
+                text = text.rstrip() + "\n\n" + section + (kept[:nxt] if nxt >= 0 else kept).rstrip() + "\n"
         results.write_text(text)
 
 

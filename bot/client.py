@@ -24,6 +24,7 @@ from bot.views.gallery import ControlButton, PickButton, VoteButton
 from bot.views.suggestion import SuggestionButton
 
 if TYPE_CHECKING:
+    from orchestrator.leadership import Leadership
     from orchestrator.service import Orchestrator
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,8 @@ class ImGenBot(commands.Bot):
         self._relay: Relay | None = None
         self._closing = False
         self._orch_started = False
+        #: set when instances share a PostgreSQL database (/gpus names the active one and the standbys)
+        self.leadership: Leadership | None = None
 
     @property
     def relay(self) -> Relay:

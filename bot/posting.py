@@ -14,6 +14,7 @@ plain note saying what could not be posted and why. What to post when is decided
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
 import logging
 from collections.abc import Awaitable, Callable
@@ -263,9 +264,14 @@ class Poster:
             else:
                 files = []
                 state = MessageState(content=render.no_images_text(stage), view=state.view)
+            sent_at = discord.utils.utcnow()
             msg = await thread.send(**state.kwargs(), files=files, nonce=message_nonce(live.session_id, ref_key))
             await orch.set_message_ref(live.session_id, ref_key, str(msg.id))
-            self._track_gallery(live, thread, key, ref_key, msg.id, shown=state)
+            # An older message back for our nonce is what a process that died mid-post sent: show it today's votes.
+            earlier = msg.created_at < sent_at - datetime.timedelta(seconds=1)
+            self._track_gallery(live, thread, key, ref_key, msg.id, shown=None if earlier else state)
+            if earlier:
+                self.editor.update(key, state)
         log.info("session=%s stage=%s gallery posted (%d images)", live.session_id, stage.id, len(stage.images))
 
     def _track_gallery(

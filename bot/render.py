@@ -17,6 +17,7 @@ from bot.tracker import ProgressView
 from orchestrator.sessions.models import StageKind
 
 if TYPE_CHECKING:
+    from orchestrator.db.leadership import InstanceInfo
     from orchestrator.llm.changes import RefineResult
     from orchestrator.service import FarmHealth, NodeStatus
     from orchestrator.sessions.models import ImageInfo, Session, StageImage, StageView
@@ -391,7 +392,9 @@ def lineage_text(chain: Sequence[object]) -> str:
 # --------------------------------------------------------------------------- farm
 
 
-def gpus_embed(nodes: Sequence[NodeStatus], health: FarmHealth | None = None) -> discord.Embed:
+def gpus_embed(
+    nodes: Sequence[NodeStatus], health: FarmHealth | None = None, instances: Sequence[InstanceInfo] = ()
+) -> discord.Embed:
     """`/gpus`: per node health, tier, loaded checkpoint, queue, in flight, measured speed, recent failures."""
     healthy = sum(1 for n in nodes if n.healthy)
     e = discord.Embed(title=f"GPU farm · {healthy}/{len(nodes)} healthy", colour=COLOR_DONE if healthy else COLOR_WARN)
@@ -412,12 +415,24 @@ def gpus_embed(nodes: Sequence[NodeStatus], health: FarmHealth | None = None) ->
         if n.dropped_frames:
             lines.append(f"malformed messages dropped: {n.dropped_frames}")
         e.add_field(name=limits.truncate(f"{n.name} ({n.id})", limits.EMBED_FIELD_NAME), value="\n".join(lines))
+    if instances:
+        text = instances_text(instances) + (f"\n\n{e.description}" if e.description else "")
+        e.description = limits.truncate(text, limits.EMBED_DESCRIPTION)
     if health is not None:
         e.set_footer(
             text=f"engine: {health.task_restarts} task restarts · {health.reconciler_heals} reconciler heals · "
             f"{health.backups_started} backup copies ({health.backups_won} won) · {health.db_retries} DB retries"
         )
     return limits.clamp_embed(e)
+
+
+def instances_text(instances: Sequence[InstanceInfo]) -> str:
+    """The bot instances sharing the database: the one holding the lock acts, the others stand by."""
+    lines = []
+    for i in instances:
+        what = "🟢 active" if i.holds_lock else f"⏸️ {i.role.value}"
+        lines.append(f"{what}: `{i.id}` on {i.host} (pid {i.pid}, since {discord.utils.format_dt(i.started, 'R')})")
+    return "\n".join(lines)
 
 
 def ended_text(reason: str) -> str:

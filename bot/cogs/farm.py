@@ -23,4 +23,7 @@ class FarmCog(commands.Cog):
     @app_commands.command(name="gpus", description="The GPU farm: health, loaded model, queue, speed, failures.")
     async def gpus(self, interaction: discord.Interaction) -> None:
         orch = self.bot.orch
-        await interaction.response.send_message(embed=render.gpus_embed(orch.farm_status(), orch.farm_health()))
+        lead = self.bot.leadership
+        instances = await lead.instances() if lead is not None else []
+        embed = render.gpus_embed(orch.farm_status(), orch.farm_health(), instances)
+        await interaction.response.send_message(embed=embed)

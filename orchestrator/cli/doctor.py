@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
+import ipaddress
 import time
 
 from orchestrator.cli.common import add_config_arg, load
 from orchestrator.comfy.client import ComfyClient
 from orchestrator.comfy.sim import SimFarm
 from orchestrator.config import Config, NodeConfig
-from orchestrator.db import SCHEMA_VERSION, check_database, peek_ref
+from orchestrator.db import SCHEMA_VERSION, check_database, is_postgres_url, peek_ref
+from orchestrator.db.url import scrub
 from orchestrator.errors import ComfyError
 from orchestrator.llm.pipeline import FeedbackPipeline
 from orchestrator.models import Family
@@ -32,7 +35,25 @@ def wanted_models(node: NodeConfig, config: Config) -> tuple[list[str], list[str
     return ckpts, ups
 
 
-async def check_node(node: NodeConfig, config: Config) -> list[str]:
+def is_public_address(host: str) -> bool:
+    """True for an IP address routed on the internet (names are not resolved: doctor reaches nothing but the nodes)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_global
+    except ValueError:
+        return False
+
+
+def public_address_warning(node: NodeConfig) -> str | None:
+    """ComfyUI has no authentication: a node on a public address is a GPU anyone can use (and read the images of)."""
+    if not is_public_address(node.host):
+        return None
+    return (
+        f"WARNING: {node.host} is a public internet address. ComfyUI has no authentication: never expose its port "
+        "to the internet; join the node to a private network (WireGuard, Tailscale) and list that address instead"
+    )
+
+
+async def check_node(node: NodeConfig, config: Config, *, sim_served: bool = False) -> list[str]:
     """Problems with one node (empty when fine)."""
     problems: list[str] = []
     client = ComfyClient(node.base_url, http_timeout=config.settings.health.timeout_s, name=node.id)
@@ -40,6 +61,11 @@ async def check_node(node: NodeConfig, config: Config) -> list[str]:
         stats = await client.system_stats()
         models = await client.models()
     except ComfyError as e:
+        if node.sim is not None and not sim_served:
+            return [
+                f"not reachable at {node.base_url}: it is a simulated node (it has a sim: block); run "
+                "`vibes doctor --sim`, or start `vibes sim` in another terminal first"
+            ]
         return [f"not reachable at {node.base_url} ({e})"]
     finally:
         await client.close()
@@ -62,7 +88,10 @@ async def _doctor(args: argparse.Namespace) -> int:
     try:
         print("nodes:")
         for node in config.nodes:
-            problems = await check_node(node, config)
+            warning = public_address_warning(node)
+            if warning:
+                print(f"  {node.id}: {warning}")
+            problems = await check_node(node, config, sim_served=farm is not None)
             for p in problems:
                 print(f"  {node.id}: PROBLEM: {p}")
             bad += bool(problems)
@@ -81,6 +110,7 @@ async def _doctor(args: argparse.Namespace) -> int:
             print(f"  PROBLEM: model {m} is not installed (ollama pull {m})")
         bad += bool(health.missing_models)
     bad += await _database_health(config)
+    bad += await _instances_health(config)
     bad += await _engine_health(config)
     print("all good" if not bad else f"{bad} problem(s) found")
     return 0 if not bad else 1
@@ -102,6 +132,49 @@ async def _database_health(config: Config) -> int:
             f"  {check.backend} at {check.where} ({check.detail}): schema v{check.version}, migrated to "
             f"v{SCHEMA_VERSION} at the next start"
         )
+    return 0
+
+
+async def _instances_health(config: Config) -> int:
+    """With PostgreSQL: who holds the lock, the standbys, and whether this host sees the active one's image store."""
+    print("instances:")
+    url = config.settings.storage.database
+    if not is_postgres_url(url):
+        print("  SQLite: one instance, no leadership lock (a PostgreSQL database allows an active + standbys)")
+        return 0
+    # Imported here: asyncpg is the `postgres` extra, and SQLite installs never need it.
+    from orchestrator.leadership import CONNECTION_ERRORS, read_instances
+    from orchestrator.shared_store import marker_path, read_marker
+
+    try:
+        found, holder = await read_instances(url, timeout=config.settings.health.timeout_s)
+    except CONNECTION_ERRORS as e:
+        print(f"  PROBLEM: cannot read the instances ({type(e).__name__}: {scrub(str(e), url)})")
+        return 1
+    active = next((i for i in found if i.holds_lock), None)
+    for i in found:
+        what = "ACTIVE (holds the lock)" if i.holds_lock else i.role.value
+        age = (dt.datetime.now(dt.UTC) - i.last_seen).total_seconds()
+        started = f"{i.started:%Y-%m-%d %H:%M:%S %Z}"
+        print(f"  {i.id}: {what} on {i.host}, pid {i.pid}, started {started}, seen {age:.0f} s ago")
+    if active is None:
+        if holder is not None:
+            print(f"  PROBLEM: the lock is held by server process {holder}, which is not a vibes instance")
+            return 1
+        print("  no instance holds the lock: no bot is active" + (" (the standbys will take it)" if found else ""))
+        return 0
+    if active.store_nonce is None:
+        print("  shared image store: the active instance has not written its marker yet")
+        return 0
+    images = config.settings.storage.images_dir
+    seen = await read_marker(images)
+    if seen is None or seen.nonce != active.store_nonce:
+        print(
+            f"  PROBLEM: {marker_path(images)} is not the active instance's marker: this host does not see its "
+            "image store (mount the same shared volume at storage.data_dir on every instance)"
+        )
+        return 1
+    print(f"  shared image store: {images} is the one the active instance writes to")
     return 0
 
 

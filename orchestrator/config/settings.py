@@ -206,6 +206,35 @@ class LimitSettings:
     max_concurrent_refines: int = 1
 
 
+# --- leadership: active/standby instances over a PostgreSQL database
+@dataclass(frozen=True, slots=True)
+class LeadershipSettings:
+    """Active/standby over PostgreSQL: how fast a lost lock is noticed, and how long a new holder waits to act."""
+
+    #: the active instance checks its lock connection this often (and gives the check as long to answer)
+    keepalive_s: float = 1.0
+    #: a standby tries to take the lock this often
+    poll_s: float = 0.5
+    #: the longest an instance that lost its lock may take to stop driving GPUs and leave Discord
+    fence_s: float = 1.0
+    #: a new active instance waits this long after taking the lock before it acts
+    grace_s: float = 3.5
+
+
+def _leadership(at: _At) -> LeadershipSettings:
+    at.only({"keepalive_s", "poll_s", "fence_s", "grace_s"})
+    d = LeadershipSettings()
+    values = {k: at.get(k, _num, getattr(d, k)) for k in ("keepalive_s", "poll_s", "fence_s", "grace_s")}
+    for k, v in values.items():
+        if v <= 0:
+            raise at.child(k).fail("expected a number > 0")
+    out = LeadershipSettings(**values)
+    # An old active instance notices a lost lock within two keepalives and stops within fence_s.
+    if out.grace_s <= 2 * out.keepalive_s + out.fence_s:
+        raise at.child("grace_s").fail("must be longer than 2 x keepalive_s + fence_s, or two instances could overlap")
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """settings.yaml: everything but the nodes."""
@@ -221,6 +250,7 @@ class Settings:
     llm: LlmSettings = field(default_factory=LlmSettings)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    leadership: LeadershipSettings = field(default_factory=LeadershipSettings)
 
     def checkpoint_for(self, family: Family) -> str:
         return self.checkpoints.get(family, DEFAULT_CHECKPOINTS[family])
@@ -285,6 +315,7 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
             "llm",
             "discord",
             "limits",
+            "leadership",
         }
     )
     d = Settings()
@@ -464,4 +495,5 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
             session_cooldown_s=lim.get("session_cooldown_s", _num, d.limits.session_cooldown_s),
             max_concurrent_refines=lim.get("max_concurrent_refines", _pos_int, d.limits.max_concurrent_refines),
         ),
+        leadership=root.get("leadership", _leadership, d.leadership),
     )
