@@ -17,8 +17,8 @@ from bot.tracker import ProgressView
 from orchestrator.sessions.models import StageKind
 
 if TYPE_CHECKING:
-    from orchestrator.db.leadership import InstanceInfo
     from orchestrator.llm.changes import RefineResult
+    from orchestrator.models import InstanceInfo
     from orchestrator.service import FarmHealth, NodeStatus
     from orchestrator.sessions.models import ImageInfo, Session, StageImage, StageView
 

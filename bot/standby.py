@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bot.client import ImGenBot, apply_endpoint_overrides
-from orchestrator.shared_store import StoreCheck, write_marker
 
 if TYPE_CHECKING:
     from orchestrator.leadership import Leadership
@@ -44,9 +43,7 @@ async def run_bot_with_leadership(
     await leadership.open()  # a database that cannot be reached at all is an error, not something to wait for
     try:
         # Raises SharedStoreError when this instance does not see the active instance's image store.
-        await leadership.acquire(StoreCheck(images_dir))
-        marker = await write_marker(images_dir, leadership.id)
-        await leadership.publish_store_nonce(marker.nonce)
+        await leadership.take_over(images_dir)
         bot = ImGenBot(orch, guild_id=guild_id)
         bot.leadership = leadership
         return await _serve(bot, leadership, token)
@@ -80,9 +77,7 @@ async def fence(bot: ImGenBot, deadline_s: float) -> None:
     """Stop driving GPUs, then leave Discord, within `deadline_s`; past it the process ends itself at once."""
     try:
         async with asyncio.timeout(deadline_s):
-            scheduler = bot.orch.scheduler
-            if scheduler is not None:
-                await scheduler.stop()
+            await bot.orch.fence()
             # discord.py's own close: the gateway first, then the REST session (nothing can be posted after it).
             await super(ImGenBot, bot).close()
     except TimeoutError:

@@ -18,14 +18,16 @@ import os
 import secrets
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from orchestrator.config import LeadershipSettings
 from orchestrator.db import leadership as leader_db
-from orchestrator.db.leadership import InstanceInfo, Role
 from orchestrator.db.url import scrub
+from orchestrator.models import InstanceInfo, Role
+from orchestrator.shared_store import StoreCheck, write_marker
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,16 @@ class Leadership:
         if self._lost.is_set():
             raise LeadershipLost(self.lost_reason or "lost")
         log.info("instance %s is active", self.id)
+
+    async def take_over(self, images_dir: Path) -> None:
+        """
+        Stand by until this instance may act on the image store at `images_dir`, then mark the store as its own.
+
+        Raises SharedStoreError when this host does not see the active instance's store (not a shared volume).
+        """
+        await self.acquire(StoreCheck(images_dir))
+        marker = await write_marker(images_dir, self.id)
+        await self.publish_store_nonce(marker.nonce)
 
     # ------------------------------------------------------------------ active
 

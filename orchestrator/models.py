@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -254,3 +255,31 @@ class NodeStats:
     completed: int = 0
     last_error: str | None = None
     models: NodeModels = field(default_factory=NodeModels)
+
+
+# ---------------------------------------------------------------------------- instances (active/standby)
+
+
+class Role(StrEnum):
+    """What an instance is doing."""
+
+    STANDBY = "standby"
+    ACTIVE = "active"
+    #: lost its lock: stopped acting, on its way out or back to standby
+    FENCED = "fenced"
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceInfo:
+    """One `vibes bot` process sharing the database, as /gpus and `vibes doctor` show it."""
+
+    id: str
+    host: str
+    pid: int
+    role: Role
+    started: dt.datetime
+    last_seen: dt.datetime
+    #: this instance's lock connection holds the lock (the truth; `role` is what it last reported)
+    holds_lock: bool
+    #: the marker the instance wrote into the image store when it became active (None before)
+    store_nonce: str | None = None

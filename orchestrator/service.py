@@ -222,6 +222,11 @@ class Orchestrator:
         self._started = True
         log.info("orchestrator started: %d nodes", len(config.nodes))
 
+    async def fence(self) -> None:
+        """Stop driving GPUs at once (this instance lost its leadership); `stop` still follows to close the rest."""
+        if self._scheduler is not None:
+            await self._scheduler.stop()
+
     async def stop(self) -> None:
         """Stop every task; unfinished jobs stay in the DB for the next start."""
         if self._sessions is not None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from orchestrator.errors import ConfigError
 
 if TYPE_CHECKING:
-    from orchestrator.db.leadership import InstanceInfo
+    from orchestrator.models import InstanceInfo
 
 MARKER_NAME = ".vibes-active"
 

@@ -48,10 +48,14 @@ def test_shipped_farm_is_loopback_only():
 
 # ---------------------------------------------------------------------------- the bot talks to the facade only
 
-#: what bot/ may import from the orchestrator: the facade, its shared input checks, the models and errors it
-#: hands out, the event types it publishes, the settings, and the CLI entry that `python -m bot` runs
+#: what bot/ may import from the orchestrator: the facade (and the instance's leadership), its shared input
+#: checks, the models and errors it hands out, the event types it publishes, the settings, and the CLI entry that
+#: `python -m bot` runs
 BOT_MAY_IMPORT = (
     "orchestrator.service",
+    # the process's role among instances sharing a PostgreSQL database: `vibes bot` stands by on it before it
+    # connects to Discord at all, so it sits beside the facade rather than behind it
+    "orchestrator.leadership",
     "orchestrator.checks",
     "orchestrator.models",
     "orchestrator.sessions.models",

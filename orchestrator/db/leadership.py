@@ -7,12 +7,11 @@ of its own that nothing else uses (a pooled connection would hand the lock to wh
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import asyncpg
+
+from orchestrator.models import InstanceInfo, Role
 
 #: the advisory lock key of "the active vibes bot" (advisory locks are per database; any constant below 2**31 works)
 LOCK_KEY = 0x5F1BE5
@@ -41,31 +40,6 @@ _HOLDER = (
     "(SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted"
     f" AND l.classid = 0 AND l.objid = {LOCK_KEY} AND l.objsubid = 1)"
 )
-
-
-class Role(StrEnum):
-    """What an instance is doing."""
-
-    STANDBY = "standby"
-    ACTIVE = "active"
-    #: lost its lock: stopped acting, on its way out or back to standby
-    FENCED = "fenced"
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceInfo:
-    """One `vibes bot` process sharing the database, as /gpus and `vibes doctor` show it."""
-
-    id: str
-    host: str
-    pid: int
-    role: Role
-    started: dt.datetime
-    last_seen: dt.datetime
-    #: this instance's lock connection holds the lock (the truth; `role` is what it last reported)
-    holds_lock: bool
-    #: the marker the instance wrote into the image store when it became active (None before)
-    store_nonce: str | None = None
 
 
 def _instance(row: asyncpg.Record) -> InstanceInfo:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from bot import render
-from orchestrator.db.leadership import InstanceInfo, Role
+from orchestrator.models import InstanceInfo, Role
 
 
 def instance(iid: str, host: str, *, holds: bool, role: Role) -> InstanceInfo:
