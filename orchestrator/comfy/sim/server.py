@@ -82,7 +82,9 @@ class ComfySimulator(SimEngine):
         routes = self._routes()
         app.add_routes(routes)
         app.add_routes([web.route(r.method, "/api" + r.path, r.handler) for r in routes])
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        # A stopped node is a process that ended: its half-sent answers are cut, not finished (aiohttp would
+        # otherwise wait up to a minute for a dripping /view to complete).
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         await self._listen()
         log.info("simulated node %s serving at %s", self.node.id, self.base_url)
