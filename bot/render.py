@@ -415,7 +415,8 @@ def gpus_embed(nodes: Sequence[NodeStatus], health: FarmHealth | None = None) ->
     if health is not None:
         e.set_footer(
             text=f"engine: {health.task_restarts} task restarts · {health.reconciler_heals} reconciler heals · "
-            f"{health.backups_started} backup copies ({health.backups_won} won) · {health.db_retries} DB retries"
+            f"{health.backups_started} backup copies ({health.backups_won} won) · {health.db_retries} DB retries · "
+            f"speculative GPU-s: {health.speculative_useful_s:.0f} useful, {health.speculative_wasted_s:.0f} wasted"
         )
     return limits.clamp_embed(e)
 

@@ -207,6 +207,18 @@ class LimitSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SpeculationSettings:
+    """Voting time: warm the next stage's checkpoints and run what Continue would ask for, on idle GPUs only."""
+
+    #: speculative stages on or off for the whole bot (a server can also turn them off for itself)
+    enabled: bool = True
+    #: the prediction of the next stage must stay the same this long before its jobs are submitted
+    settle_s: float = 3.0
+    #: load the next stage's checkpoints on idle nodes when a stage opens for votes
+    warmup: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """settings.yaml: everything but the nodes."""
 
@@ -221,6 +233,7 @@ class Settings:
     llm: LlmSettings = field(default_factory=LlmSettings)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    speculation: SpeculationSettings = field(default_factory=SpeculationSettings)
 
     def checkpoint_for(self, family: Family) -> str:
         return self.checkpoints.get(family, DEFAULT_CHECKPOINTS[family])
@@ -285,6 +298,7 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
             "llm",
             "discord",
             "limits",
+            "speculation",
         }
     )
     d = Settings()
@@ -375,6 +389,12 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
         }
     )
 
+    spec = root.child("speculation")
+    spec.only({"enabled", "settle_s", "warmup"})
+    settle_s = spec.get("settle_s", _num, d.speculation.settle_s)
+    if settle_s < 0:
+        raise spec.child("settle_s").fail("expected a number >= 0")
+
     checkpoints = dict(DEFAULT_CHECKPOINTS)
     empty: dict[Family, str] = {}
     checkpoints.update(root.get("checkpoints", _family_map(_str), empty))
@@ -463,5 +483,10 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
             feedback_cooldown_s=lim.get("feedback_cooldown_s", _num, d.limits.feedback_cooldown_s),
             session_cooldown_s=lim.get("session_cooldown_s", _num, d.limits.session_cooldown_s),
             max_concurrent_refines=lim.get("max_concurrent_refines", _pos_int, d.limits.max_concurrent_refines),
+        ),
+        speculation=SpeculationSettings(
+            enabled=spec.get("enabled", _bool, d.speculation.enabled),
+            settle_s=settle_s,
+            warmup=spec.get("warmup", _bool, d.speculation.warmup),
         ),
     )

@@ -33,6 +33,7 @@ from orchestrator.farm.reconciler import Reconciler
 from orchestrator.farm.recovery import Recovery
 from orchestrator.farm.registry import Node, Registry
 from orchestrator.farm.settling import Settler
+from orchestrator.farm.speculative import SpeculationLedger
 from orchestrator.models import GenerationParams, ImageRecord, Job, JobSpec, JobStatus, Mode
 from orchestrator.store import ImageStore
 from orchestrator.supervisor import Supervisor
@@ -82,6 +83,8 @@ class Scheduler:
         self.reconciler = Reconciler(db, self.table, self._judge_orphan_run)
         self.settler = Settler(registry, self.table, self.runner, bus)
         self.racing = Racing(registry, self.table, settings, self.settler, self._start_run)
+        #: speculative GPU-seconds and jobs (voting time), useful and wasted
+        self.speculation = SpeculationLedger()
         self._aux: set[asyncio.Task[None]] = set()
         self._closing = False
         # Subscribed now, not in start(): a node that changes health while recovery runs is heard too.

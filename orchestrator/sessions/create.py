@@ -107,6 +107,7 @@ class SessionFactory:
             steps=flags.steps,
             checkpoint=checkpoint,
             loras=lora_specs,
+            server_id=req.server_id,
         )
         expand(flags.prompt, limit=lim.max_count)  # refuse too many permutations now, not at the next stage
         async with self._session_slot(owner_id):
