@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import pytest
 
+from orchestrator.comfy.sim import SimFarm
 from orchestrator.config import SpeculationSettings
 from orchestrator.events import JobFinished, JobQueued, JobStarted, SpeculationChanged
 from orchestrator.farm.speculative import is_speculative_batch
 from orchestrator.models import Family
 from orchestrator.service import GenerateRequest
 from orchestrator.sessions.models import Flow, SessionRequest
+from tests.orchestrator.farm import TIME_SCALE
 from tests.orchestrator.sessions.conftest import running, serve, small_config
 
 pytestmark = pytest.mark.timeout(90)
@@ -179,3 +182,36 @@ async def test_real_work_preempts_running_speculative_work(tmp_path):
         counts = h.rec.finished_per_job()
         assert all(counts[j] == 1 for j in spec_ids), "each job ended exactly once"
         assert h.orch.speculation_stats().wasted_gpu_s > 0
+
+
+async def test_warm_up_loads_the_next_checkpoint_while_people_vote(tmp_path):
+    # Speculation off, warm-up on: the refined stage after Continue finds its checkpoint loaded already.
+    config = small_config(tmp_path).with_settings(speculation=SpeculationSettings(enabled=False, warmup=True))
+    sdxl = config.settings.checkpoint_for(Family.SDXL)
+    sim = SimFarm(config, time_scale=TIME_SCALE, ephemeral_ports=True)
+    bound = await sim.start()
+    try:
+        async with running(bound) as h:
+            s = await h.svc.create_session(SessionRequest(Flow.DRAFT_GRID, "alice", "a lighthouse --seed 5"))
+            drafts = await h.current_done(s.id)
+            sdxl_nodes = {n.id for n in h.orch.farm_status() if "sdxl" in n.capabilities}
+
+            def warmed() -> bool:
+                return sum(1 for n in h.orch.farm_status() if n.loaded_checkpoint == sdxl) == len(sdxl_nodes)
+
+            warmer = h.orch._sched.warmer
+            async with asyncio.timeout(30):
+                while not warmed():
+                    warmer.changed.clear()
+                    if not warmed():
+                        await warmer.changed.wait()
+            assert h.orch.speculation_stats().warmups == len(sdxl_nodes)
+            loads = {nid: sim.simulators[nid].stats.checkpoint_loads for nid in sdxl_nodes}
+            assert not spec_queued(h.rec), "speculation is off: nothing speculative ran"
+            await h.svc.vote(s.id, drafts.image(1).image.id, "alice", 1)
+            await h.svc.advance(s.id, "alice")
+            await h.current_done(s.id)
+            after = {nid: sim.simulators[nid].stats.checkpoint_loads for nid in sdxl_nodes}
+            assert after == loads, "the refined stage paid no checkpoint load"
+    finally:
+        await sim.stop()
