@@ -169,6 +169,7 @@ class SessionFactory:
                 aspect=aspect_of(image.width, image.height),
                 checkpoint=src.checkpoint if src is not None and src.family is job.params.family else None,
                 loras=src.loras if src is not None else (),
+                server_id=src.server_id if src is not None else None,
             )
             pick = Pick.of_image(image, job.params.family, ss.aspect)
             data = StageData(StageKind.ROUND, pick=pick)
