@@ -80,6 +80,10 @@ def duration(seconds: float) -> str:
     return f"{s // 3600} h {(s % 3600) // 60} min"
 
 
+#: shown on a voting stage's progress message while its next stage runs on idle GPUs (nothing of it is posted)
+SPECULATING_TEXT = "preparing the next stage from the current votes"
+
+
 def progress_content(view: ProgressView) -> str:
     """The live status message of one stage."""
     head = f"**{view.name}** · stage {view.index + 1} · {view.total} image{'s' if view.total != 1 else ''}"
@@ -101,6 +105,8 @@ def progress_content(view: ProgressView) -> str:
         lines.append(" · ".join(parts))
     if view.finished:
         lines.append("Done." if not view.failed else f"Done with {view.failed} failed.")
+        if view.speculating:
+            lines.append(f"⏩ {SPECULATING_TEXT}")
     elif view.eta_s is None:
         lines.append("ETA: measuring…")
     else:
@@ -421,7 +427,8 @@ def gpus_embed(
     if health is not None:
         e.set_footer(
             text=f"engine: {health.task_restarts} task restarts · {health.reconciler_heals} reconciler heals · "
-            f"{health.backups_started} backup copies ({health.backups_won} won) · {health.db_retries} DB retries"
+            f"{health.backups_started} backup copies ({health.backups_won} won) · {health.db_retries} DB retries · "
+            f"speculative GPU-s: {health.speculative_useful_s:.0f} useful, {health.speculative_wasted_s:.0f} wasted"
         )
     return limits.clamp_embed(e)
 

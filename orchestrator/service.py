@@ -24,10 +24,11 @@ from orchestrator.families import sampling_defaults
 from orchestrator.farm.registry import Registry
 from orchestrator.farm.router import seconds_per_step
 from orchestrator.farm.scheduler import BatchResult, Scheduler
+from orchestrator.farm.speculative import SpeculationStats
 from orchestrator.llm.changes import RefineResult
 from orchestrator.llm.pipeline import FeedbackPipeline
 from orchestrator.models import MAX_SEED, Family, GenerationParams, JobSpec, LoraSpec, NodeModels, TaskKind
-from orchestrator.sessions import access
+from orchestrator.sessions import access, speculation
 from orchestrator.sessions.engine import SessionEngine
 from orchestrator.sessions.models import ImageInfo, Session, SessionRequest, StageView, Visibility, VoteResult
 from orchestrator.store import ImageStore
@@ -103,6 +104,9 @@ class FarmHealth:
     backups_won: int = 0
     #: DB writes that failed (locked, full) and were retried
     db_retries: int = 0
+    #: speculative GPU-seconds (voting time): adopted by a stage at Continue, and thrown away
+    speculative_useful_s: float = 0.0
+    speculative_wasted_s: float = 0.0
     #: when this snapshot was taken (epoch seconds)
     taken_at: float = 0.0
 
@@ -357,6 +361,7 @@ class Orchestrator:
         """The engine's own health: supervised restarts, reconciler heals, backup copies, DB retries."""
         sched = self._scheduler
         restarts = {t.name: t.restarts for t in self.supervisor.status() if t.restarts}
+        spec = self.speculation_stats()
         return FarmHealth(
             task_restarts=self.supervisor.total_restarts,
             restarts_by_task=restarts,
@@ -366,8 +371,23 @@ class Orchestrator:
             backups_started=sched.backups_started if sched else 0,
             backups_won=sched.backups_won if sched else 0,
             db_retries=sched.table.db_retries if sched else 0,
+            speculative_useful_s=spec.useful_gpu_s,
+            speculative_wasted_s=spec.wasted_gpu_s,
             taken_at=time.time(),
         )
+
+    def speculation_stats(self) -> SpeculationStats:
+        """Speculative work since start (voting time): useful and wasted GPU-seconds, jobs adopted and cancelled."""
+        sched = self._scheduler
+        return sched.speculation.snapshot(sched.lane.warmer.done) if sched is not None else SpeculationStats()
+
+    async def set_server_speculation(self, server_id: str, enabled: bool) -> None:
+        """Turn speculative stages on or off for one server (a Discord guild); the global setting still rules."""
+        await self._db.set_ref(speculation.SERVER_REF, speculation.server_key(server_id), "on" if enabled else "off")
+
+    async def server_speculation(self, server_id: str) -> bool:
+        """Whether a server allows speculative stages (on unless turned off there)."""
+        return await speculation.server_allows(self._db, server_id)
 
     async def _keep_health_snapshot(self) -> None:
         # `vibes doctor` runs in another process: it reads the running engine's health from the DB.

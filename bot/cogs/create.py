@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -101,6 +102,8 @@ class CreateCog(commands.Cog):
         ticket: StartTicket | None = None,
     ) -> None:
         channel = self._channel(interaction)
+        if req.server_id is None and interaction.guild_id is not None:
+            req = dataclasses.replace(req, server_id=str(interaction.guild_id))
         if ticket is None:
             async with self.bot.budgets.start(req.owner_id) as ticket:
                 await self._create(interaction, channel, req, title)

@@ -236,6 +236,18 @@ def _leadership(at: _At) -> LeadershipSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SpeculationSettings:
+    """Voting time: warm the next stage's checkpoints and run what Continue would ask for, on idle GPUs only."""
+
+    #: speculative stages on or off for the whole bot (a server can also turn them off for itself)
+    enabled: bool = True
+    #: the prediction of the next stage must stay the same this long before its jobs are submitted
+    settle_s: float = 3.0
+    #: load the next stage's checkpoints on idle nodes when a stage opens for votes
+    warmup: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """settings.yaml: everything but the nodes."""
 
@@ -251,6 +263,7 @@ class Settings:
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     leadership: LeadershipSettings = field(default_factory=LeadershipSettings)
+    speculation: SpeculationSettings = field(default_factory=SpeculationSettings)
 
     def checkpoint_for(self, family: Family) -> str:
         return self.checkpoints.get(family, DEFAULT_CHECKPOINTS[family])
@@ -316,6 +329,7 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
             "discord",
             "limits",
             "leadership",
+            "speculation",
         }
     )
     d = Settings()
@@ -405,6 +419,12 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
             "max_concurrent_refines",
         }
     )
+
+    spec = root.child("speculation")
+    spec.only({"enabled", "settle_s", "warmup"})
+    settle_s = spec.get("settle_s", _num, d.speculation.settle_s)
+    if settle_s < 0:
+        raise spec.child("settle_s").fail("expected a number >= 0")
 
     checkpoints = dict(DEFAULT_CHECKPOINTS)
     empty: dict[Family, str] = {}
@@ -496,4 +516,9 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
             max_concurrent_refines=lim.get("max_concurrent_refines", _pos_int, d.limits.max_concurrent_refines),
         ),
         leadership=root.get("leadership", _leadership, d.leadership),
+        speculation=SpeculationSettings(
+            enabled=spec.get("enabled", _bool, d.speculation.enabled),
+            settle_s=settle_s,
+            warmup=spec.get("warmup", _bool, d.speculation.warmup),
+        ),
     )

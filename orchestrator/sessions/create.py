@@ -107,6 +107,7 @@ class SessionFactory:
             steps=flags.steps,
             checkpoint=checkpoint,
             loras=lora_specs,
+            server_id=req.server_id,
         )
         expand(flags.prompt, limit=lim.max_count)  # refuse too many permutations now, not at the next stage
         async with self._session_slot(owner_id):
@@ -168,6 +169,7 @@ class SessionFactory:
                 aspect=aspect_of(image.width, image.height),
                 checkpoint=src.checkpoint if src is not None and src.family is job.params.family else None,
                 loras=src.loras if src is not None else (),
+                server_id=src.server_id if src is not None else None,
             )
             pick = Pick.of_image(image, job.params.family, ss.aspect)
             data = StageData(StageKind.ROUND, pick=pick)

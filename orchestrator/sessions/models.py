@@ -90,6 +90,8 @@ class SessionSettings:
     quorum: int | None = None
     #: advance automatically this many seconds after the stage became votable
     deadline_s: float | None = None
+    #: the Discord server (guild) the session runs in, for per-server options (speculation); None: none
+    server_id: str | None = None
 
     def with_(self, **changes: Any) -> SessionSettings:
         """A copy with some fields changed."""
@@ -107,6 +109,7 @@ class SessionSettings:
             "loras": [[lo.name, lo.strength_model, lo.strength_clip] for lo in self.loras],
             "quorum": self.quorum,
             "deadline_s": self.deadline_s,
+            "server_id": self.server_id,
         }
 
     @classmethod
@@ -122,6 +125,7 @@ class SessionSettings:
             loras=tuple(LoraSpec(n, float(m), float(c)) for n, m, c in d.get("loras", ())),
             quorum=d.get("quorum"),
             deadline_s=d.get("deadline_s"),
+            server_id=d.get("server_id"),
         )
 
 
@@ -145,6 +149,8 @@ class SessionRequest:
     #: the user's checkpoint for the stages of the session's family (the family is guessed from its name if not given)
     checkpoint: str | None = None
     loras: tuple[LoraSpec, ...] = ()
+    #: the Discord server (guild) it starts in, for per-server options (speculation)
+    server_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

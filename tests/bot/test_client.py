@@ -11,7 +11,7 @@ from bot.client import ImGenBot, apply_endpoint_overrides, guild_id_from_env, in
 from orchestrator.cli import bot_cmd
 from tests.bot.helpers import make_config, make_orchestrator, running_bot
 
-COMMANDS = {"draft", "concept", "explore", "gpus", "session"}
+COMMANDS = {"draft", "concept", "explore", "gpus", "session", "server"}
 
 
 def test_missing_token_exits_2_with_a_clear_message(monkeypatch, capsys):
@@ -65,6 +65,9 @@ async def test_commands_sync_to_the_guild_at_once(fake_discord, tmp_path):
         assert names == COMMANDS
         session = next(c for c in fake.guild_commands[fake.guild_id] if c["name"] == "session")
         assert {o["name"] for o in session["options"]} == {"status", "png", "end", "invite", "rules", "open", "close"}
+        server = next(c for c in fake.guild_commands[fake.guild_id] if c["name"] == "server")
+        assert {o["name"] for o in server["options"]} == {"speculation"}
+        assert int(server["default_member_permissions"]) == 1 << 5, "Manage Server only"
         assert fake.identify_payloads[-1]["intents"] & (1 << 15), "message content intent"
 
 
