@@ -1,5 +1,6 @@
-"""`python -m bench` (or `make bench`): the funnel stages by our scheduler and by the seed's even split, the
-orchestrator's overhead, and the feedback rules' quality. Prints a table and writes bench/results.md."""
+"""`python -m bench` (or `make bench`): the funnel stages by our scheduler and by the seed's even split, voting
+time with speculation off and on, the orchestrator's overhead, and the feedback rules' quality. Prints a table
+and writes bench/results.md (and the voting timeline picture)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,15 @@ from pathlib import Path
 from bench.farm import sim_farm
 from bench.overhead import cpu_per_image, loop_lag, queued_memory
 from bench.small_batches import small_batches
-from bench.stages import STAGES, StageRun, lower_bounds, run_even_split, run_ours
-from orchestrator.comfy.client import ComfyClient
+from bench.stages import STAGES, StageRun, lower_bounds, run_ours, seed_funnel
+from bench.voting import section as voting_section, voting
 from orchestrator.config import StorageSettings
 from orchestrator.service import Orchestrator
-from orchestrator.store import ImageStore
-from orchestrator.workflows import WorkflowEngine
 
 HERE = Path(__file__).resolve().parent
 FAULTS_SECTION = "## Faults (make soak)"
+VOTING_SECTION = "## Voting time"
+TIMELINE_PNG = "voting_timeline.png"
 
 
 def fmt_nodes(run: StageRun) -> str:
@@ -30,10 +31,9 @@ def fmt_nodes(run: StageRun) -> str:
     return " ".join(f"{short.get(k, k)}{v}" for k, v in sorted(run.per_node.items(), key=lambda kv: kv[0]))
 
 
-async def funnel(scale: float, work: Path) -> list[str]:
+async def funnel(scale: float, work: Path) -> tuple[list[str], list[StageRun]]:
     rows = []
     ours: list[StageRun] = []
-    seed: list[StageRun] = []
     bounds = []
     async with sim_farm(scale, work / "sim") as cfg:
         cfg = cfg.with_settings(storage=StorageSettings(data_dir=work / "ours"))
@@ -47,22 +47,7 @@ async def funnel(scale: float, work: Path) -> list[str]:
                 ours.append(run)
                 init = run.paths[0]
     # A fresh farm for the seed's split, so both start with nothing loaded.
-    async with sim_farm(scale, work / "sim2") as cfg:
-        store = ImageStore(work / "even" / "images")
-        engine = WorkflowEngine.load()
-        clients = {n.id: ComfyClient(n.base_url, name=n.id) for n in cfg.nodes}
-        for c in clients.values():
-            await c.start()
-        loaded_seed: dict = {}
-        try:
-            init = None
-            for st in STAGES:
-                run = await run_even_split(clients, cfg, st, init, store, engine, loaded_seed)
-                seed.append(run)
-                init = run.paths[0]
-        finally:
-            for c in clients.values():
-                await c.close()
+    seed = await seed_funnel(scale, work / "even")
     header = (
         "| stage | images | ours (s) | lower bound (s) | ours / bound | continuous bound (s) | seed split (s) "
         "| seed / bound | ours per node | seed per node | loads ours / seed |"
@@ -79,7 +64,7 @@ async def funnel(scale: float, work: Path) -> list[str]:
         f"| **whole funnel** | 32 | {tot_o:.2f} | {tot_b:.2f} | **{tot_o / tot_b:.2f}x** | | {tot_s:.2f} | "
         f"{tot_s / tot_b:.2f}x | | | |"
     )
-    return rows
+    return rows, seed
 
 
 async def overhead(work: Path) -> list[str]:
@@ -113,12 +98,37 @@ def feedback_rows() -> list[str]:
     return format_markdown(report).splitlines()
 
 
-async def main_async(args: argparse.Namespace) -> str:
+def old_section(text: str, heading: str) -> str | None:
+    """A "## ..." section of an earlier results.md (heading to the next "## "), if it has one."""
+    _, found, rest = text.partition(heading)
+    if not found:
+        return None
+    nxt = rest.find("\n## ")
+    return (heading + (rest[:nxt] if nxt >= 0 else rest)).rstrip()
+
+
+async def voting_rows(args: argparse.Namespace, work: Path, seed: list[StageRun] | None) -> list[str]:
+    if seed is None:  # the funnel table was skipped: the whole-funnel comparison still needs the seed's split
+        seed = await seed_funnel(args.time_scale, work / "seed")
+    picture = None if args.no_write else HERE / TIMELINE_PNG
+    result = await voting(args.time_scale, work / "voting", [r.wall for r in seed], picture)
+    return voting_section(result, TIMELINE_PNG if picture else None)
+
+
+async def main_async(args: argparse.Namespace, old: str) -> str:
     work = Path(tempfile.mkdtemp(prefix="vibes-bench-"))
     try:
         t0 = time.perf_counter()
-        funnel_rows = await funnel(args.time_scale, work) if not args.skip_funnel else []
+        if args.voting_only:
+            rows = await voting_rows(args, work, None)
+            return splice(old, VOTING_SECTION, "\n".join(rows))
+        funnel_rows, seed = await funnel(args.time_scale, work) if not args.skip_funnel else ([], None)
         small_rows = await small_batches(work / "small") if not args.skip_funnel else []
+        if args.skip_voting:
+            kept = old_section(old, VOTING_SECTION)
+            vote_rows = kept.splitlines() if kept else []
+        else:
+            vote_rows = await voting_rows(args, work, seed)
         over_rows = await overhead(work) if not args.skip_overhead else []
         fb_rows = feedback_rows()
         took = time.perf_counter() - t0
@@ -155,6 +165,8 @@ async def main_async(args: argparse.Namespace) -> str:
         "",
         *small_rows,
         "",
+        *vote_rows,
+        "",
         "## Orchestrator overhead",
         "",
         *over_rows,
@@ -165,24 +177,36 @@ async def main_async(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def splice(old: str, heading: str, section: str) -> str:
+    """`old` with its `heading` section replaced by `section` (added before the faults table if it had none)."""
+    kept = old_section(old, heading)
+    if kept is not None:
+        return old.replace(kept, section.rstrip())
+    at = old.find(FAULTS_SECTION)
+    if at < 0:
+        return old.rstrip() + "\n\n" + section.rstrip() + "\n"
+    return old[:at] + section.rstrip() + "\n\n" + old[at:]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--time-scale", type=float, default=0.25)
     p.add_argument("--skip-funnel", action="store_true")
     p.add_argument("--skip-overhead", action="store_true")
+    p.add_argument("--skip-voting", action="store_true", help="keep the voting-time section of results.md as it is")
+    p.add_argument("--voting-only", action="store_true", help="run only the voting-time section; keep the rest")
     p.add_argument("--no-write", action="store_true", help="print only; do not write bench/results.md")
     args = p.parse_args()
-    text = asyncio.run(main_async(args))
+    results = HERE / "results.md"
+    old = results.read_text() if results.exists() else ""
+    text = asyncio.run(main_async(args, old))
     print(text)
     if not args.no_write:
-        results = HERE / "results.md"
         # The faults table is `make soak`'s (tests/chaos): keep it.
-        old = results.read_text() if results.exists() else ""
-        _, found, faults = old.partition(FAULTS_SECTION)
-        if found:
-            nxt = faults.find("\n## ")
-            text = text.rstrip() + "\n\n" + FAULTS_SECTION + (faults[:nxt] if nxt >= 0 else faults).rstrip() + "\n"
-        results.write_text(text)
+        faults = old_section(old, FAULTS_SECTION)
+        if faults is not None and not args.voting_only:
+            text = text.rstrip() + "\n\n" + faults + "\n"
+        results.write_text(text.rstrip() + "\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,132 @@
+"""Where a run's GPU time went: job spans read from the engine's DB, drawn per GPU as a timeline picture."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from orchestrator.db import Database
+from orchestrator.farm.speculative import SPECULATIVE_BATCH_PREFIX
+from orchestrator.models import Job, JobStatus
+
+
+class SpanKind(StrEnum):
+    """What a stretch of a GPU's time was spent on."""
+
+    REAL = "real"  #: a job someone asked for
+    SPECULATIVE = "speculative"  #: speculative, neither adopted nor dropped when the run ended
+    ADOPTED = "adopted"  #: speculative, then adopted by Continue as a stage's job
+    WASTED = "wasted"  #: speculative, cancelled or never adopted
+
+
+COLOURS: dict[SpanKind | str, tuple[int, int, int]] = {
+    SpanKind.REAL: (52, 101, 164),
+    SpanKind.SPECULATIVE: (237, 212, 0),
+    SpanKind.ADOPTED: (78, 154, 6),
+    SpanKind.WASTED: (204, 0, 0),
+    "idle": (225, 225, 225),
+}
+
+
+@dataclass(frozen=True)
+class JobSpan:
+    """One job's run on a GPU (epoch seconds), as the engine recorded it."""
+
+    node_id: str
+    start: float
+    end: float
+    kind: SpanKind
+    label: str
+
+
+def span_kind(job: Job) -> SpanKind:
+    """Real, or what became of a speculative job (its batch id says it was speculative)."""
+    if not job.batch_id.startswith(SPECULATIVE_BATCH_PREFIX):
+        return SpanKind.REAL
+    if job.status is JobStatus.DONE:
+        return SpanKind.ADOPTED
+    return SpanKind.WASTED
+
+
+async def read_spans(target: Path | str) -> list[JobSpan]:
+    """Every job that ran on a node, from the DB at `target` (the facade has no DB: read it directly)."""
+    db = Database(target)
+    await db.open()
+    try:
+        jobs = await db.jobs_with_status(list(JobStatus))
+    finally:
+        await db.close()
+    spans = []
+    for j in jobs:
+        if j.node_id is None or j.started_at is None:
+            continue
+        end = j.finished_at if j.finished_at is not None else j.started_at
+        label = j.params.mode.value if j.params.mode.value == "upscale" else j.params.family.value
+        spans.append(JobSpan(j.node_id, j.started_at, end, span_kind(j), label))
+    return spans
+
+
+Panel = tuple[str, float, Sequence[JobSpan], Sequence[tuple[float, str]]]
+
+WIDTH = 1400
+LEFT = 130
+ROW = 26
+GAP = 6
+TOP_PAD = 34
+
+
+def draw_timeline(path: Path, panels: Sequence[Panel]) -> None:
+    """One panel per run (title, its start, its spans, its marks), GPUs as rows, on one shared time axis."""
+    font = ImageFont.load_default()
+    nodes = sorted({s.node_id for _, _, spans, _ in panels for s in spans})
+    ends = [s.end - t0 for _, t0, spans, _ in panels for s in spans]
+    horizon = max([*ends, *(m - t0 for _, t0, _, marks in panels for m, _ in marks), 1.0])
+    panel_h = TOP_PAD + len(nodes) * (ROW + GAP) + 20
+    legend_h = 40
+    height = panel_h * len(panels) + legend_h + 24
+    img = Image.new("RGB", (WIDTH, height), "white")
+    d = ImageDraw.Draw(img)
+    px = (WIDTH - LEFT - 20) / horizon
+
+    def x(t: float) -> float:
+        return LEFT + t * px
+
+    for p, (title, t0, spans, marks) in enumerate(panels):
+        top = p * panel_h
+        d.text((10, top + 8), title, fill="black", font=font)
+        for r, node in enumerate(nodes):
+            y = top + TOP_PAD + r * (ROW + GAP)
+            d.text((10, y + 8), node, fill="black", font=font)
+            d.rectangle((LEFT, y, x(horizon), y + ROW), fill=COLOURS["idle"])
+            for s in spans:
+                if s.node_id != node:
+                    continue
+                x0, x1 = x(s.start - t0), max(x(s.end - t0), x(s.start - t0) + 1)
+                d.rectangle((x0, y, x1, y + ROW), fill=COLOURS[s.kind], outline="white")
+        bottom = top + TOP_PAD + len(nodes) * (ROW + GAP)
+        for at, label in marks:
+            mx = x(at - t0)
+            d.line((mx, top + TOP_PAD - 4, mx, bottom), fill="black", width=1)
+            d.text((mx + 2, top + TOP_PAD - 16), label, fill="black", font=font)
+    # Time axis (seconds from /draft) and the legend.
+    axis_y = panel_h * len(panels)
+    d.line((LEFT, axis_y, x(horizon), axis_y), fill="black")
+    step = 5.0 if horizon > 20 else 1.0
+    t = 0.0
+    while t <= horizon:
+        d.line((x(t), axis_y, x(t), axis_y + 4), fill="black")
+        d.text((x(t) - 4, axis_y + 6), f"{t:.0f}", fill="black", font=font)
+        t += step
+    d.text((10, axis_y + 6), "seconds", fill="black", font=font)
+    lx = LEFT
+    ly = axis_y + 26
+    for key in (*SpanKind, "idle"):
+        d.rectangle((lx, ly, lx + 16, ly + 12), fill=COLOURS[key])
+        d.text((lx + 22, ly), str(key), fill="black", font=font)
+        lx += 140
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, "PNG", optimize=True)
