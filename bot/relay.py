@@ -39,6 +39,7 @@ from orchestrator.events import (
     JobStarted,
     SessionEnded,
     SessionEvent,
+    SpeculationChanged,
     StageDone,
     StageStarted,
     VotesChanged,
@@ -223,6 +224,18 @@ class Relay:
                 thread = await self.poster.thread(live)
                 if thread is not None:
                     await self.poster.refresh_gallery(live, thread, stage_id, image_id)
+            case SpeculationChanged(stage_id=stage_id, active=active):
+                async with live.lock:
+                    thread = await self.poster.thread(live)
+                    if thread is None:
+                        return
+                    tracker = await self.poster.tracker(live, stage_id)
+                    if not tracker.finished:
+                        return  # the stage itself is still rendering; its own progress says so
+                    tracker.speculating = active
+                    await self.poster.ensure_progress(live, thread, stage_id)
+                    self.poster.push_progress(live, tracker, final=True)
+                    live.trackers.pop(stage_id, None)
             case DeadlineMissed(reason=reason):
                 thread = await self.poster.thread(live)
                 if thread is not None:

@@ -79,6 +79,10 @@ def duration(seconds: float) -> str:
     return f"{s // 3600} h {(s % 3600) // 60} min"
 
 
+#: shown on a voting stage's progress message while its next stage runs on idle GPUs (nothing of it is posted)
+SPECULATING_TEXT = "preparing the next stage from the current votes"
+
+
 def progress_content(view: ProgressView) -> str:
     """The live status message of one stage."""
     head = f"**{view.name}** · stage {view.index + 1} · {view.total} image{'s' if view.total != 1 else ''}"
@@ -100,6 +104,8 @@ def progress_content(view: ProgressView) -> str:
         lines.append(" · ".join(parts))
     if view.finished:
         lines.append("Done." if not view.failed else f"Done with {view.failed} failed.")
+        if view.speculating:
+            lines.append(f"⏩ {SPECULATING_TEXT}")
     elif view.eta_s is None:
         lines.append("ETA: measuring…")
     else:

@@ -49,6 +49,8 @@ class ProgressView:
     notes: tuple[str, ...]
     finished: bool
     last_error: str | None = None
+    #: the next stage is being prepared on idle GPUs from the current votes (voting time)
+    speculating: bool = False
 
 
 @dataclass(slots=True)
@@ -82,6 +84,8 @@ class StageProgress:
     last_error: str | None = None
     #: the newest preview frame of a running job: (file extension, bytes)
     preview: tuple[str, bytes] | None = None
+    #: the next stage is being prepared from the current votes (SpeculationChanged)
+    speculating: bool = False
 
     def seed(self, images: Iterable[ImageRecord], failed: int = 0) -> None:
         """Start from what is already delivered (a resumed stage)."""
@@ -175,4 +179,5 @@ class StageProgress:
             notes=tuple(self.notes),
             finished=self.finished,
             last_error=self.last_error,
+            speculating=self.speculating and self.finished,
         )

@@ -187,6 +187,17 @@ class VotesChanged(SessionEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class SpeculationChanged(SessionEvent):
+    """The next stage is (active) or is no longer being prepared from the current votes on idle GPUs."""
+
+    stage_id: str
+    active: bool
+
+    def coalesce_key(self) -> tuple[object, ...] | None:
+        return ("speculation", self.stage_id)
+
+
+@dataclass(frozen=True, slots=True)
 class DeadlineMissed(SessionEvent):
     """A stage's deadline passed but the session could not move on (nothing selected, a limit...)."""
 

@@ -28,7 +28,7 @@ from orchestrator.db.rows import (
     stage_from_row,
 )
 from orchestrator.db.url import is_postgres_url, redact
-from orchestrator.models import ImageRecord, Job, JobStatus
+from orchestrator.models import ImageRecord, Job, JobSpec, JobStatus
 
 # A job in one of these has ended: nothing may move it again (the guard holds across instances too, as it is
 # part of the UPDATE's WHERE, which PostgreSQL re-checks on the row it locked).
@@ -164,6 +164,13 @@ class Database:
             ),
         )
         return touched == 1
+
+    async def adopt_job(self, job_id: str, batch_id: str, spec: JobSpec) -> None:
+        """A speculative job becomes a stage's: its batch, session, stage, owner, parent and position."""
+        await self._execute(
+            "UPDATE generations SET batch_id=?, session_id=?, stage_id=?, user_id=?, parent_id=?, idx=? WHERE id=?",
+            (batch_id, spec.session_id, spec.stage_id, spec.user_id, spec.parent_id, spec.index, job_id),
+        )
 
     async def get_job(self, job_id: str) -> Job | None:
         row = await self._fetchone("SELECT * FROM generations WHERE id=?", (job_id,))

@@ -10,6 +10,7 @@ Failures are raised, not handled: what to do about them (retry, fail over, give 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -147,26 +148,34 @@ class JobRunner:
                     self.registry.record_checkpoint(node.id, job.params.model_name)
                     # Not persisted: recovery treats submitted and running alike (it asks the node), and the
                     # start time is written with the result. One commit less per image.
+                    now_job = self.table.current(job)
                     self.bus.publish(
-                        JobStarted(job.id, job.batch_id, node.id, job.attempt, job.spec.session_id, job.spec.stage_id)
-                    )
+                        JobStarted(
+                            job.id, now_job.batch_id, node.id, job.attempt, now_job.spec.session_id,
+                            now_job.spec.stage_id,
+                        )
+                    )  # fmt: skip
                 elif isinstance(ev, ProgressMsg):
                     now = time.monotonic()
                     if first is None:
                         first = (now, ev.value)
                     last = (now, ev.value)
                     run.progress = (first, last, ev.max)
+                    now_job = self.table.current(job)
                     self.bus.publish(
                         JobProgress(
-                            job.id, job.batch_id, node.id, ev.value, ev.max, job.spec.session_id, job.spec.stage_id
+                            job.id, now_job.batch_id, node.id, ev.value, ev.max, now_job.spec.session_id,
+                            now_job.spec.stage_id,
                         )
-                    )
+                    )  # fmt: skip
                 elif isinstance(ev, PreviewFrame):
+                    now_job = self.table.current(job)
                     self.bus.publish(
                         JobPreview(
-                            job.id, job.batch_id, node.id, ev.image, ev.mime, job.spec.session_id, job.spec.stage_id
+                            job.id, now_job.batch_id, node.id, ev.image, ev.mime, now_job.spec.session_id,
+                            now_job.spec.stage_id,
                         )
-                    )
+                    )  # fmt: skip
                 elif isinstance(ev, Executed):
                     images.extend(ev.images)
                 elif isinstance(ev, ExecutionSuccess):
@@ -221,7 +230,7 @@ class JobRunner:
         stored = await self._save(job, data)
         if self.table.is_terminal(job):
             return False
-        done = transition(job, JobStatus.DONE)
+        done = transition(self.table.current(job), JobStatus.DONE)
         seconds = (time.monotonic() - t_start) if t_start is not None else 0.0
         p = job.params
         image = ImageRecord(
@@ -268,6 +277,12 @@ class JobRunner:
         self, node: Node, done: Job, image: ImageRecord, delivered: asyncio.Future[bool]
     ) -> None:
         finished = await self.table.write(done.id, f"job {done.id[:8]} done", lambda: self.db.finish_job(done, image))
+        # A stage may have adopted the job while its image was being written: announce it as that stage's.
+        now_job = self.table.current(done)
+        if now_job is not done:
+            done = now_job
+            image = dataclasses.replace(image, stage_id=done.spec.stage_id, session_id=done.spec.session_id,
+                                        parent_id=done.spec.parent_id, index=done.spec.index)  # fmt: skip
         delivered.set_result(finished)
         if not finished:
             # The row was done already (its copy won): memory counts it ended too, idempotently.

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from orchestrator.backoff import Backoff
 from orchestrator.db import DB_WRITE_ERRORS, Database
 from orchestrator.events import BatchDone, EventBus
-from orchestrator.models import Job, JobStatus
+from orchestrator.models import Job, JobSpec, JobStatus
 
 _T = TypeVar("_T")
 
@@ -63,6 +63,8 @@ class Run:
     rendered: bool = False
     #: set once this run's image is the job's delivered image
     delivered: bool = False
+    #: a speculative run stopped because real work needs its node: its job goes back to the idle-only lane
+    preempted: bool = False
 
     def remaining(self, now: float) -> float:
         """Seconds until this run is expected to be done, from its sampler's pace once it has one."""
@@ -122,6 +124,18 @@ class JobTable:
         self.commits: set[asyncio.Task[object]] = set()
         self.idle = asyncio.Event()
         self.idle.set()
+        #: jobs in the idle-only lane (speculative: taken only when no real job a node can run waits)
+        self.speculative: set[str] = set()
+        #: speculative jobs adopted by a stage while queued or running: their new batch and spec. Frozen job
+        #: objects held by runs in flight still carry the old ones; `current` gives the job as it is now.
+        self.adopted: dict[str, tuple[str, JobSpec]] = {}
+
+    def current(self, job: Job) -> Job:
+        """The job with its adopting stage's batch and spec when a stage adopted it since this copy was made."""
+        a = self.adopted.get(job.id)
+        if a is None or job.batch_id == a[0]:
+            return job
+        return job.with_(batch_id=a[0], spec=a[1])
 
     def wake_all(self) -> None:
         """Wake every node's pull loop (work or a free slot appeared)."""
@@ -162,11 +176,13 @@ class JobTable:
 
     def is_terminal(self, job: Job) -> bool:
         """Whether memory already counts this job as ended."""
-        b = self.batches.get(job.batch_id)
+        b = self.batches.get(self.current(job).batch_id)
         return job.id in self.ending or (b is not None and job.id in b.terminal)
 
     def mark_terminal(self, job: Job) -> None:
         """A job ended for good (its row says so): count it into its batch and announce the batch when complete."""
+        job = self.current(job)
+        self.speculative.discard(job.id)
         self.ending.pop(job.id, None)
         lock = self._job_locks.get(job.id)
         if lock is not None and not lock.locked():

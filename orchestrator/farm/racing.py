@@ -85,6 +85,8 @@ class Racing:
                 job = r.job
                 if r.backup or r.rendered or len(self.table.runs_of(job.id)) > 1 or self.table.is_terminal(job):
                     continue
+                if job.id in self.table.speculative:
+                    continue  # idle-only work is not worth a second GPU
                 if idle.id in job.failed_nodes or not router.can_run(idle.config, idle.stats, job):
                     continue
                 model = job.params.model_name

@@ -23,7 +23,7 @@ from typing import Any
 from orchestrator.config import SchedulerSettings
 from orchestrator.db import Database
 from orchestrator.errors import NoCapableNode
-from orchestrator.events import EventBus, JobQueued, NodeHealthChanged
+from orchestrator.events import EventBus, JobFinished, JobQueued, NodeHealthChanged
 from orchestrator.farm import router
 from orchestrator.farm.job_runner import JobRunner, Stalled
 from orchestrator.farm.job_state import transition
@@ -33,7 +33,7 @@ from orchestrator.farm.reconciler import Reconciler
 from orchestrator.farm.recovery import Recovery
 from orchestrator.farm.registry import Node, Registry
 from orchestrator.farm.settling import Settler
-from orchestrator.farm.speculative import SpeculationLedger
+from orchestrator.farm.speculative import SpeculationLedger, is_speculative_batch
 from orchestrator.models import GenerationParams, ImageRecord, Job, JobSpec, JobStatus, Mode
 from orchestrator.store import ImageStore
 from orchestrator.supervisor import Supervisor
@@ -120,6 +120,9 @@ class Scheduler:
     async def start(self) -> None:
         """Recover unfinished jobs from the DB, then start one pull loop per node."""
         await self.recovery.recover()
+        # Speculative work of a previous process predicted votes that have moved on since: none of it is kept.
+        for batch_id in [b for b in self.batches if is_speculative_batch(b)]:
+            await self.cancel_batch(batch_id)
         for nid in self.registry.nodes:
             self.supervisor.spawn(f"pull-{nid}", functools.partial(self._node_loop, nid))
         self.supervisor.spawn(RECONCILER_TASK, self._reconcile_loop)
@@ -182,9 +185,22 @@ class Scheduler:
         out += [("LoRA", lo.name, [n.stats.models.loras for n in nodes]) for lo in p.loras]
         return out
 
-    async def submit(self, specs: Sequence[JobSpec], *, batch_id: str | None = None) -> tuple[str, list[Job]]:
-        """Queue a batch; returns its id and jobs (already persisted)."""
-        if not specs:
+    async def submit(
+        self,
+        specs: Sequence[JobSpec],
+        *,
+        batch_id: str | None = None,
+        reserve: Sequence[str] = (),
+        stage: tuple[str, str] | None = None,
+    ) -> tuple[str, list[Job]]:
+        """
+        Queue a batch; returns its id and jobs (already persisted).
+
+        A speculative batch (its id starts with SPECULATIVE_BATCH_PREFIX) goes to the idle-only lane. `reserve`:
+        ids of jobs the batch will adopt next (`adopt`), so that it is not announced complete before they join.
+        `stage`: the (session id, stage id) the batch belongs to, when no spec says so (every job is adopted).
+        """
+        if not specs and not reserve:
             raise ValueError("empty batch")
         for s in specs:
             self.check_capable(s)
@@ -200,18 +216,25 @@ class Scheduler:
             )
             for s in specs
         ]
-        b = self.batches.setdefault(batch_id, Batch(set(), session_id=specs[0].session_id, stage_id=specs[0].stage_id))
+        session_id, stage_id = stage or ((specs[0].session_id, specs[0].stage_id) if specs else (None, None))
+        b = self.batches.setdefault(batch_id, Batch(set(), session_id=session_id, stage_id=stage_id))
+        b.job_ids |= set(reserve)
+        if not jobs:
+            return batch_id, jobs
         ids = {j.id for j in jobs}
         self.table.inserting |= ids
         try:
             await self.table.retrying(f"batch {batch_id[:8]}", lambda: self.db.insert_jobs(jobs))
         finally:
             self.table.inserting -= ids
+        if is_speculative_batch(batch_id):
+            self.table.speculative |= ids
+            self.speculation.submitted += len(jobs)
         for j in jobs:
             b.job_ids.add(j.id)
             self.queued[j.id] = j
             self.bus.publish(JobQueued(j.id, batch_id, j.spec.session_id, j.spec.stage_id))
-        log.info("→ batch=%s jobs=%d session=%s", batch_id, len(jobs), specs[0].session_id)
+        log.info("→ batch=%s jobs=%d session=%s", batch_id, len(jobs), jobs[0].spec.session_id)
         self.table.idle.clear()
         self.table.wake_all()
         return batch_id, jobs
@@ -231,8 +254,9 @@ class Scheduler:
 
     async def cancel_batch(self, batch_id: str) -> int:
         """Cancel every unfinished job of a batch; returns how many were cancelled."""
-        ids = [j.id for j in self.queued.values() if j.batch_id == batch_id]
-        ids += [jid for runs in self.running.values() for jid, r in runs.items() if r.job.batch_id == batch_id]
+        cur = self.table.current
+        ids = [j.id for j in self.queued.values() if cur(j).batch_id == batch_id]
+        ids += [jid for runs in self.running.values() for jid, r in runs.items() if cur(r.job).batch_id == batch_id]
         n = 0
         for jid in ids:
             n += await self.cancel_job(jid)
@@ -268,17 +292,79 @@ class Scheduler:
         self.table.wake_all()
         return True
 
+    async def adopt(self, job_id: str, batch_id: str, spec: JobSpec) -> bool:
+        """
+        Make a speculative job the job `spec` of batch `batch_id` (a stage at Continue), queued, running or done.
+
+        False when it cannot be (it failed or was cancelled, or is no speculative job): submit the spec instead.
+        Reserve the id in the batch first (`submit(reserve=...)`); `release` a refused one after its replacement.
+        """
+        table = self.table
+        b = self.batches.get(batch_id)
+        assert b is not None, "adopt into a batch opened by submit(reserve=...)"
+        row = await self.db.get_job(job_id)
+        known = table.is_known(job_id)
+        if row is None or not is_speculative_batch(row.batch_id) or not (known or row.status is JobStatus.DONE):
+            return False
+        if row.status.terminal and row.status is not JobStatus.DONE and not known:
+            return False
+        old = self.batches.get(row.batch_id)
+        if known:
+            ended = table.ending.get(job_id)
+            if ended is not None and ended.status is not JobStatus.DONE:
+                return False  # being cancelled or failed right now
+            # Memory first: from here every copy of the job in flight is announced as the stage's.
+            table.adopted[job_id] = (batch_id, spec)
+            table.speculative.discard(job_id)
+            if job_id in table.queued:
+                table.queued[job_id] = table.current(table.queued[job_id])
+            now = time.monotonic()
+            for _, r in table.runs_of(job_id):
+                if r.started is not None:
+                    self.speculation.ran(job_id, now - r.started)
+            self.speculation.adopt(job_id)
+            if old is not None:
+                old.job_ids.discard(job_id)
+            await table.retrying(f"adopt {job_id[:8]}", lambda: self.db.adopt_job(job_id, batch_id, spec))
+            table.wake_all()
+            return True
+        # Done already: its image becomes the stage's and is announced as any of the stage's would be.
+        table.adopted[job_id] = (batch_id, spec)
+        self.speculation.adopt(job_id)
+        if old is not None:
+            old.job_ids.discard(job_id)
+            old.terminal.discard(job_id)
+        await table.retrying(f"adopt {job_id[:8]}", lambda: self.db.adopt_job(job_id, batch_id, spec))
+        image = await self.db.image(job_id)
+        done = table.current(row)
+        if image is not None:
+            self.bus.publish(JobFinished(job_id, batch_id, image, spec.session_id, spec.stage_id))
+        table.mark_terminal(done)
+        return True
+
+    def release(self, batch_id: str, job_ids: Sequence[str]) -> None:
+        """Free places reserved for adoptions that were refused (replacements are submitted first)."""
+        b = self.batches.get(batch_id)
+        if b is None:
+            return
+        b.job_ids -= set(job_ids)
+        if b.job_ids:
+            self.table.announce_if_complete(batch_id)
+
     def jobs_in_flight(self, node_id: str) -> list[Job]:
         """The jobs running (or posted) on a node now, in launch order."""
         return [r.job for r in self.running[node_id].values()]
 
     # ------------------------------------------------------------------ pull loops
 
-    def _views(self) -> list[router.NodeView]:
+    def _views(self, *, real_only: bool = False) -> list[router.NodeView]:
+        """What the router knows of every node; real_only: as if speculative runs were not there (they yield)."""
         now = time.monotonic()
         views = []
         for node in self.registry:
             runs = list(self.running[node.id].values())
+            if real_only:
+                runs = [r for r in runs if r.job.id not in self.table.speculative]
             busy = 0.0
             for i, r in enumerate(runs):
                 if r.started is not None:
@@ -314,11 +400,40 @@ class Scheduler:
                     await wake.wait()
             wake.clear()
             while not self._closing and self.queued:
-                job = router.choose_job(node_id, list(self.queued.values()), self._views())
+                job = self._next_job(node)
                 if job is None:
                     break
                 self._launch(node, job)
             recheck = self.racing.maybe_backup(node) if self.settings.backups and not self._closing else None
+
+    def _next_job(self, node: Node) -> Job | None:
+        """
+        The job this node takes now: a real one first; a speculative one only when no real job it can run waits.
+
+        Speculative runs are invisible to real routing: a real job the router gives this node interrupts them
+        (preempts, the backup-copy way: abandoned, taken off the node, queued again in the idle-only lane).
+        """
+        spec = self.table.speculative
+        real = [j for j in self.queued.values() if j.id not in spec]
+        job = router.choose_job(node.id, real, self._views(real_only=True)) if real else None
+        if job is not None:
+            self._preempt(node)
+            return job
+        if any(router.can_run(node.config, node.stats, j) for j in real):
+            return None  # real work waits for it (the router leaves it to a faster node for now)
+        if self.running[node.id]:
+            return None  # idle-only: a speculative job never queues behind anything on a node
+        idle = [j for j in self.queued.values() if j.id in spec]
+        return router.choose_job(node.id, idle, self._views()) if idle else None
+
+    def _preempt(self, node: Node) -> None:
+        for r in list(self.running[node.id].values()):
+            if r.job.id in self.table.speculative and not r.rendered and r.task is not None and not r.task.done():
+                log.info("⏏ speculative job=%s stops on node=%s: real work needs it", r.job.id[:8], node.id)
+                r.preempted = True
+                r.abandon = "real work needs its node"
+                self.speculation.preempted += 1
+                r.task.cancel()
 
     def _launch(self, node: Node, job: Job) -> None:
         del self.queued[job.id]
@@ -370,6 +485,7 @@ class Scheduler:
 
     async def _run(self, node: Node, run: Run, body: Callable[[], Awaitable[None]] | None) -> None:
         job = run.job
+        speculative = job.id in self.table.speculative
         try:
             try:
                 async with asyncio.timeout_at(run.deadline) as deadline:
@@ -397,6 +513,12 @@ class Scheduler:
             log.exception("job=%s node=%s: could not settle a failed run", job.id[:8], node.id)
         finally:
             run.posted.set()
+            if speculative and job.id not in self.table.adopted and run.started is not None and not run.backup:
+                spent = time.monotonic() - run.started
+                if run.delivered:
+                    self.speculation.ran(job.id, spent)
+                else:
+                    self.speculation.wasted_gpu_s += spent
             if self.running[node.id].get(job.id) is run:
                 del self.running[node.id][job.id]
                 if run.abandon is not None and run.abandon != "cancelled" and not run.backup and not self._closing:

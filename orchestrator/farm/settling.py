@@ -44,6 +44,13 @@ class Settler:
     async def abandoned(self, node: Node, run: Run) -> None:
         """A run the scheduler itself cancelled (its node went down, its copy delivered): hand its job back."""
         reason = run.abandon or "abandoned"
+        if run.preempted and not self.table.is_terminal(run.job):
+            # Memory first (the job is queued again at once), then the prompt comes off the node.
+            write = self.settle(run.job, node.id, reason, blame_node=False, run=run)
+            await self.runner.remove_from_node(node, run.job)
+            if write is not None:
+                await write
+            return
         if self.table.is_terminal(run.job):
             # Lost the race to its copy: take the prompt off the node so the GPU is free for real work.
             await self.runner.remove_from_node(node, run.job)
@@ -132,12 +139,17 @@ class Settler:
         failed_nodes = (*job.failed_nodes, node_id) if blame_node else job.failed_nodes
         if job.status is JobStatus.QUEUED:
             # Its run was stopped before it posted anything: no attempt was used, nothing to blame.
-            self.table.queued[job.id] = job
+            self.table.queued[job.id] = self.table.current(job)
             return None
+        if run is not None and run.preempted:
+            # A speculative run that real work took the node from: back to the idle-only lane, no attempt used.
+            again = transition(self.table.current(job), JobStatus.QUEUED, attempt=max(0, job.attempt - 1))
+            self.table.queued[again.id] = again
+            return self.table.atomically(self.table.persist(again))
         if job.attempt >= job.max_attempts:
             return self.failing(job, reason, failed_nodes)
         log.warning("↻ job=%s node=%s attempt=%d: %s", job.id[:8], node_id, job.attempt, reason)
-        again = transition(job, JobStatus.QUEUED, failed_nodes=failed_nodes, error=reason)
+        again = transition(self.table.current(job), JobStatus.QUEUED, failed_nodes=failed_nodes, error=reason)
         self.table.queued[again.id] = again
         self.bus.publish(
             JobRetried(
@@ -162,6 +174,7 @@ class Settler:
 
     def terminal(self, job: Job, *, cancelled: bool = False) -> Coroutine[Any, Any, None]:
         """Mark a job ended in memory now; returns its DB write and event to await."""
+        job = self.table.current(job)
         self.table.ending[job.id] = job
         return self.table.atomically(self._record_terminal(job, cancelled))
 

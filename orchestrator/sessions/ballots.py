@@ -50,6 +50,7 @@ class Ballots:
             shown = view.image(image.index)
             tally = shown.tally if shown else 0
             ctx.bus.publish(VotesChanged(session_id, st.id, image_id, tally))
+            ctx.changed(session_id)
             result = VoteResult(session_id, st.id, image_id, image.index, tally, value, view.selection)
             if row.state is SessionState.VOTING:
                 await self.lifecycle.maybe_quorum(row, st)

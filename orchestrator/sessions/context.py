@@ -8,6 +8,7 @@ locks and deadline timers, and the small row look-ups every part needs.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from orchestrator.config import Settings
 from orchestrator.db import Database
@@ -15,6 +16,7 @@ from orchestrator.errors import InvalidState, SessionNotFound
 from orchestrator.events import EventBus
 from orchestrator.farm.scheduler import Scheduler
 from orchestrator.llm.pipeline import FeedbackPipeline
+from orchestrator.models import JobSpec
 from orchestrator.sessions.models import StageView
 from orchestrator.sessions.planner import Planner
 from orchestrator.sessions.records import SessionRecord, StageRecord
@@ -44,6 +46,19 @@ class SessionContext:
         self.planner = Planner(db, settings)
         self.locks: dict[str, asyncio.Lock] = {}
         self.timers: dict[str, asyncio.Task[None]] = {}
+        #: told the id of a session whose state, stage or votes changed (the speculator listens)
+        self.watchers: list[Callable[[str], None]] = []
+        #: the speculator's: the speculative jobs a stage about to be committed adopts (spec index -> job id)
+        self.adopter: Callable[[str, Sequence[JobSpec]], Awaitable[Mapping[int, str]]] | None = None
+
+    async def speculation_take(self, session_id: str, specs: Sequence[JobSpec]) -> Mapping[int, str]:
+        """The speculative jobs matching these specs of the session's next stage, by spec index (none without)."""
+        return await self.adopter(session_id, specs) if self.adopter is not None else {}
+
+    def changed(self, session_id: str) -> None:
+        """Tell the watchers a session changed (a write, a vote): what Continue would run may have changed."""
+        for watch in self.watchers:
+            watch(session_id)
 
     def lock(self, session_id: str) -> asyncio.Lock:
         """The lock that serialises every change to one session."""
@@ -65,6 +80,7 @@ class SessionContext:
     async def save(self, rec: SessionRecord) -> None:
         """Write the session back whole."""
         await self.db.update_session(rec.to_row())
+        self.changed(rec.id)
 
     async def stage(self, stage_id: str | None) -> StageRecord | None:
         """A stage, parsed, if it exists."""
@@ -74,6 +90,7 @@ class SessionContext:
     async def save_stage(self, st: StageRecord) -> None:
         """Write a stage back whole."""
         await self.db.update_stage(st.to_row())
+        self.changed(st.session_id)
 
     async def stages_of(self, session_id: str) -> list[StageRecord]:
         """Every stage of the session, in order."""

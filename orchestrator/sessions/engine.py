@@ -5,7 +5,7 @@ Front ends never call this: they call the Orchestrator facade (orchestrator/serv
 go straight to the part that does the work. create.py starts sessions, moves.py moves them through the funnel,
 lifecycle.py completes stages and runs the quorum and deadline rules, ballots.py takes votes, access.py says who
 may do what, feedback.py turns feedback into prompt suggestions, stages.py writes the stages themselves and
-views.py reads them for front ends.
+views.py reads them for front ends, and speculation.py runs what Continue would ask for while people vote.
 
 Every session state change goes through `state.transition`, every stage status change through
 `StageRecord.moved`; rows are parsed once into records.py's typed records and written back whole through db.py.
@@ -25,6 +25,7 @@ from orchestrator.sessions.create import SessionFactory
 from orchestrator.sessions.feedback import Feedback
 from orchestrator.sessions.lifecycle import StageLifecycle
 from orchestrator.sessions.moves import FunnelMoves
+from orchestrator.sessions.speculation import Speculator
 from orchestrator.sessions.stages import StageWriter
 from orchestrator.sessions.views import SessionReader
 from orchestrator.store import ImageStore
@@ -61,11 +62,14 @@ class SessionEngine:
         self.feedback = Feedback(self.ctx)
         #: sessions, stages and images as front ends show them
         self.reader = SessionReader(self.ctx)
+        #: voting time: what Continue would run, on idle GPUs, adopted at Continue
+        self.speculation = Speculator(self.ctx)
 
     async def start(self) -> None:
         """Listen for stage batches, then resume sessions left by a previous process."""
         await self.lifecycle.start()
 
     async def stop(self) -> None:
-        """Cancel the listener and every deadline timer; sessions stay in the DB as they are."""
+        """Cancel the listener, every deadline timer and speculation watch; sessions stay in the DB as they are."""
+        await self.speculation.stop()
         await self.lifecycle.stop()

@@ -101,6 +101,8 @@ class StageLifecycle:
         deadline_s = row.settings.deadline_s
         if deadline_s:
             st = st.with_data(st.data.with_(deadline_at=time.time() + deadline_s))
+        if st.kind is StageKind.STAGE and st.data.next_seed is None:
+            st = st.with_data(st.data.with_(next_seed=self.stages.seed()))
         st = st.moved(StageStatus.VOTING)
         await ctx.save_stage(st)
         current = row.data.stage_id == st.id

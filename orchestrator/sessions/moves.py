@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from orchestrator.config import StageRecipe
 from orchestrator.errors import InputError, InvalidState
 from orchestrator.events import SessionEnded
 from orchestrator.models import Family, ImageRecord
@@ -26,6 +27,25 @@ from orchestrator.sessions.views import session_of, stage_view
 from orchestrator.sessions.voting import allocate
 
 log = logging.getLogger(__name__)
+
+
+def next_stage(stages: tuple[StageRecipe, ...], st: StageRecord, view: StageView) -> tuple[int, str, StageData]:
+    """
+    What Continue on a Draft Grid stage starts: the next stage's index, name and data, from the selection now.
+
+    The next stage's seed is the one drawn when `st` opened for votes, so the same votes give the same stage.
+    """
+    if not view.selection:
+        raise InvalidState(
+            "empty selection", user_message="Nothing is selected: select at least one image before continuing."
+        )
+    if st.kind is not StageKind.STAGE or st.idx + 1 >= len(stages):
+        raise InvalidState("last stage", user_message="This is the final stage: upscale the image or end.")
+    recipe = stages[st.idx + 1]
+    ranked = [im for n in view.selection if (im := view.image(n)) is not None]
+    shares = allocate(recipe.count, [(im.image.id, im.tally) for im in ranked])
+    parents = tuple(ParentShare(im.image.id, shares[im.image.id]) for im in ranked if im.image.id in shares)
+    return st.idx + 1, recipe.name, StageData(StageKind.STAGE, parents=parents, prev=st.id, seed=st.data.next_seed)
 
 
 class FunnelMoves:
@@ -61,16 +81,9 @@ class FunnelMoves:
             best = view.image(view.selection[0])
             assert best is not None
             return await self._pick_locked(row, st, best.image)
-        stages = ctx.settings.funnel.stages
-        if st.kind is not StageKind.STAGE or st.idx + 1 >= len(stages):
-            raise InvalidState("last stage", user_message="This is the final stage: upscale the image or end.")
-        recipe = stages[st.idx + 1]
-        ranked = [im for n in view.selection if (im := view.image(n)) is not None]
-        shares = allocate(recipe.count, [(im.image.id, im.tally) for im in ranked])
-        parents = tuple(ParentShare(im.image.id, shares[im.image.id]) for im in ranked if im.image.id in shares)
-        data = StageData(StageKind.STAGE, parents=parents, prev=st.id)
-        prepared = await self.stages.prepare(row, st.idx + 1, recipe.name, data)
-        row = await self.stages.commit(row, prepared)
+        idx, name, data = next_stage(ctx.settings.funnel.stages, st, view)
+        prepared = await self.stages.prepare(row, idx, name, data)
+        row = await self.stages.commit(row, prepared, adopt=await ctx.speculation_take(row.id, prepared.specs))
         await self.stages.close(st, StageStatus.DONE)
         if ctx.settings.funnel.prune_unselected:
             await self.stages.prune(view)

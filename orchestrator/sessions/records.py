@@ -121,6 +121,9 @@ class StageData:
     #: when the votes close (epoch seconds), if the session has a deadline
     deadline_at: float | None = None
     snapshot: Snapshot | None = None
+    #: Draft Grid: the base seed of the stage Continue starts from this one, drawn once when it opens for votes,
+    #: so that what Continue will run is known (and speculated on) while people vote
+    next_seed: int | None = None
 
     def with_(self, **changes: Any) -> StageData:
         """A copy with some fields changed."""
@@ -140,6 +143,7 @@ class StageData:
             "options_source": self.options_source,
             "pick": self.pick.to_dict() if self.pick else None,
             "deadline_at": self.deadline_at,
+            "next_seed": self.next_seed,
         }
         out.update({k: v for k, v in optional.items() if v is not None})
         if self.options:
@@ -169,6 +173,7 @@ class StageData:
             pick=_pick(d.get("pick")),
             labels=tuple(str(x) for x in d.get("labels") or ()),
             deadline_at=float(deadline) if deadline is not None else None,
+            next_seed=int(d["next_seed"]) if d.get("next_seed") is not None else None,
             snapshot=Snapshot.from_dict(snapshot) if isinstance(snapshot, Mapping) else None,
         )
 

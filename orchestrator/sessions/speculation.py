@@ -7,7 +7,25 @@ Per-server opt-out lives in the refs table (`SERVER_REF`, `speculation:<server i
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
 from orchestrator.db import Database
+from orchestrator.errors import ImGenError, SessionNotFound
+from orchestrator.events import SpeculationChanged
+from orchestrator.farm.speculative import SPECULATIVE_BATCH_PREFIX
+from orchestrator.models import JobSpec
+from orchestrator.sessions.context import SessionContext
+from orchestrator.sessions.models import Flow, SessionState, StageKind, StageStatus
+from orchestrator.sessions.moves import next_stage
+from orchestrator.sessions.views import stage_view
+
+log = logging.getLogger(__name__)
 
 #: per-server options live in the refs table under this pseudo-session id
 SERVER_REF = "_server"
@@ -23,3 +41,201 @@ async def server_allows(db: Database, server_id: str | None) -> bool:
     if server_id is None:
         return True
     return await db.get_ref(SERVER_REF, server_key(server_id)) != "off"
+
+
+def spec_key(spec: JobSpec) -> JobSpec:
+    """
+    A job spec by content: what the image will be, without the stage, session and owner it is filed under.
+
+    Two stages' jobs with equal keys render the same image (same graph, seed and parent), so a speculative job
+    with a stage's key can be adopted as that stage's job.
+    """
+    return dataclasses.replace(spec, stage_id=None, session_id=None, user_id=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """What Continue would run now for a session: its voting stage and the next stage's specs (by content)."""
+
+    stage_id: str
+    keys: tuple[JobSpec, ...]
+
+
+@dataclass(slots=True, eq=False)
+class _Watch:
+    """One session's speculation: the prediction, since when it holds, and the speculative jobs it submitted."""
+
+    poked: asyncio.Event = field(default_factory=asyncio.Event)
+    prediction: Prediction | None = None
+    #: loop time since which `prediction` has held
+    since: float = 0.0
+    #: speculative jobs submitted for this session and not cancelled: spec key -> job id
+    jobs: dict[JobSpec, str] = field(default_factory=dict)
+    task: asyncio.Task[None] | None = None
+    #: set by Continue: the watch ends at its next look (never cancelled mid-submit, which would orphan rows)
+    closed: bool = False
+
+
+class Speculator:
+    """
+    Runs what Continue would ask for while a Draft Grid stage is open for votes, and hands it over at Continue.
+
+    Each session with a voting Draft Grid stage gets a watch: whenever the session or its votes change the
+    prediction is computed again (the same code as Continue, from the votes now, with the next seed drawn when the
+    stage opened); once it has held for `speculation.settle_s` its missing jobs are submitted speculative. Jobs
+    that no longer match are cancelled if still queued; running and done ones are kept for a later match until
+    Continue (`take`), which hands over the matching ones and cancels the rest.
+    """
+
+    def __init__(self, ctx: SessionContext) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings.speculation
+        self._watches: dict[str, _Watch] = {}
+        self._closing = False
+        ctx.watchers.append(self.poke)
+        ctx.adopter = self.take
+
+    def active(self, session_id: str) -> bool:
+        """True while speculative jobs of the session are submitted (the progress message says so)."""
+        w = self._watches.get(session_id)
+        return w is not None and bool(w.jobs)
+
+    def poke(self, session_id: str) -> None:
+        """The session changed: look at its prediction again (starts a watch when speculation may apply)."""
+        if self._closing or not self.settings.enabled:
+            return
+        w = self._watches.get(session_id)
+        if w is None or w.closed:
+            w = self._watches[session_id] = _Watch()
+        w.poked.set()
+        if w.task is None or w.task.done():
+            w.task = asyncio.create_task(self._watch(session_id, w), name=f"speculate-{session_id[:8]}")
+
+    async def stop(self) -> None:
+        """Stop every watch (speculative jobs stay as they are; the next start cancels them)."""
+        self._closing = True
+        tasks = [w.task for w in self._watches.values() if w.task is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    async def take(self, session_id: str, specs: Sequence[JobSpec]) -> dict[int, str]:
+        """
+        At Continue (the session's lock held): the speculative jobs matching `specs`, by spec index.
+
+        The rest of the session's speculative jobs are cancelled: their images never reach a gallery.
+        """
+        w = self._watches.pop(session_id, None)
+        if w is None:
+            return {}
+        w.closed = True
+        w.poked.set()
+        if w.task is not None and w.task is not asyncio.current_task():
+            with contextlib.suppress(Exception):
+                await w.task
+        pool = dict(w.jobs)
+        matched: dict[int, str] = {}
+        for i, spec in enumerate(specs):
+            job_id = pool.pop(spec_key(spec), None)
+            if job_id is not None:
+                matched[i] = job_id
+        await self._drop(pool.values())
+        if w.jobs and w.prediction is not None:
+            self.ctx.bus.publish(SpeculationChanged(session_id, w.prediction.stage_id, False))
+        if matched or pool:
+            log.info("session=%s Continue: %d speculative jobs match, %d dropped", session_id, len(matched), len(pool))
+        return matched
+
+    async def _drop(self, job_ids: Iterable[str]) -> None:
+        sched = self.ctx.scheduler
+        for job_id in job_ids:
+            await sched.cancel_job(job_id)
+            sched.speculation.cancelled += 1
+            sched.speculation.discard(job_id)
+
+    async def _watch(self, session_id: str, w: _Watch) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while not w.closed:
+                w.poked.clear()
+                prediction = await self.predict(session_id)
+                if w.closed:
+                    return
+                if prediction is None:
+                    w.closed = True
+                    await self._drop(list(w.jobs.values()))
+                    if w.jobs and w.prediction is not None:
+                        self.ctx.bus.publish(SpeculationChanged(session_id, w.prediction.stage_id, False))
+                    w.jobs.clear()
+                    if self._watches.get(session_id) is w:
+                        del self._watches[session_id]
+                    return
+                if prediction != w.prediction:
+                    w.prediction = prediction
+                    w.since = loop.time()
+                    await self._drop_unmatched(w, prediction)
+                wait = w.since + self.settings.settle_s - loop.time()
+                missing = [k for k in prediction.keys if k not in w.jobs]
+                if wait <= 0 and missing:
+                    await self._submit(session_id, w, missing)
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait if missing else None):
+                        await w.poked.wait()
+        except asyncio.CancelledError:
+            raise
+        except ImGenError as e:
+            # A prediction that cannot run (a model gone, a limit): nothing speculative for it; the next change
+            # of the session looks again.
+            log.info("session=%s: no speculation (%s)", session_id, e)
+        except Exception:
+            log.exception("session=%s: speculation failed; Continue will run the stage as usual", session_id)
+
+    async def _drop_unmatched(self, w: _Watch, prediction: Prediction) -> None:
+        """Cancel the queued speculative jobs the new prediction no longer has; running and done ones wait."""
+        sched = self.ctx.scheduler
+        wanted = set(prediction.keys)
+        for key, job_id in list(w.jobs.items()):
+            if key in wanted or job_id not in sched.queued:
+                continue
+            del w.jobs[key]
+            await self._drop([job_id])
+
+    async def _submit(self, session_id: str, w: _Watch, keys: Sequence[JobSpec]) -> None:
+        sched = self.ctx.scheduler
+        batch_id = f"{SPECULATIVE_BATCH_PREFIX}{session_id[:12]}-{uuid.uuid4().hex[:12]}"
+        _, jobs = await sched.submit(list(keys), batch_id=batch_id)
+        for key, job in zip(keys, jobs, strict=True):
+            w.jobs[key] = job.id
+        log.info("session=%s: %d speculative jobs submitted from the current votes", session_id, len(jobs))
+        self.ctx.bus.publish(SpeculationChanged(session_id, w.prediction.stage_id if w.prediction else "", True))
+
+    async def predict(self, session_id: str) -> Prediction | None:
+        """What Continue would run now, or None when the session is not one to speculate for."""
+        ctx = self.ctx
+        try:
+            row = await ctx.row(session_id)
+        except SessionNotFound:
+            return None
+        if row.flow is not Flow.DRAFT_GRID or row.state is not SessionState.VOTING:
+            return None
+        if row.settings.quorum or row.settings.deadline_s:
+            return None  # its rules move it on by themselves
+        if not await server_allows(ctx.db, row.settings.server_id):
+            return None
+        st = await ctx.current(row)
+        stages = ctx.settings.funnel.stages
+        if st is None or st.status is not StageStatus.VOTING or st.kind is not StageKind.STAGE:
+            return None
+        if st.idx + 1 >= len(stages) or st.data.next_seed is None:
+            return None
+        view = await stage_view(ctx.db, st, ctx.settings.funnel)
+        if not view.selection:
+            return None
+        idx, _name, data = next_stage(stages, st, view)
+        plan = await ctx.planner.plan(row, idx, data, stage_id="")
+        for spec in plan.specs:
+            ctx.scheduler.check_capable(spec)
+        return Prediction(st.id, tuple(spec_key(s) for s in plan.specs))

@@ -12,6 +12,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 from orchestrator.errors import LimitExceeded
@@ -50,7 +51,12 @@ class StageWriter:
         stage_id = uuid.uuid4().hex
         first = idx == 0 and data.kind in (StageKind.STAGE, StageKind.ROUND) and not data.prev
         ss = rec.settings
-        seed = ss.seed if first and ss.seed is not None and not data.regen else self.seed()
+        if first and ss.seed is not None and not data.regen:
+            seed = ss.seed
+        elif data.seed is not None and not data.regen:
+            seed = data.seed  # drawn when the stage before opened for votes (see StageData.next_seed)
+        else:
+            seed = self.seed()
         data = data.with_(seed=seed, regen=True, snapshot=rec.data.snapshot())
         plan = await ctx.planner.plan(rec, idx, data, stage_id)
         data = data.with_(labels=plan.labels)
@@ -82,19 +88,39 @@ class StageWriter:
         data = StageData(StageKind.ROUND, field=field, options=options, options_source=str(source), prev=prev)
         return await self.prepare(rec, idx, field, data)
 
-    async def commit(self, rec: SessionRecord, prepared: Prepared) -> SessionRecord:
-        """Write the stage, queue its jobs (batch id = stage id) and make it the session's current stage."""
+    async def commit(
+        self, rec: SessionRecord, prepared: Prepared, *, adopt: Mapping[int, str] | None = None
+    ) -> SessionRecord:
+        """
+        Write the stage, queue its jobs (batch id = stage id) and make it the session's current stage.
+
+        `adopt`: speculative jobs (by spec index) that become the stage's own, whether queued, running or done;
+        only the other specs are queued. Adopted done jobs are announced right after StageStarted.
+        """
         ctx = self.ctx
         st = prepared.stage
+        adopt = dict(adopt or {})
         state = transition(rec.state, Action.PLAN)
         await ctx.db.insert_stage(st.to_row())
-        await ctx.scheduler.submit(prepared.specs, batch_id=st.id)
+        fresh = [s for i, s in enumerate(prepared.specs) if i not in adopt]
+        await ctx.scheduler.submit(fresh, batch_id=st.id, reserve=list(adopt.values()), stage=(rec.id, st.id))
         data = rec.data.with_(stage_id=st.id, stage_name=st.name)
         rec = rec.with_(state=state, stage_index=st.idx, data=data)
         await ctx.save(rec)
         ctx.cancel_timer(rec.id)
         ctx.bus.publish(StageStarted(rec.id, st.id, st.name, st.idx, len(prepared.specs)))
-        log.info("session=%s stage=%s %s: %d images queued", rec.id, st.id[:8], st.name, len(prepared.specs))
+        refused = []
+        for i, job_id in adopt.items():
+            if not await ctx.scheduler.adopt(job_id, st.id, prepared.specs[i]):
+                refused.append((i, job_id))
+        if refused:
+            # Failed or cancelled meanwhile: those images are queued as any other (then their places are freed).
+            await ctx.scheduler.submit([prepared.specs[i] for i, _ in refused], batch_id=st.id)
+            ctx.scheduler.release(st.id, [job_id for _, job_id in refused])
+        log.info(
+            "session=%s stage=%s %s: %d images queued, %d adopted from speculation",
+            rec.id, st.id[:8], st.name, len(prepared.specs) - len(adopt) + len(refused), len(adopt) - len(refused),
+        )  # fmt: skip
         return rec
 
     async def close(self, st: StageRecord, status: StageStatus) -> None:
