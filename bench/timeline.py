@@ -10,8 +10,10 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from orchestrator.db import Database
-from orchestrator.farm.speculative import SPECULATIVE_BATCH_PREFIX
-from orchestrator.models import Job, JobStatus
+from orchestrator.farm.speculative import is_speculative_batch
+from orchestrator.models import Job, JobStatus, Mode
+
+ACTIVE = (JobStatus.SUBMITTED, JobStatus.RUNNING)
 
 
 class SpanKind(StrEnum):
@@ -43,21 +45,36 @@ class JobSpan:
     label: str
 
 
-def span_kind(job: Job) -> SpanKind:
-    """Real, or what became of a speculative job (its batch id says it was speculative)."""
-    if not job.batch_id.startswith(SPECULATIVE_BATCH_PREFIX):
-        return SpanKind.REAL
-    if job.status is JobStatus.DONE:
+def span_kind(job: Job, stage_opened: float | None) -> SpanKind:
+    """
+    Real, or what became of a speculative job.
+
+    A job still in a speculative batch was never adopted. An adopted one carries its stage's batch since Continue
+    but keeps the time it was queued: a stage's job queued before the stage was written (at Continue) was
+    speculative and adopted.
+    """
+    if is_speculative_batch(job.batch_id):
+        return SpanKind.SPECULATIVE if job.status in (JobStatus.QUEUED, *ACTIVE) else SpanKind.WASTED
+    if stage_opened is not None and job.created_at < stage_opened:
         return SpanKind.ADOPTED
-    return SpanKind.WASTED
+    return SpanKind.REAL
 
 
 async def read_spans(target: Path | str) -> list[JobSpan]:
-    """Every job that ran on a node, from the DB at `target` (the facade has no DB: read it directly)."""
+    """Every job that ran on a node, from the DB at `target` (the facade has no DB: read it directly).
+
+    A job's row keeps its last run only: a speculative run preempted by real work and run again later shows as
+    that later run.
+    """
     db = Database(target)
     await db.open()
     try:
         jobs = await db.jobs_with_status(list(JobStatus))
+        opened: dict[str, float] = {}
+        for sid in {j.spec.stage_id for j in jobs if j.spec.stage_id}:
+            row = await db.get_stage(sid)
+            if row is not None:
+                opened[sid] = row.created_at
     finally:
         await db.close()
     spans = []
@@ -65,8 +82,9 @@ async def read_spans(target: Path | str) -> list[JobSpan]:
         if j.node_id is None or j.started_at is None:
             continue
         end = j.finished_at if j.finished_at is not None else j.started_at
-        label = j.params.mode.value if j.params.mode.value == "upscale" else j.params.family.value
-        spans.append(JobSpan(j.node_id, j.started_at, end, span_kind(j), label))
+        label = "upscale" if j.params.mode is Mode.UPSCALE else j.params.family.value
+        kind = span_kind(j, opened.get(j.spec.stage_id or ""))
+        spans.append(JobSpan(j.node_id, j.started_at, end, kind, label))
     return spans
 
 
