@@ -373,7 +373,8 @@ class Orchestrator:
 
     def speculation_stats(self) -> SpeculationStats:
         """Speculative work since start (voting time): useful and wasted GPU-seconds, jobs adopted and cancelled."""
-        return self._scheduler.speculation.snapshot() if self._scheduler is not None else SpeculationStats()
+        sched = self._scheduler
+        return sched.speculation.snapshot(sched.warmer.done) if sched is not None else SpeculationStats()
 
     async def set_server_speculation(self, server_id: str, enabled: bool) -> None:
         """Turn speculative stages on or off for one server (a Discord guild); the global setting still rules."""

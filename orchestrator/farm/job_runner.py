@@ -246,10 +246,10 @@ class JobRunner:
             height=stored.height,
             prompt=p.prompt,
             negative_prompt=p.negative_prompt,
-            session_id=job.spec.session_id,
-            stage_id=job.spec.stage_id,
-            parent_id=job.spec.parent_id,
-            index=job.spec.index,
+            session_id=done.spec.session_id,
+            stage_id=done.spec.stage_id,
+            parent_id=done.spec.parent_id,
+            index=done.spec.index,
         )
         self.registry.record_completed(node.id)
         # From here the job's fate is sealed for memory too: a cancel of this run (its node went down a moment

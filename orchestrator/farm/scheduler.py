@@ -34,6 +34,7 @@ from orchestrator.farm.recovery import Recovery
 from orchestrator.farm.registry import Node, Registry
 from orchestrator.farm.settling import Settler
 from orchestrator.farm.speculative import SpeculationLedger, is_speculative_batch
+from orchestrator.farm.warmup import Warmer
 from orchestrator.models import GenerationParams, ImageRecord, Job, JobSpec, JobStatus, Mode
 from orchestrator.store import ImageStore
 from orchestrator.supervisor import Supervisor
@@ -85,6 +86,8 @@ class Scheduler:
         self.racing = Racing(registry, self.table, settings, self.settler, self._start_run)
         #: speculative GPU-seconds and jobs (voting time), useful and wasted
         self.speculation = SpeculationLedger()
+        #: checkpoint loads on idle nodes ahead of the next stage
+        self.warmer = Warmer(registry, self.table.wake_all)
         self._aux: set[asyncio.Task[None]] = set()
         self._closing = False
         # Subscribed now, not in start(): a node that changes health while recovery runs is heard too.
@@ -135,6 +138,7 @@ class Scheduler:
         for name in [f"pull-{nid}" for nid in self.registry.nodes] + [RECONCILER_TASK, HEALTH_TASK]:
             await self.supervisor.cancel(name)
         self._health.close()
+        await self.warmer.close()
         tasks = list(self._aux)
         for runs in self.running.values():
             tasks += [r.task for r in runs.values() if r.task is not None]
@@ -421,12 +425,40 @@ class Scheduler:
             return job
         if any(router.can_run(node.config, node.stats, j) for j in real):
             return None  # real work waits for it (the router leaves it to a faster node for now)
-        if self.running[node.id]:
+        if self.running[node.id] or self.warmer.busy(node.id):
             return None  # idle-only: a speculative job never queues behind anything on a node
         idle = [j for j in self.queued.values() if j.id in spec]
         return router.choose_job(node.id, idle, self._views()) if idle else None
 
+    def warm_up(self, specs: Sequence[JobSpec]) -> int:
+        """
+        Load the checkpoint these (next stage's) jobs need on the idle nodes the router would give them to.
+
+        Idle time only: a node with work, or with real work it could take waiting, is left alone, and real work
+        arriving stops a warm-up. Returns how many warm-ups started.
+        """
+        started = 0
+        by_model: dict[str, list[Job]] = {}
+        for s in specs:
+            if s.params.model_name:
+                by_model.setdefault(s.params.model_name, []).append(Job(id="probe", batch_id="probe", spec=s))
+        real = [j for j in self.queued.values() if j.id not in self.table.speculative]
+        for model, probes in by_model.items():
+            probe = probes[0]
+            nodes = [n for n in self.registry if router.can_run(n.config, n.stats, probe)]
+            # The nodes the router would use first for these jobs: the fastest for them.
+            nodes.sort(key=lambda n: router.run_seconds(n.config, n.stats, probe))
+            for node in nodes[: len(probes)]:
+                if node.stats.loaded_checkpoint == model or self.running[node.id] or self.warmer.busy(node.id):
+                    continue
+                if any(router.can_run(node.config, node.stats, j) for j in real):
+                    continue
+                self.warmer.start(node, model)
+                started += 1
+        return started
+
     def _preempt(self, node: Node) -> None:
+        self.warmer.stop(node.id)
         for r in list(self.running[node.id].values()):
             if r.job.id in self.table.speculative and not r.rendered and r.task is not None and not r.task.done():
                 log.info("⏏ speculative job=%s stops on node=%s: real work needs it", r.job.id[:8], node.id)

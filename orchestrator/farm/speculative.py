@@ -54,7 +54,6 @@ class SpeculationLedger:
         self.adopted = 0
         self.cancelled = 0
         self.preempted = 0
-        self.warmups = 0
         #: GPU-seconds spent so far on each unadopted speculative job (decided at adoption or at its end)
         self._pending: dict[str, float] = {}
 
@@ -71,8 +70,8 @@ class SpeculationLedger:
         """The job was cancelled or left over: what it ran was wasted."""
         self.wasted_gpu_s += self._pending.pop(job_id, 0.0)
 
-    def snapshot(self) -> SpeculationStats:
-        """The counts now."""
+    def snapshot(self, warmups: int = 0) -> SpeculationStats:
+        """The counts now (`warmups`: checkpoint loads done ahead of a stage, counted by the warmer)."""
         return SpeculationStats(
             useful_gpu_s=round(self.useful_gpu_s, 3),
             wasted_gpu_s=round(self.wasted_gpu_s, 3),
@@ -80,5 +79,5 @@ class SpeculationLedger:
             adopted=self.adopted,
             cancelled=self.cancelled,
             preempted=self.preempted,
-            warmups=self.warmups,
+            warmups=warmups,
         )

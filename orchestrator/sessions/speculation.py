@@ -23,6 +23,7 @@ from orchestrator.models import JobSpec
 from orchestrator.sessions.context import SessionContext
 from orchestrator.sessions.models import Flow, SessionState, StageKind, StageStatus
 from orchestrator.sessions.moves import next_stage
+from orchestrator.sessions.records import ParentShare, SessionRecord, StageData, StageRecord
 from orchestrator.sessions.views import stage_view
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ class _Watch:
     task: asyncio.Task[None] | None = None
     #: set by Continue: the watch ends at its next look (never cancelled mid-submit, which would orphan rows)
     closed: bool = False
+    #: the stage whose next checkpoint was warmed up already
+    warmed: str | None = None
 
 
 class Speculator:
@@ -102,7 +105,7 @@ class Speculator:
 
     def poke(self, session_id: str) -> None:
         """The session changed: look at its prediction again (starts a watch when speculation may apply)."""
-        if self._closing or not self.settings.enabled:
+        if self._closing or not (self.settings.enabled or self.settings.warmup):
             return
         w = self._watches.get(session_id)
         if w is None or w.closed:
@@ -160,6 +163,7 @@ class Speculator:
         try:
             while not w.closed:
                 w.poked.clear()
+                await self._warm(session_id, w)
                 prediction = await self.predict(session_id)
                 if w.closed:
                     return
@@ -212,8 +216,8 @@ class Speculator:
         log.info("session=%s: %d speculative jobs submitted from the current votes", session_id, len(jobs))
         self.ctx.bus.publish(SpeculationChanged(session_id, w.prediction.stage_id if w.prediction else "", True))
 
-    async def predict(self, session_id: str) -> Prediction | None:
-        """What Continue would run now, or None when the session is not one to speculate for."""
+    async def _voting_stage(self, session_id: str) -> tuple[SessionRecord, StageRecord] | None:
+        """The session and its Draft Grid stage open for votes that has a next stage, if it is one."""
         ctx = self.ctx
         try:
             row = await ctx.row(session_id)
@@ -221,20 +225,51 @@ class Speculator:
             return None
         if row.flow is not Flow.DRAFT_GRID or row.state is not SessionState.VOTING:
             return None
+        st = await ctx.current(row)
+        if st is None or st.status is not StageStatus.VOTING or st.kind is not StageKind.STAGE:
+            return None
+        if st.idx + 1 >= len(ctx.settings.funnel.stages) or st.data.next_seed is None:
+            return None
+        return row, st
+
+    async def _warm(self, session_id: str, w: _Watch) -> None:
+        """Once per stage open for votes: load the next stage's checkpoint on the idle nodes it will use."""
+        if not self.settings.warmup:
+            return
+        found = await self._voting_stage(session_id)
+        if found is None or found[1].id == w.warmed:
+            return
+        row, st = found
+        w.warmed = st.id
+        view = await stage_view(self.ctx.db, st, self.ctx.settings.funnel)
+        if not view.images:
+            return
+        # Whatever the votes pick, the next stage's recipe (checkpoint, size, count) is the same: plan it from
+        # any image to learn which checkpoint it needs and how many images it has.
+        stages = self.ctx.settings.funnel.stages
+        count = stages[st.idx + 1].count
+        data = StageData(StageKind.STAGE, parents=(ParentShare(view.images[0].image.id, count),), prev=st.id,
+                         seed=st.data.next_seed)  # fmt: skip
+        plan = await self.ctx.planner.plan(row, st.idx + 1, data, stage_id="")
+        self.ctx.scheduler.warm_up(plan.specs)
+
+    async def predict(self, session_id: str) -> Prediction | None:
+        """What Continue would run now, or None when the session is not one to speculate for."""
+        ctx = self.ctx
+        if not self.settings.enabled:
+            return None
+        found = await self._voting_stage(session_id)
+        if found is None:
+            return None
+        row, st = found
         if row.settings.quorum or row.settings.deadline_s:
             return None  # its rules move it on by themselves
         if not await server_allows(ctx.db, row.settings.server_id):
             return None
-        st = await ctx.current(row)
-        stages = ctx.settings.funnel.stages
-        if st is None or st.status is not StageStatus.VOTING or st.kind is not StageKind.STAGE:
-            return None
-        if st.idx + 1 >= len(stages) or st.data.next_seed is None:
-            return None
         view = await stage_view(ctx.db, st, ctx.settings.funnel)
         if not view.selection:
             return None
-        idx, _name, data = next_stage(stages, st, view)
+        idx, _name, data = next_stage(ctx.settings.funnel.stages, st, view)
         plan = await ctx.planner.plan(row, idx, data, stage_id="")
         for spec in plan.specs:
             ctx.scheduler.check_capable(spec)

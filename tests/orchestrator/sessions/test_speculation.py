@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
+
 import pytest
 
+from orchestrator.comfy.sim import SimFarm
 from orchestrator.config import SpeculationSettings
-from orchestrator.events import JobFinished, JobQueued, SpeculationChanged
+from orchestrator.events import JobFinished, JobQueued, JobStarted, SpeculationChanged
 from orchestrator.farm.speculative import is_speculative_batch
+from orchestrator.models import Family
+from orchestrator.service import GenerateRequest
 from orchestrator.sessions.models import Flow, SessionRequest
-from tests.orchestrator.sessions.conftest import running, small_config
+from tests.orchestrator.farm import TIME_SCALE
+from tests.orchestrator.sessions.conftest import running, serve, small_config
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -98,3 +105,113 @@ async def test_changed_votes_cancel_unmatched_and_their_images_never_reach_a_sta
         stats = h.orch.speculation_stats()
         assert stats.adopted == 3 and stats.cancelled == 3 and stats.wasted_gpu_s > 0
         assert refined.id == done.id
+
+
+def slow_refined(tmp_path, steps: int):
+    """The small funnel with a refined stage of `steps` steps, speculation on without settling."""
+    cfg = small_config(tmp_path).with_settings(speculation=SpeculationSettings(settle_s=0.0))
+    stages = cfg.settings.funnel.stages
+    slow = (stages[0], replace(stages[1], steps=steps), *stages[2:])
+    return cfg.with_settings(funnel=replace(cfg.settings.funnel, stages=slow))
+
+
+def real_sdxl(count: int, steps: int) -> GenerateRequest:
+    return GenerateRequest("a busy harbour", family=Family.SDXL, count=count, steps=steps, user_id="bob")
+
+
+async def test_queued_speculative_jobs_wait_for_real_work_and_are_adopted_queued(tmp_path):
+    config = slow_refined(tmp_path, 4)
+    async with serve(config, time_scale=0.05) as bound, running(bound) as h:
+        s = await h.svc.create_session(SessionRequest(Flow.DRAFT_GRID, "alice", "a lighthouse --seed 3"))
+        drafts = await h.current_done(s.id)
+        # Another user's real SDXL work fills every SDXL node, with more waiting.
+        other = await h.svc.submit(h.svc.build_specs(real_sdxl(16, 20)))
+        await h.rec.wait_for(lambda r: len({e.node_id for e in r.of(JobStarted) if e.batch_id == other}) == 3)
+        await h.svc.vote(s.id, drafts.image(1).image.id, "alice", 1)
+        await h.rec.wait_for(lambda r: len(spec_queued(r)) == 3)
+        spec_ids = {e.job_id for e in spec_queued(h.rec)}
+        assert not {e.job_id for e in h.rec.of(JobStarted)} & spec_ids, "real work waits: nothing speculative ran"
+        assert any(j.batch_id == other for j in h.orch._sched.queued.values()), "still real work queued"
+        refined = await h.svc.advance(s.id, "alice")
+        done = await h.current_done(s.id)
+        assert {im.image.id for im in done.images} == spec_ids, "adopted while queued"
+        assert not [e for e in h.rec.of(JobQueued) if e.batch_id == refined.id], "nothing new was submitted"
+        await h.svc.wait_batch(other)
+        assert h.orch.speculation_stats().adopted == 3
+
+
+async def test_running_speculative_job_is_adopted_mid_run_and_announced_as_the_stages(tmp_path):
+    config = slow_refined(tmp_path, 40)
+    async with serve(config, time_scale=0.05) as bound, running(bound) as h:
+        s, _ = await drafts_with_vote(h)
+        await h.rec.wait_for(lambda r: len(spec_queued(r)) == 3)
+        spec_ids = {e.job_id for e in spec_queued(h.rec)}
+        await h.rec.wait_for(lambda r: any(e.job_id in spec_ids for e in r.of(JobStarted)))
+        started = {e.job_id for e in h.rec.of(JobStarted) if e.job_id in spec_ids}
+        finished_before = {e.job_id for e in spec_finished(h.rec)}
+        refined = await h.svc.advance(s.id, "alice")
+        done = await h.current_done(s.id)
+        assert {im.image.id for im in done.images} == spec_ids
+        running_then = started - finished_before
+        assert running_then, "at least one was running at Continue"
+        for e in h.rec.of(JobFinished):
+            if e.job_id in running_then:
+                assert e.stage_id == refined.id and e.image.stage_id == refined.id, "announced as the stage's"
+        assert not [e for e in h.rec.of(JobQueued) if e.batch_id == refined.id]
+
+
+async def test_real_work_preempts_running_speculative_work(tmp_path):
+    config = slow_refined(tmp_path, 200)
+    async with serve(config, time_scale=0.05) as bound, running(bound) as h:
+        s, _ = await drafts_with_vote(h)
+        await h.rec.wait_for(lambda r: len(spec_queued(r)) == 3)
+        spec_ids = {e.job_id for e in spec_queued(h.rec)}
+        await h.rec.wait_for(lambda r: len({e.job_id for e in r.of(JobStarted) if e.job_id in spec_ids}) >= 2)
+        other = await h.svc.submit(h.svc.build_specs(real_sdxl(3, 4)))
+        result = await h.svc.wait_batch(other)
+        assert len(result.images) == 3 and not result.failed
+        stats = h.orch.speculation_stats()
+        assert stats.preempted >= 2, "the speculative runs gave their nodes up"
+        assert not spec_finished(h.rec), "no speculative image came before the real ones"
+        # The preempted jobs went back to the idle-only lane; Continue still adopts all of them.
+        refined = await h.svc.advance(s.id, "alice")
+        await h.stage_done(refined.id, timeout=60)
+        done = await h.svc.stage(refined.id)
+        assert {im.image.id for im in done.images} == spec_ids
+        assert not [e for e in h.rec.of(JobQueued) if e.batch_id == refined.id]
+        counts = h.rec.finished_per_job()
+        assert all(counts[j] == 1 for j in spec_ids), "each job ended exactly once"
+        assert h.orch.speculation_stats().wasted_gpu_s > 0
+
+
+async def test_warm_up_loads_the_next_checkpoint_while_people_vote(tmp_path):
+    # Speculation off, warm-up on: the refined stage after Continue finds its checkpoint loaded already.
+    config = small_config(tmp_path).with_settings(speculation=SpeculationSettings(enabled=False, warmup=True))
+    sdxl = config.settings.checkpoint_for(Family.SDXL)
+    sim = SimFarm(config, time_scale=TIME_SCALE, ephemeral_ports=True)
+    bound = await sim.start()
+    try:
+        async with running(bound) as h:
+            s = await h.svc.create_session(SessionRequest(Flow.DRAFT_GRID, "alice", "a lighthouse --seed 5"))
+            drafts = await h.current_done(s.id)
+            sdxl_nodes = {n.id for n in h.orch.farm_status() if "sdxl" in n.capabilities}
+
+            def warmed() -> bool:
+                return sum(1 for n in h.orch.farm_status() if n.loaded_checkpoint == sdxl) == len(sdxl_nodes)
+
+            warmer = h.orch._sched.warmer
+            async with asyncio.timeout(30):
+                while not warmed():
+                    warmer.changed.clear()
+                    if not warmed():
+                        await warmer.changed.wait()
+            assert h.orch.speculation_stats().warmups == len(sdxl_nodes)
+            loads = {nid: sim.simulators[nid].stats.checkpoint_loads for nid in sdxl_nodes}
+            assert not spec_queued(h.rec), "speculation is off: nothing speculative ran"
+            await h.svc.vote(s.id, drafts.image(1).image.id, "alice", 1)
+            await h.svc.advance(s.id, "alice")
+            await h.current_done(s.id)
+            after = {nid: sim.simulators[nid].stats.checkpoint_loads for nid in sdxl_nodes}
+            assert after == loads, "the refined stage paid no checkpoint load"
+    finally:
+        await sim.stop()

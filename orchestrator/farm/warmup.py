@@ -1,0 +1,125 @@
+"""
+Warm-up: an idle node loads the checkpoint the next stage will need, so that stage pays no load.
+
+The cheapest graph ComfyUI accepts that makes a node hold a checkpoint: ComfyUI refuses a prompt without an output
+node (`prompt_no_outputs`) and runs only what an output node depends on, so the checkpoint's VAE decodes an empty
+64x64 latent into a PreviewImage (a temp file, nothing saved). A warm-up runs in idle time only: real work that
+needs the node stops it (interrupt, or taken off the node's queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.comfy.protocol import ExecutionError, ExecutionInterrupted, ExecutionSuccess
+from orchestrator.errors import ComfyError
+from orchestrator.farm.registry import Node, Registry
+
+log = logging.getLogger(__name__)
+
+#: a warm-up that has not loaded its checkpoint by then is given up (the next stage just pays the load)
+WARMUP_TIMEOUT_S = 120.0
+
+
+def warmup_graph(checkpoint: str) -> dict[str, Any]:
+    """The smallest prompt that makes a node load `checkpoint` (its VAE decodes a blank 64x64 latent)."""
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+        "2": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "3": {"class_type": "VAEDecode", "inputs": {"samples": ["2", 0], "vae": ["1", 2]}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+    }
+
+
+@dataclass(slots=True, eq=False)
+class _Warming:
+    checkpoint: str
+    task: asyncio.Task[None]
+
+
+class Warmer:
+    """The warm-ups under way, one per node at most; tells the registry which checkpoint a node holds after one."""
+
+    def __init__(self, registry: Registry, on_end: Callable[[], None]) -> None:
+        self.registry = registry
+        self._on_end = on_end
+        self._warming: dict[str, _Warming] = {}
+        #: warm-ups that loaded their checkpoint
+        self.done = 0
+        #: set whenever a warm-up ends (for whoever waits on the checkpoints nodes hold)
+        self.changed = asyncio.Event()
+
+    def busy(self, node_id: str) -> bool:
+        """True while a warm-up runs on the node."""
+        return node_id in self._warming
+
+    def start(self, node: Node, checkpoint: str) -> None:
+        """Load `checkpoint` on an idle node."""
+        if node.id in self._warming:
+            return
+        task = asyncio.create_task(self._run(node, checkpoint), name=f"warmup-{node.id}")
+        self._warming[node.id] = _Warming(checkpoint, task)
+        task.add_done_callback(functools.partial(self._ended, node.id))
+
+    def stop(self, node_id: str) -> None:
+        """Real work needs the node: stop its warm-up (the prompt comes off the node)."""
+        w = self._warming.get(node_id)
+        if w is not None and not w.task.done():
+            w.task.cancel()
+
+    async def close(self) -> None:
+        """Stop every warm-up."""
+        tasks = [w.task for w in self._warming.values()]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    def _ended(self, node_id: str, task: asyncio.Task[None]) -> None:  # a done callback
+        w = self._warming.get(node_id)
+        if w is not None and w.task is task:
+            del self._warming[node_id]
+        self.changed.set()
+        self._on_end()
+
+    async def _run(self, node: Node, checkpoint: str) -> None:
+        prompt_id: str | None = None
+        try:
+            accepted = await node.client.submit(warmup_graph(checkpoint))
+            prompt_id = accepted.prompt_id
+            watch = node.client.watch(prompt_id)
+            try:
+                async with asyncio.timeout(WARMUP_TIMEOUT_S):
+                    async for ev in watch:
+                        if isinstance(ev, ExecutionSuccess):
+                            self.registry.record_checkpoint(node.id, checkpoint)
+                            self.done += 1
+                            log.info("♨ node=%s holds %s (warmed up while people vote)", node.id, checkpoint)
+                            return
+                        if isinstance(ev, (ExecutionError, ExecutionInterrupted)):
+                            return
+            finally:
+                watch.close()
+        except asyncio.CancelledError:
+            if prompt_id is not None:
+                await asyncio.shield(self._remove(node, prompt_id))
+            raise
+        except (ComfyError, OSError, TimeoutError) as e:
+            log.info("node=%s: warm-up of %s given up (%s)", node.id, checkpoint, e)
+
+    async def _remove(self, node: Node, prompt_id: str) -> None:
+        try:
+            q = await node.client.queue()
+            if prompt_id in q.running:
+                await node.client.interrupt(prompt_id)
+            elif prompt_id in q.pending:
+                await node.client.delete_queued([prompt_id])
+        except (ComfyError, OSError):
+            log.debug("node=%s could not stop warm-up prompt %s", node.id, prompt_id)
