@@ -374,7 +374,7 @@ class Orchestrator:
     def speculation_stats(self) -> SpeculationStats:
         """Speculative work since start (voting time): useful and wasted GPU-seconds, jobs adopted and cancelled."""
         sched = self._scheduler
-        return sched.speculation.snapshot(sched.warmer.done) if sched is not None else SpeculationStats()
+        return sched.speculation.snapshot(sched.lane.warmer.done) if sched is not None else SpeculationStats()
 
     async def set_server_speculation(self, server_id: str, enabled: bool) -> None:
         """Turn speculative stages on or off for one server (a Discord guild); the global setting still rules."""

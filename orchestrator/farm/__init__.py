@@ -29,6 +29,9 @@ On the side:
 - a failed run comes back to the scheduler, which judges it (settling.py): retry on another node, or fail;
 - recovery.py, once at start: jobs a previous process left on a node are adopted, re-attached or requeued;
 - backups.py + racing.py: an idle node copies a straggler; the first copy to deliver wins, the other stops;
+- speculative.py + idle_lane.py + warmup.py: the idle-only lane (voting time): speculative jobs run only when no
+  real job a node can run waits, are preempted for real work (the losing-copy way), and are adopted by a stage at
+  Continue; idle nodes load the next stage's checkpoint;
 - reconciler.py, every few seconds and whenever a node goes up or down: compares the DB's unfinished jobs
   with the job table and heals every difference (each heal is a bug found; a fault-free run heals nothing).
 """

@@ -23,8 +23,9 @@ from typing import Any
 from orchestrator.config import SchedulerSettings
 from orchestrator.db import Database
 from orchestrator.errors import NoCapableNode
-from orchestrator.events import EventBus, JobFinished, JobQueued, NodeHealthChanged
+from orchestrator.events import EventBus, JobQueued, NodeHealthChanged
 from orchestrator.farm import router
+from orchestrator.farm.idle_lane import IdleLane
 from orchestrator.farm.job_runner import JobRunner, Stalled
 from orchestrator.farm.job_state import transition
 from orchestrator.farm.job_table import Batch, JobTable, Run
@@ -33,8 +34,7 @@ from orchestrator.farm.reconciler import Reconciler
 from orchestrator.farm.recovery import Recovery
 from orchestrator.farm.registry import Node, Registry
 from orchestrator.farm.settling import Settler
-from orchestrator.farm.speculative import SpeculationLedger, is_speculative_batch
-from orchestrator.farm.warmup import Warmer
+from orchestrator.farm.speculative import is_speculative_batch
 from orchestrator.models import GenerationParams, ImageRecord, Job, JobSpec, JobStatus, Mode
 from orchestrator.store import ImageStore
 from orchestrator.supervisor import Supervisor
@@ -84,10 +84,9 @@ class Scheduler:
         self.reconciler = Reconciler(db, self.table, self._judge_orphan_run)
         self.settler = Settler(registry, self.table, self.runner, bus)
         self.racing = Racing(registry, self.table, settings, self.settler, self._start_run)
-        #: speculative GPU-seconds and jobs (voting time), useful and wasted
-        self.speculation = SpeculationLedger()
-        #: checkpoint loads on idle nodes ahead of the next stage
-        self.warmer = Warmer(registry, self.table.wake_all)
+        #: the idle-only lane (voting time): adoption, preemption, warm-ups, speculative GPU-seconds
+        self.lane = IdleLane(registry, db, bus, self.table)
+        self.speculation = self.lane.ledger
         self._aux: set[asyncio.Task[None]] = set()
         self._closing = False
         # Subscribed now, not in start(): a node that changes health while recovery runs is heard too.
@@ -138,7 +137,7 @@ class Scheduler:
         for name in [f"pull-{nid}" for nid in self.registry.nodes] + [RECONCILER_TASK, HEALTH_TASK]:
             await self.supervisor.cancel(name)
         self._health.close()
-        await self.warmer.close()
+        await self.lane.warmer.close()
         tasks = list(self._aux)
         for runs in self.running.values():
             tasks += [r.task for r in runs.values() if r.task is not None]
@@ -296,65 +295,6 @@ class Scheduler:
         self.table.wake_all()
         return True
 
-    async def adopt(self, job_id: str, batch_id: str, spec: JobSpec) -> bool:
-        """
-        Make a speculative job the job `spec` of batch `batch_id` (a stage at Continue), queued, running or done.
-
-        False when it cannot be (it failed or was cancelled, or is no speculative job): submit the spec instead.
-        Reserve the id in the batch first (`submit(reserve=...)`); `release` a refused one after its replacement.
-        """
-        table = self.table
-        b = self.batches.get(batch_id)
-        assert b is not None, "adopt into a batch opened by submit(reserve=...)"
-        row = await self.db.get_job(job_id)
-        known = table.is_known(job_id)
-        if row is None or not is_speculative_batch(row.batch_id) or not (known or row.status is JobStatus.DONE):
-            return False
-        if row.status.terminal and row.status is not JobStatus.DONE and not known:
-            return False
-        old = self.batches.get(row.batch_id)
-        if known:
-            ended = table.ending.get(job_id)
-            if ended is not None and ended.status is not JobStatus.DONE:
-                return False  # being cancelled or failed right now
-            # Memory first: from here every copy of the job in flight is announced as the stage's.
-            table.adopted[job_id] = (batch_id, spec)
-            table.speculative.discard(job_id)
-            if job_id in table.queued:
-                table.queued[job_id] = table.current(table.queued[job_id])
-            now = time.monotonic()
-            for _, r in table.runs_of(job_id):
-                if r.started is not None:
-                    self.speculation.ran(job_id, now - r.started)
-            self.speculation.adopt(job_id)
-            if old is not None:
-                old.job_ids.discard(job_id)
-            await table.retrying(f"adopt {job_id[:8]}", lambda: self.db.adopt_job(job_id, batch_id, spec))
-            table.wake_all()
-            return True
-        # Done already: its image becomes the stage's and is announced as any of the stage's would be.
-        table.adopted[job_id] = (batch_id, spec)
-        self.speculation.adopt(job_id)
-        if old is not None:
-            old.job_ids.discard(job_id)
-            old.terminal.discard(job_id)
-        await table.retrying(f"adopt {job_id[:8]}", lambda: self.db.adopt_job(job_id, batch_id, spec))
-        image = await self.db.image(job_id)
-        done = table.current(row)
-        if image is not None:
-            self.bus.publish(JobFinished(job_id, batch_id, image, spec.session_id, spec.stage_id))
-        table.mark_terminal(done)
-        return True
-
-    def release(self, batch_id: str, job_ids: Sequence[str]) -> None:
-        """Free places reserved for adoptions that were refused (replacements are submitted first)."""
-        b = self.batches.get(batch_id)
-        if b is None:
-            return
-        b.job_ids -= set(job_ids)
-        if b.job_ids:
-            self.table.announce_if_complete(batch_id)
-
     def jobs_in_flight(self, node_id: str) -> list[Job]:
         """The jobs running (or posted) on a node now, in launch order."""
         return [r.job for r in self.running[node_id].values()]
@@ -421,51 +361,14 @@ class Scheduler:
         real = [j for j in self.queued.values() if j.id not in spec]
         job = router.choose_job(node.id, real, self._views(real_only=True)) if real else None
         if job is not None:
-            self._preempt(node)
+            self.lane.preempt(node)
             return job
         if any(router.can_run(node.config, node.stats, j) for j in real):
             return None  # real work waits for it (the router leaves it to a faster node for now)
-        if self.running[node.id] or self.warmer.busy(node.id):
+        if self.running[node.id] or self.lane.warmer.busy(node.id):
             return None  # idle-only: a speculative job never queues behind anything on a node
         idle = [j for j in self.queued.values() if j.id in spec]
         return router.choose_job(node.id, idle, self._views()) if idle else None
-
-    def warm_up(self, specs: Sequence[JobSpec]) -> int:
-        """
-        Load the checkpoint these (next stage's) jobs need on the idle nodes the router would give them to.
-
-        Idle time only: a node with work, or with real work it could take waiting, is left alone, and real work
-        arriving stops a warm-up. Returns how many warm-ups started.
-        """
-        started = 0
-        by_model: dict[str, list[Job]] = {}
-        for s in specs:
-            if s.params.model_name:
-                by_model.setdefault(s.params.model_name, []).append(Job(id="probe", batch_id="probe", spec=s))
-        real = [j for j in self.queued.values() if j.id not in self.table.speculative]
-        for model, probes in by_model.items():
-            probe = probes[0]
-            nodes = [n for n in self.registry if router.can_run(n.config, n.stats, probe)]
-            # The nodes the router would use first for these jobs: the fastest for them.
-            nodes.sort(key=lambda n: router.run_seconds(n.config, n.stats, probe))
-            for node in nodes[: len(probes)]:
-                if node.stats.loaded_checkpoint == model or self.running[node.id] or self.warmer.busy(node.id):
-                    continue
-                if any(router.can_run(node.config, node.stats, j) for j in real):
-                    continue
-                self.warmer.start(node, model)
-                started += 1
-        return started
-
-    def _preempt(self, node: Node) -> None:
-        self.warmer.stop(node.id)
-        for r in list(self.running[node.id].values()):
-            if r.job.id in self.table.speculative and not r.rendered and r.task is not None and not r.task.done():
-                log.info("⏏ speculative job=%s stops on node=%s: real work needs it", r.job.id[:8], node.id)
-                r.preempted = True
-                r.abandon = "real work needs its node"
-                self.speculation.preempted += 1
-                r.task.cancel()
 
     def _launch(self, node: Node, job: Job) -> None:
         del self.queued[job.id]

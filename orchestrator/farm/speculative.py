@@ -56,9 +56,14 @@ class SpeculationLedger:
         self.preempted = 0
         #: GPU-seconds spent so far on each unadopted speculative job (decided at adoption or at its end)
         self._pending: dict[str, float] = {}
+        #: jobs dropped already: a run of theirs that still ends (its image was being stored) is wasted at once
+        self._dropped: set[str] = set()
 
     def ran(self, job_id: str, seconds: float) -> None:
         """A speculative run of `job_id` used a GPU for `seconds` (its outcome is decided later)."""
+        if job_id in self._dropped:
+            self.wasted_gpu_s += max(0.0, seconds)
+            return
         self._pending[job_id] = self._pending.get(job_id, 0.0) + max(0.0, seconds)
 
     def adopt(self, job_id: str) -> None:
@@ -68,6 +73,7 @@ class SpeculationLedger:
 
     def discard(self, job_id: str) -> None:
         """The job was cancelled or left over: what it ran was wasted."""
+        self._dropped.add(job_id)
         self.wasted_gpu_s += self._pending.pop(job_id, 0.0)
 
     def snapshot(self, warmups: int = 0) -> SpeculationStats:

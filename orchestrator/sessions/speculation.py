@@ -251,7 +251,7 @@ class Speculator:
         data = StageData(StageKind.STAGE, parents=(ParentShare(view.images[0].image.id, count),), prev=st.id,
                          seed=st.data.next_seed)  # fmt: skip
         plan = await self.ctx.planner.plan(row, st.idx + 1, data, stage_id="")
-        self.ctx.scheduler.warm_up(plan.specs)
+        self.ctx.scheduler.lane.warm_up(plan.specs)
 
     async def predict(self, session_id: str) -> Prediction | None:
         """What Continue would run now, or None when the session is not one to speculate for."""

@@ -111,12 +111,12 @@ class StageWriter:
         ctx.bus.publish(StageStarted(rec.id, st.id, st.name, st.idx, len(prepared.specs)))
         refused = []
         for i, job_id in adopt.items():
-            if not await ctx.scheduler.adopt(job_id, st.id, prepared.specs[i]):
+            if not await ctx.scheduler.lane.adopt(job_id, st.id, prepared.specs[i]):
                 refused.append((i, job_id))
         if refused:
             # Failed or cancelled meanwhile: those images are queued as any other (then their places are freed).
             await ctx.scheduler.submit([prepared.specs[i] for i, _ in refused], batch_id=st.id)
-            ctx.scheduler.release(st.id, [job_id for _, job_id in refused])
+            ctx.scheduler.lane.release(st.id, [job_id for _, job_id in refused])
         log.info(
             "session=%s stage=%s %s: %d images queued, %d adopted from speculation",
             rec.id, st.id[:8], st.name, len(prepared.specs) - len(adopt) + len(refused), len(adopt) - len(refused),

@@ -13,6 +13,7 @@ from bot.views.gallery import GalleryMode, gallery_view
 from bot.views.suggestion import suggestion_view
 from orchestrator.events import JobFinished, JobProgress, JobRetried, JobStarted
 from orchestrator.models import ImageRecord
+from orchestrator.service import FarmHealth
 from orchestrator.sessions.models import (
     ConceptState,
     Flow,
@@ -234,6 +235,22 @@ def test_progress_content_shows_bar_nodes_eta_and_failover():
     assert "1/4" in text and "moved from gpu-a to gpu-b (node down)" in text
     assert "ETA ~6 s" in text
     assert len(text) <= limits.MAX_CONTENT
+
+
+def test_progress_says_the_next_stage_is_being_prepared_only_once_the_stage_is_done():
+    tr = StageProgress("s", "st", "drafts", 0, 1)
+    tr.speculating = True
+    assert render.SPECULATING_TEXT not in render.progress_content(tr.snapshot()), "still rendering: not yet"
+    tr.finished = True
+    assert "preparing the next stage from the current votes" in render.progress_content(tr.snapshot())
+    tr.speculating = False
+    assert render.SPECULATING_TEXT not in render.progress_content(tr.snapshot())
+
+
+def test_gpus_footer_shows_speculative_gpu_seconds():
+    health = FarmHealth(speculative_useful_s=12.4, speculative_wasted_s=3.2)
+    footer = render.gpus_embed([], health).footer.text or ""
+    assert "12 useful" in footer and "3 wasted" in footer
 
 
 def test_progress_bar():

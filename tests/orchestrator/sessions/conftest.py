@@ -109,11 +109,17 @@ class Harness:
         return next(e for e in self.rec.events if match(e))
 
 
+def on_backend(config: Config) -> Config:
+    """`config` with the current test's database (its SQLite file, or the PostgreSQL database of this run)."""
+    if not _DATABASE:
+        return config
+    return config.with_settings(storage=replace(config.settings.storage, database=_DATABASE))
+
+
 @asynccontextmanager
 async def running(config: Config):
     """An Orchestrator on `config` (on the test's backend), and a Database of the tests' own on the same store."""
-    if _DATABASE:
-        config = config.with_settings(storage=replace(config.settings.storage, database=_DATABASE))
+    config = on_backend(config)
     orch = Orchestrator(config)
     rec = Recorder(orch.bus)  # before start(), so events of a resumed session are seen too
     await orch.start()

@@ -17,7 +17,7 @@ from orchestrator.sessions.records import (
     StageRecord,
     is_final,
 )
-from tests.orchestrator.sessions.conftest import running
+from tests.orchestrator.sessions.conftest import on_backend, running
 
 # Rows exactly as the engine before typed state wrote them (keys, nesting, [[id, n]] parents, a `history`).
 OLD_CONCEPT_SESSION = {
@@ -113,9 +113,8 @@ def test_final_stages_are_told_by_kind_not_by_name():
 
 async def test_a_session_written_by_the_earlier_engine_is_read_moved_and_written_back(farm):
     now = time.time()
-    path = farm.settings.storage.db_path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = Database(path)
+    farm.settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(on_backend(farm).settings.storage.database_target)
     await db.open()
     settings = {"family": None, "aspect": "1:1", "count": None, "seed": None, "steps": None, "checkpoint": None}
     await db.insert_session(

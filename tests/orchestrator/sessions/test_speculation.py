@@ -199,7 +199,7 @@ async def test_warm_up_loads_the_next_checkpoint_while_people_vote(tmp_path):
             def warmed() -> bool:
                 return sum(1 for n in h.orch.farm_status() if n.loaded_checkpoint == sdxl) == len(sdxl_nodes)
 
-            warmer = h.orch._sched.warmer
+            warmer = h.orch._sched.lane.warmer
             async with asyncio.timeout(30):
                 while not warmed():
                     warmer.changed.clear()
@@ -215,3 +215,36 @@ async def test_warm_up_loads_the_next_checkpoint_while_people_vote(tmp_path):
             assert after == loads, "the refined stage paid no checkpoint load"
     finally:
         await sim.stop()
+
+
+async def test_no_speculation_when_off_for_the_server_or_the_session_rules_move_it_on(farm):
+    async with running(farm) as h:
+        spec = h.orch._engine.speculation
+        s = await h.svc.create_session(
+            SessionRequest(Flow.DRAFT_GRID, "alice", "a lighthouse --seed 9", server_id="guild-1")
+        )
+        drafts = await h.current_done(s.id)
+        await h.svc.vote(s.id, drafts.image(1).image.id, "alice", 1)
+        assert await spec.predict(s.id) is not None
+        assert await h.svc.server_speculation("guild-1")
+        await h.svc.set_server_speculation("guild-1", False)
+        assert not await h.svc.server_speculation("guild-1")
+        assert await spec.predict(s.id) is None, "off for this server"
+        assert await h.svc.server_speculation("guild-2"), "other servers keep it"
+        await h.svc.set_server_speculation("guild-1", True)
+        assert await spec.predict(s.id) is not None
+        await h.svc.set_rules(s.id, "alice", quorum=3)
+        assert await spec.predict(s.id) is None, "a quorum moves the session on by itself"
+        await h.svc.set_rules(s.id, "alice")
+        assert await spec.predict(s.id) is not None
+
+
+async def test_speculation_off_globally_submits_nothing(tmp_path):
+    config = small_config(tmp_path).with_settings(speculation=SpeculationSettings(enabled=False, warmup=False))
+    async with serve(config) as bound, running(bound) as h:
+        s, _ = await drafts_with_vote(h)
+        assert await h.orch._engine.speculation.predict(s.id) is None
+        refined = await h.svc.advance(s.id, "alice")
+        await h.current_done(s.id)
+        assert len([e for e in h.rec.of(JobQueued) if e.batch_id == refined.id]) == 3
+        assert not spec_queued(h.rec) and h.orch.speculation_stats().submitted == 0
