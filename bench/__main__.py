@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 FAULTS_SECTION = "## Faults (make soak)"
 VOTING_SECTION = "## Voting time"
 TIMELINE_PNG = "voting_timeline.png"
+MORE_PNG = "voting_timeline_more.png"
 
 
 def fmt_nodes(run: StageRun) -> str:
@@ -110,9 +111,10 @@ def old_section(text: str, heading: str) -> str | None:
 async def voting_rows(args: argparse.Namespace, work: Path, seed: list[StageRun] | None) -> list[str]:
     if seed is None:  # the funnel table was skipped: the whole-funnel comparison still needs the seed's split
         seed = await seed_funnel(args.time_scale, work / "seed")
-    picture = None if args.no_write else HERE / TIMELINE_PNG
-    result = await voting(args.time_scale, work / "voting", [r.wall for r in seed], picture)
-    return voting_section(result, TIMELINE_PNG if picture else None)
+    pictures = (None, None) if args.no_write else (HERE / TIMELINE_PNG, HERE / MORE_PNG)
+    result = await voting(args.time_scale, work / "voting", [r.wall for r in seed], *pictures)
+    names = (None, None) if args.no_write else (TIMELINE_PNG, MORE_PNG)
+    return voting_section(result, *names)
 
 
 async def main_async(args: argparse.Namespace, old: str) -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import pairwise
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -42,7 +43,10 @@ class JobSpan:
     start: float
     end: float
     kind: SpanKind
+    #: the checkpoint family, or "upscale"
     label: str
+    user_id: str | None = None
+    job_id: str = ""
 
 
 def span_kind(job: Job, stage_opened: float | None) -> SpanKind:
@@ -60,11 +64,12 @@ def span_kind(job: Job, stage_opened: float | None) -> SpanKind:
     return SpanKind.REAL
 
 
-async def read_spans(target: Path | str) -> list[JobSpan]:
-    """Every job that ran on a node, from the DB at `target` (the facade has no DB: read it directly).
+async def read_spans(target: Path | str, starts: Sequence[tuple[str, str, float]] = ()) -> list[JobSpan]:
+    """
+    Every job that ran on a node, from the DB at `target` (the facade has no DB: read it directly).
 
-    A job's row keeps its last run only: a speculative run preempted by real work and run again later shows as
-    that later run.
+    A job's row keeps its last run only; `starts` (see interrupted_runs) adds the speculative runs that real work
+    interrupted.
     """
     db = Database(target)
     await db.open()
@@ -82,10 +87,15 @@ async def read_spans(target: Path | str) -> list[JobSpan]:
         if j.node_id is None or j.started_at is None:
             continue
         end = j.finished_at if j.finished_at is not None else j.started_at
-        label = "upscale" if j.params.mode is Mode.UPSCALE else j.params.family.value
+        label = _label(j)
         kind = span_kind(j, opened.get(j.spec.stage_id or ""))
-        spans.append(JobSpan(j.node_id, j.started_at, end, kind, label))
-    return spans
+        spans.append(JobSpan(j.node_id, j.started_at, end, kind, label, j.spec.user_id, j.id))
+    labels = {j.id: _label(j) for j in jobs}
+    return spans + interrupted_runs(spans, starts, labels)
+
+
+def _label(job: Job) -> str:
+    return "upscale" if job.params.mode is Mode.UPSCALE else job.params.family.value
 
 
 Panel = tuple[str, float, Sequence[JobSpan], Sequence[tuple[float, str]]]
@@ -148,3 +158,36 @@ def draw_timeline(path: Path, panels: Sequence[Panel]) -> None:
         lx += 140
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, "PNG", optimize=True)
+
+
+def interrupted_runs(
+    spans: Sequence[JobSpan], starts: Sequence[tuple[str, str, float]], labels: Mapping[str, str]
+) -> list[JobSpan]:
+    """
+    Speculative runs that real work interrupted, which the job rows forget (the job is queued again).
+
+    `starts`: (job id, node id, epoch seconds) of each speculative run's JobStarted event. A start that is not
+    the run its job's row recorded lasted until the next run on its GPU (the real work that took the GPU).
+    """
+    out = []
+    for job_id, node_id, at in starts:
+        # The event reaches the bench a moment after the row's start time was taken.
+        if any(sp.job_id == job_id and sp.node_id == node_id and abs(sp.start - at) < 0.25 for sp in spans):
+            continue
+        later = [sp.start for sp in spans if sp.node_id == node_id and sp.start > at]
+        if later:
+            out.append(JobSpan(node_id, at, min(later), SpanKind.WASTED, labels.get(job_id, "?"), None, job_id))
+    return out
+
+
+def loads_before(spans: Sequence[JobSpan], user_id: str) -> int:
+    """How many of a user's runs followed, on their GPU, a run of another checkpoint family (a model load each)."""
+    loads = 0
+    by_node: dict[str, list[JobSpan]] = {}
+    for sp in sorted(spans, key=lambda sp: sp.start):
+        by_node.setdefault(sp.node_id, []).append(sp)
+    for runs in by_node.values():
+        for prev, cur in pairwise(runs):
+            if cur.user_id == user_id and prev.label != cur.label:
+                loads += 1
+    return loads
