@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import pairwise
@@ -64,12 +64,19 @@ def span_kind(job: Job, stage_opened: float | None) -> SpanKind:
     return SpanKind.REAL
 
 
-async def read_spans(target: Path | str, starts: Sequence[tuple[str, str, float]] = ()) -> list[JobSpan]:
-    """
-    Every job that ran on a node, from the DB at `target` (the facade has no DB: read it directly).
+#: a run's start as the bus announced it: (job id, node id, epoch seconds)
+Start = tuple[str, str, float]
 
-    A job's row keeps its last run only; `starts` (see interrupted_runs) adds the speculative runs that real work
-    interrupted.
+
+async def read_spans(target: Path | str, starts: Sequence[Start] = ()) -> list[JobSpan]:
+    """
+    Every run of a job on a node, from the DB at `target` (the facade has no DB: read it directly).
+
+    A job's row holds its status, batch and stage, its node and its end, but only one start: a speculative run that
+    real work interrupted leaves the row (the job is queued again) and a run after it keeps the first start until
+    its result is written. With `starts` (every JobStarted the bench saw), each run is drawn from its own start:
+    an earlier run of a job lasted until its GPU started something else (it was interrupted, so wasted), its last
+    run until the row's end.
     """
     db = Database(target)
     await db.open()
@@ -82,16 +89,37 @@ async def read_spans(target: Path | str, starts: Sequence[tuple[str, str, float]
                 opened[sid] = row.created_at
     finally:
         await db.close()
+    runs: dict[str, list[tuple[str, float]]] = {}
+    for job_id, node_id, at in sorted(starts, key=lambda st: st[2]):
+        runs.setdefault(job_id, []).append((node_id, at))
+    by_node: dict[str, list[float]] = {}
+    for _, node_id, at in starts:
+        by_node.setdefault(node_id, []).append(at)
+    stop = max([j.finished_at or 0.0 for j in jobs] + [at for _, _, at in starts] + [0.0])
+
+    def next_on(node_id: str, after: float) -> float:
+        return min((t for t in by_node.get(node_id, ()) if t > after), default=stop)
+
     spans = []
     for j in jobs:
-        if j.node_id is None or j.started_at is None:
-            continue
-        end = j.finished_at if j.finished_at is not None else j.started_at
-        label = _label(j)
         kind = span_kind(j, opened.get(j.spec.stage_id or ""))
-        spans.append(JobSpan(j.node_id, j.started_at, end, kind, label, j.spec.user_id, j.id))
-    labels = {j.id: _label(j) for j in jobs}
-    return spans + interrupted_runs(spans, starts, labels)
+        label = _label(j)
+        seen = runs.get(j.id)
+        if not seen:
+            if j.node_id is not None and j.started_at is not None:
+                end = j.finished_at if j.finished_at is not None else j.started_at
+                spans.append(JobSpan(j.node_id, j.started_at, end, kind, label, j.spec.user_id, j.id))
+            continue
+        for i, (node_id, at) in enumerate(seen):
+            last = i == len(seen) - 1
+            if last and j.finished_at is not None and j.finished_at > at:
+                end, run_kind = j.finished_at, kind
+            elif last and j.status in ACTIVE:
+                end, run_kind = next_on(node_id, at), kind  # still running when the run ended
+            else:
+                end, run_kind = next_on(node_id, at), SpanKind.WASTED  # interrupted: done again elsewhere or later
+            spans.append(JobSpan(node_id, at, end, run_kind, label, j.spec.user_id, j.id))
+    return spans
 
 
 def _label(job: Job) -> str:
@@ -158,26 +186,6 @@ def draw_timeline(path: Path, panels: Sequence[Panel]) -> None:
         lx += 140
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, "PNG", optimize=True)
-
-
-def interrupted_runs(
-    spans: Sequence[JobSpan], starts: Sequence[tuple[str, str, float]], labels: Mapping[str, str]
-) -> list[JobSpan]:
-    """
-    Speculative runs that real work interrupted, which the job rows forget (the job is queued again).
-
-    `starts`: (job id, node id, epoch seconds) of each speculative run's JobStarted event. A start that is not
-    the run its job's row recorded lasted until the next run on its GPU (the real work that took the GPU).
-    """
-    out = []
-    for job_id, node_id, at in starts:
-        # The event reaches the bench a moment after the row's start time was taken.
-        if any(sp.job_id == job_id and sp.node_id == node_id and abs(sp.start - at) < 0.25 for sp in spans):
-            continue
-        later = [sp.start for sp in spans if sp.node_id == node_id and sp.start > at]
-        if later:
-            out.append(JobSpan(node_id, at, min(later), SpanKind.WASTED, labels.get(job_id, "?"), None, job_id))
-    return out
 
 
 def loads_before(spans: Sequence[JobSpan], user_id: str) -> int:

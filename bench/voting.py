@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.farm import sim_farm
-from bench.timeline import JobSpan, SpanKind, draw_timeline, loads_before, read_spans
+from bench.timeline import JobSpan, SpanKind, Start, draw_timeline, loads_before, read_spans
 from orchestrator.config import Config, StorageSettings
 from orchestrator.events import Event, JobStarted, SessionEnded, StageDone
-from orchestrator.farm.speculative import SpeculationStats, is_speculative_batch
+from orchestrator.farm.speculative import SpeculationStats
 from orchestrator.models import Family, TaskKind
 from orchestrator.service import GenerateRequest, Orchestrator
 from orchestrator.sessions.models import Flow, SessionRequest
@@ -88,8 +88,8 @@ class FunnelRun:
     marks: list[tuple[float, str]] = field(default_factory=list)
     t0: float = 0.0
     other_makespan: float | None = None
-    #: (job id, node id, when) of each speculative run's start, from the bus
-    spec_starts: list[tuple[str, str, float]] = field(default_factory=list)
+    #: (job id, node id, when) of each run's start, from the bus
+    starts: list[Start] = field(default_factory=list)
 
 
 @dataclass
@@ -114,23 +114,21 @@ class Watcher:
     def __init__(self, orch: Orchestrator) -> None:
         self._sub = orch.bus.subscribe(accept=self._wanted)
         self.done: dict[str, float] = {}
-        #: (job id, node id, when) of every speculative run's start, for runs the job rows forget
-        self.spec_starts: list[tuple[str, str, float]] = []
+        #: (job id, node id, when) of every run's start, for the runs the job rows forget
+        self.starts: list[Start] = []
         self.ended: dict[str, float] = {}
         self._changed = asyncio.Condition()
         self._task = asyncio.create_task(self._run(), name="bench-watcher")
 
     @staticmethod
     def _wanted(ev: Event) -> bool:
-        return isinstance(ev, StageDone | SessionEnded) or (
-            isinstance(ev, JobStarted) and is_speculative_batch(ev.batch_id)
-        )
+        return isinstance(ev, StageDone | SessionEnded | JobStarted)
 
     async def _run(self) -> None:
         async for ev in self._sub:
             now = time.time()
             if isinstance(ev, JobStarted):
-                self.spec_starts.append((ev.job_id, ev.node_id, now))
+                self.starts.append((ev.job_id, ev.node_id, now))
             elif isinstance(ev, StageDone):
                 self.done.setdefault(ev.stage_id, now)
             elif isinstance(ev, SessionEnded):
@@ -222,7 +220,7 @@ async def _funnel(
         run.spec = orch.speculation_stats()
     finally:
         await watcher.close()
-        run.spec_starts = watcher.spec_starts
+        run.starts = watcher.starts
 
 
 async def _other_user(orch: Orchestrator, at: float, run: FunnelRun) -> float:
@@ -258,7 +256,7 @@ async def _one(
         cfg = with_speculation(cfg, on, SETTLE_S * scale).with_settings(storage=StorageSettings(data_dir=work / name))
         async with Orchestrator(cfg) as orch:
             await _funnel(orch, scripts, VOTE_S * scale, run, other_user_at=other_user_at)
-        run.spans = await read_spans(cfg.settings.storage.database_target, run.spec_starts)
+        run.spans = await read_spans(cfg.settings.storage.database_target, run.starts)
     return run
 
 
@@ -404,8 +402,9 @@ def section(r: VotingResult, picture_name: str | None, more_name: str | None = N
             "(bottom), each from its /draft: real jobs, adopted ones (rendered speculatively, then taken by "
             "Continue as the stage's), wasted ones (speculative, cancelled or never adopted), speculative ones "
             "still undecided when the run ended, and idle time; the lines mark the stages' last images and "
-            "Continue. Drawn from the job rows (node, started, finished), which keep a job's last run only: a run "
-            "interrupted by real work and the warm-up loads (no job rows) are not drawn.",
+            "Continue. Drawn from the job rows (status, batch, stage, node, end) and the JobStarted events (a row "
+            "keeps one start only): a run interrupted by real work lasts until its GPU starts that work. Warm-up "
+            "loads have no job row and are not drawn (their count is in the line above).",
         ]
     # ---- changed mind
     c_on = r.changed_on
