@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import math
 import sys
@@ -37,12 +38,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--time-scale", type=float, default=0.25, metavar="X", help="simulated seconds x X (default 0.25)")
     p.add_argument("--prompt", default=PROMPT, help="the prompt (flags such as --ar 16:9 work)")
     p.add_argument("--upscale", action="store_true", help="add the 4x upscale of the final image")
+    p.add_argument(
+        "--vote-pause",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="simulated seconds people vote before Continue (voting time; default 0)",
+    )
+    p.add_argument("--no-speculation", action="store_true", help="no warm-ups or speculative stages while voting")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.time_scale <= 0:
         print("vibes: --time-scale must be > 0", file=sys.stderr)
+        return 2
+    if args.vote_pause < 0:
+        print("vibes: --vote-pause must be >= 0", file=sys.stderr)
         return 2
     out = Path(args.out or Path("out") / time.strftime("demo-%Y%m%d-%H%M%S"))
     return asyncio.run(_demo(args, out))
@@ -51,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
 async def _demo(args: argparse.Namespace, out: Path) -> int:
     config = load(args, out=str(out))
     config = config.with_settings(funnel=replace(config.settings.funnel, final_upscale=bool(args.upscale)))
+    if args.no_speculation:
+        config = config.with_settings(speculation=replace(config.settings.speculation, enabled=False, warmup=False))
     orch = Orchestrator(config, sim=True, time_scale=args.time_scale, ephemeral_ports=True)
     await orch.start()
     sub = orch.bus.subscribe(maxsize=100_000)
@@ -58,6 +72,7 @@ async def _demo(args: argparse.Namespace, out: Path) -> int:
         t0 = time.monotonic()
         result = await _funnel(orch, sub, args)
         result["wall_seconds"] = round(time.monotonic() - t0, 3)
+        result["speculation"] = dataclasses.asdict(orch.speculation_stats())
     finally:
         sub.close()
         await orch.stop()
@@ -65,6 +80,12 @@ async def _demo(args: argparse.Namespace, out: Path) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(f"final image: {result['final'] or 'none'}  ({result['wall_seconds']:.1f}s, data in {out})")
+        spec = result["speculation"]
+        if spec["submitted"] or spec["warmups"]:
+            print(
+                f"voting time: {spec['warmups']} warm-ups, {spec['adopted']}/{spec['submitted']} speculative images "
+                f"adopted, GPU-seconds {spec['useful_gpu_s']:.1f} useful / {spec['wasted_gpu_s']:.1f} wasted"
+            )
     return 0 if result["final"] else 1
 
 
@@ -74,8 +95,10 @@ async def _funnel(svc: Orchestrator, sub: Subscription, args: argparse.Namespace
     counts = [r.count for r in svc.settings.funnel.stages]
     while True:
         view = await svc.current_stage(session.id)
+        started = time.monotonic()
         await _follow(sub, view)
         view = await svc.stage(view.id)
+        waited = time.monotonic() - started
         sheet = await _sheet(svc, session.id, view)
         stages.append(
             {
@@ -91,8 +114,9 @@ async def _funnel(svc: Orchestrator, sub: Subscription, args: argparse.Namespace
                 ],
             }
         )
+        stages[-1]["seconds"] = round(waited, 3)
         if not args.json:
-            print(f"{view.name:<9} {view.delivered}/{view.total} images  sheet: {sheet}")
+            print(f"{view.name:<9} {view.delivered}/{view.total} images in {waited:.1f}s  sheet: {sheet}")
         session = await svc.session(session.id)
         if session.state is SessionState.FINISHED or not view.images:
             break
@@ -104,6 +128,9 @@ async def _funnel(svc: Orchestrator, sub: Subscription, args: argparse.Namespace
             args.interactive = await _ask(svc, session.id, view)
         if not args.interactive:
             await _auto_pick(svc, session.id, view, next_count)
+        if args.vote_pause:
+            # People voting: the farm prepares the next stage meanwhile (unless --no-speculation).
+            await asyncio.sleep(args.vote_pause * args.time_scale)
         await svc.advance(session.id, VOTERS[0])
     final = None
     if session.final_image_id:

@@ -210,7 +210,10 @@ class Speculator:
     async def _submit(self, session_id: str, w: _Watch, keys: Sequence[JobSpec]) -> None:
         sched = self.ctx.scheduler
         batch_id = f"{SPECULATIVE_BATCH_PREFIX}{session_id[:12]}-{uuid.uuid4().hex[:12]}"
-        _, jobs = await sched.submit(list(keys), batch_id=batch_id)
+        # Filed under the session (its images go to the session's folder) but under no stage or owner: no gallery
+        # shows them and no one's quota or fair share counts them until a stage adopts them.
+        specs = [dataclasses.replace(k, session_id=session_id) for k in keys]
+        _, jobs = await sched.submit(specs, batch_id=batch_id)
         for key, job in zip(keys, jobs, strict=True):
             w.jobs[key] = job.id
         log.info("session=%s: %d speculative jobs submitted from the current votes", session_id, len(jobs))

@@ -19,7 +19,9 @@ def test_demo_json_lists_four_stages_with_lineage_and_contact_sheets(tmp_path, c
     rc = main(["demo", "--json", "--out", str(out), "--time-scale", "0.01", "--config", str(ROOT / "config")])
     result = json.loads(capsys.readouterr().out)
     assert rc == 0
-    assert set(result) == {"session", "wall_seconds", "stages", "final"}
+    assert set(result) == {"session", "wall_seconds", "stages", "final", "speculation"}
+    assert set(result["speculation"]) >= {"useful_gpu_s", "wasted_gpu_s", "submitted", "adopted"}
+    assert all(s["seconds"] >= 0 for s in result["stages"])
     assert [(s["name"], len(s["images"])) for s in result["stages"]] == [
         ("drafts", 20),
         ("refined", 8),
