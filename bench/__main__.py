@@ -23,6 +23,7 @@ from orchestrator.service import Orchestrator
 HERE = Path(__file__).resolve().parent
 FAULTS_SECTION = "## Faults (make soak)"
 VOTING_SECTION = "## Voting time"
+OVERHEAD_SECTION = "## Orchestrator overhead"
 TIMELINE_PNG = "voting_timeline.png"
 MORE_PNG = "voting_timeline_more.png"
 
@@ -126,12 +127,13 @@ async def main_async(args: argparse.Namespace, old: str) -> str:
             return splice(old, VOTING_SECTION, "\n".join(rows))
         funnel_rows, seed = await funnel(args.time_scale, work) if not args.skip_funnel else ([], None)
         small_rows = await small_batches(work / "small") if not args.skip_funnel else []
+        # The overhead first: it measures this process's RSS, which the voting runs would leave grown.
+        over_rows = await overhead(work) if not args.skip_overhead else []
         if args.skip_voting:
             kept = old_section(old, VOTING_SECTION)
             vote_rows = kept.splitlines() if kept else []
         else:
             vote_rows = await voting_rows(args, work, seed)
-        over_rows = await overhead(work) if not args.skip_overhead else []
         fb_rows = feedback_rows()
         took = time.perf_counter() - t0
     finally:
@@ -169,7 +171,7 @@ async def main_async(args: argparse.Namespace, old: str) -> str:
         "",
         *vote_rows,
         "",
-        "## Orchestrator overhead",
+        OVERHEAD_SECTION,
         "",
         *over_rows,
         "",
@@ -180,11 +182,14 @@ async def main_async(args: argparse.Namespace, old: str) -> str:
 
 
 def splice(old: str, heading: str, section: str) -> str:
-    """`old` with its `heading` section replaced by `section` (added before the faults table if it had none)."""
+    """`old` with its `heading` section replaced by `section` (added where a full run puts it if it had none)."""
     kept = old_section(old, heading)
     if kept is not None:
         return old.replace(kept, section.rstrip())
-    at = old.find(FAULTS_SECTION)
+    # Where a full run writes it: before the overhead section (else before the faults table, else at the end).
+    at = old.find(OVERHEAD_SECTION)
+    if at < 0:
+        at = old.find(FAULTS_SECTION)
     if at < 0:
         return old.rstrip() + "\n\n" + section.rstrip() + "\n"
     return old[:at] + section.rstrip() + "\n\n" + old[at:]

@@ -132,7 +132,7 @@ WIDTH = 1400
 LEFT = 130
 ROW = 26
 GAP = 6
-TOP_PAD = 34
+TOP_PAD = 46
 
 
 def draw_timeline(path: Path, panels: Sequence[Panel]) -> None:
@@ -153,7 +153,7 @@ def draw_timeline(path: Path, panels: Sequence[Panel]) -> None:
 
     for p, (title, t0, spans, marks) in enumerate(panels):
         top = p * panel_h
-        d.text((10, top + 8), title, fill="black", font=font)
+        d.text((10, top + 4), title, fill="black", font=font)
         for r, node in enumerate(nodes):
             y = top + TOP_PAD + r * (ROW + GAP)
             d.text((10, y + 8), node, fill="black", font=font)
@@ -164,10 +164,14 @@ def draw_timeline(path: Path, panels: Sequence[Panel]) -> None:
                 x0, x1 = x(s.start - t0), max(x(s.end - t0), x(s.start - t0) + 1)
                 d.rectangle((x0, y, x1, y + ROW), fill=COLOURS[s.kind], outline="white")
         bottom = top + TOP_PAD + len(nodes) * (ROW + GAP)
-        for at, label in marks:
+        # Labels of marks close together go on alternate lines so that they stay readable.
+        free_from = [0.0, 0.0]
+        for at, label in sorted(marks):
             mx = x(at - t0)
-            d.line((mx, top + TOP_PAD - 4, mx, bottom), fill="black", width=1)
-            d.text((mx + 2, top + TOP_PAD - 16), label, fill="black", font=font)
+            line = 0 if free_from[0] <= mx else 1
+            d.line((mx, top + TOP_PAD - 4 - 12 * line, mx, bottom), fill="black", width=1)
+            d.text((mx + 2, top + TOP_PAD - 16 - 12 * line), label, fill="black", font=font)
+            free_from[line] = mx + 8 + d.textlength(label, font=font)
     # Time axis (seconds from /draft) and the legend.
     axis_y = panel_h * len(panels)
     d.line((LEFT, axis_y, x(horizon), axis_y), fill="black")
