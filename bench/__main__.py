@@ -1,5 +1,6 @@
-"""`python -m bench` (or `make bench`): the funnel stages by our scheduler and by the seed's even split, the
-orchestrator's overhead, and the feedback rules' quality. Prints a table and writes bench/results.md."""
+"""`python -m bench` (or `make bench`): the funnel stages by our scheduler and by the seed's even split, voting
+time with speculation off and on, the orchestrator's overhead, and the feedback rules' quality. Prints a table
+and writes bench/results.md (and the voting timeline picture)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,18 @@ from pathlib import Path
 from bench.farm import sim_farm
 from bench.overhead import cpu_per_image, loop_lag, queued_memory
 from bench.small_batches import small_batches
-from bench.stages import STAGES, StageRun, lower_bounds, run_even_split, run_ours
-from orchestrator.comfy.client import ComfyClient
+from bench.stages import STAGES, StageRun, lower_bounds, run_ours, seed_funnel
+from bench.voting import section as voting_section, voting
 from orchestrator.config import StorageSettings
 from orchestrator.service import Orchestrator
-from orchestrator.store import ImageStore
-from orchestrator.workflows import WorkflowEngine
 
 HERE = Path(__file__).resolve().parent
 FAULTS_SECTION = "## Faults (make soak)"
 TAKEOVER_SECTION = "## Takeover (make failover)"
+VOTING_SECTION = "## Voting time"
+OVERHEAD_SECTION = "## Orchestrator overhead"
+TIMELINE_PNG = "voting_timeline.png"
+MORE_PNG = "voting_timeline_more.png"
 
 
 def fmt_nodes(run: StageRun) -> str:
@@ -31,10 +34,9 @@ def fmt_nodes(run: StageRun) -> str:
     return " ".join(f"{short.get(k, k)}{v}" for k, v in sorted(run.per_node.items(), key=lambda kv: kv[0]))
 
 
-async def funnel(scale: float, work: Path) -> list[str]:
+async def funnel(scale: float, work: Path) -> tuple[list[str], list[StageRun]]:
     rows = []
     ours: list[StageRun] = []
-    seed: list[StageRun] = []
     bounds = []
     async with sim_farm(scale, work / "sim") as cfg:
         cfg = cfg.with_settings(storage=StorageSettings(data_dir=work / "ours"))
@@ -48,22 +50,7 @@ async def funnel(scale: float, work: Path) -> list[str]:
                 ours.append(run)
                 init = run.paths[0]
     # A fresh farm for the seed's split, so both start with nothing loaded.
-    async with sim_farm(scale, work / "sim2") as cfg:
-        store = ImageStore(work / "even" / "images")
-        engine = WorkflowEngine.load()
-        clients = {n.id: ComfyClient(n.base_url, name=n.id) for n in cfg.nodes}
-        for c in clients.values():
-            await c.start()
-        loaded_seed: dict = {}
-        try:
-            init = None
-            for st in STAGES:
-                run = await run_even_split(clients, cfg, st, init, store, engine, loaded_seed)
-                seed.append(run)
-                init = run.paths[0]
-        finally:
-            for c in clients.values():
-                await c.close()
+    seed = await seed_funnel(scale, work / "even")
     header = (
         "| stage | images | ours (s) | lower bound (s) | ours / bound | continuous bound (s) | seed split (s) "
         "| seed / bound | ours per node | seed per node | loads ours / seed |"
@@ -80,7 +67,7 @@ async def funnel(scale: float, work: Path) -> list[str]:
         f"| **whole funnel** | 32 | {tot_o:.2f} | {tot_b:.2f} | **{tot_o / tot_b:.2f}x** | | {tot_s:.2f} | "
         f"{tot_s / tot_b:.2f}x | | | |"
     )
-    return rows
+    return rows, seed
 
 
 async def overhead(work: Path) -> list[str]:
@@ -114,13 +101,40 @@ def feedback_rows() -> list[str]:
     return format_markdown(report).splitlines()
 
 
-async def main_async(args: argparse.Namespace) -> str:
+def old_section(text: str, heading: str) -> str | None:
+    """A "## ..." section of an earlier results.md (heading to the next "## "), if it has one."""
+    _, found, rest = text.partition(heading)
+    if not found:
+        return None
+    nxt = rest.find("\n## ")
+    return (heading + (rest[:nxt] if nxt >= 0 else rest)).rstrip()
+
+
+async def voting_rows(args: argparse.Namespace, work: Path, seed: list[StageRun] | None) -> list[str]:
+    if seed is None:  # the funnel table was skipped: the whole-funnel comparison still needs the seed's split
+        seed = await seed_funnel(args.time_scale, work / "seed")
+    pictures = (None, None) if args.no_write else (HERE / TIMELINE_PNG, HERE / MORE_PNG)
+    result = await voting(args.time_scale, work / "voting", [r.wall for r in seed], *pictures)
+    names = (None, None) if args.no_write else (TIMELINE_PNG, MORE_PNG)
+    return voting_section(result, *names)
+
+
+async def main_async(args: argparse.Namespace, old: str) -> str:
     work = Path(tempfile.mkdtemp(prefix="vibes-bench-"))
     try:
         t0 = time.perf_counter()
-        funnel_rows = await funnel(args.time_scale, work) if not args.skip_funnel else []
+        if args.voting_only:
+            rows = await voting_rows(args, work, None)
+            return splice(old, VOTING_SECTION, "\n".join(rows))
+        funnel_rows, seed = await funnel(args.time_scale, work) if not args.skip_funnel else ([], None)
         small_rows = await small_batches(work / "small") if not args.skip_funnel else []
+        # The overhead first: it measures this process's RSS, which the voting runs would leave grown.
         over_rows = await overhead(work) if not args.skip_overhead else []
+        if args.skip_voting:
+            kept = old_section(old, VOTING_SECTION)
+            vote_rows = kept.splitlines() if kept else []
+        else:
+            vote_rows = await voting_rows(args, work, seed)
         fb_rows = feedback_rows()
         took = time.perf_counter() - t0
     finally:
@@ -156,7 +170,9 @@ async def main_async(args: argparse.Namespace) -> str:
         "",
         *small_rows,
         "",
-        "## Orchestrator overhead",
+        *vote_rows,
+        "",
+        OVERHEAD_SECTION,
         "",
         *over_rows,
         "",
@@ -166,25 +182,41 @@ async def main_async(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def splice(old: str, heading: str, section: str) -> str:
+    """`old` with its `heading` section replaced by `section` (added where a full run puts it if it had none)."""
+    kept = old_section(old, heading)
+    if kept is not None:
+        return old.replace(kept, section.rstrip())
+    # Where a full run writes it: before the overhead section (else before the faults table, else at the end).
+    at = old.find(OVERHEAD_SECTION)
+    if at < 0:
+        at = old.find(FAULTS_SECTION)
+    if at < 0:
+        return old.rstrip() + "\n\n" + section.rstrip() + "\n"
+    return old[:at] + section.rstrip() + "\n\n" + old[at:]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--time-scale", type=float, default=0.25)
     p.add_argument("--skip-funnel", action="store_true")
     p.add_argument("--skip-overhead", action="store_true")
+    p.add_argument("--skip-voting", action="store_true", help="keep the voting-time section of results.md as it is")
+    p.add_argument("--voting-only", action="store_true", help="run only the voting-time section; keep the rest")
     p.add_argument("--no-write", action="store_true", help="print only; do not write bench/results.md")
     args = p.parse_args()
-    text = asyncio.run(main_async(args))
+    results = HERE / "results.md"
+    old = results.read_text() if results.exists() else ""
+    text = asyncio.run(main_async(args, old))
     print(text)
     if not args.no_write:
-        results = HERE / "results.md"
         # The faults table is `make soak`'s (tests/chaos) and the takeover one `make failover`'s: keep them.
-        old = results.read_text() if results.exists() else ""
-        for section in (FAULTS_SECTION, TAKEOVER_SECTION):
-            _, found, kept = old.partition(section)
-            if found:
-                nxt = kept.find("\n## ")
-                text = text.rstrip() + "\n\n" + section + (kept[:nxt] if nxt >= 0 else kept).rstrip() + "\n"
-        results.write_text(text)
+        if not args.voting_only:
+            for heading in (FAULTS_SECTION, TAKEOVER_SECTION):
+                kept = old_section(old, heading)
+                if kept is not None:
+                    text = text.rstrip() + "\n\n" + kept + "\n"
+        results.write_text(text.rstrip() + "\n")
 
 
 if __name__ == "__main__":

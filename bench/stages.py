@@ -9,6 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.farm import sim_farm
 from orchestrator.comfy.client import ComfyClient
 from orchestrator.comfy.protocol import Executed, ExecutionError, ExecutionSuccess
 from orchestrator.config import Config, NodeConfig
@@ -223,3 +224,25 @@ async def run_even_split(
     ckpt = cfg.settings.checkpoint_for(st.family)
     seq = {nid: [ckpt] for nid, n in split.items() if n}
     return StageRun(wall, Counter({k: v for k, v in split.items() if v}), count_loads(seq, loaded), up_path, paths)
+
+
+async def seed_funnel(scale: float, work: Path) -> list[StageRun]:
+    """The four stages by the seed's even split, one after the other, on a fresh simulated farm."""
+    runs: list[StageRun] = []
+    async with sim_farm(scale, work / "sim") as cfg:
+        store = ImageStore(work / "images")
+        engine = WorkflowEngine.load()
+        clients = {n.id: ComfyClient(n.base_url, name=n.id) for n in cfg.nodes}
+        for c in clients.values():
+            await c.start()
+        loaded: dict[str, str | None] = {}
+        try:
+            init = None
+            for st in STAGES:
+                run = await run_even_split(clients, cfg, st, init, store, engine, loaded)
+                runs.append(run)
+                init = run.paths[0]
+        finally:
+            for c in clients.values():
+                await c.close()
+    return runs
