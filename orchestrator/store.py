@@ -10,15 +10,18 @@ import os
 import re
 import tempfile
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from orchestrator.errors import LocalStoreError, StoreError
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: session and image ids become path parts: ASCII letters, digits, _ and - only (no dots, no separators)
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -88,7 +91,7 @@ class ImageStore:
         path = self.path_for(session_id, image_id)
         thumb = self.thumbnail_for(session_id, image_id)
         try:
-            return await asyncio.to_thread(self._save, path, thumb, data)
+            return await _to_the_end(asyncio.to_thread(self._save, path, thumb, data))
         except OSError as e:
             # The node's bytes were fine (they decoded); our disk refused them.
             raise LocalStoreError(f"cannot write {path.name}: {e.strerror or e}") from e
@@ -243,6 +246,27 @@ class ImageStore:
             resolved.unlink(missing_ok=True)
             deleted += 1
         return deleted
+
+
+async def _to_the_end(work: Coroutine[Any, Any, _T]) -> _T:
+    """
+    Await a worker thread's result; a cancel is raised only once the thread is done.
+
+    A thread cannot be stopped: a caller that gave up on it at once would move on (end its run, let a check look
+    at the disk, let a stop finish) while the thread still writes a temp file or puts a file in place.
+    """
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        if not task.cancelled():
+            task.exception()  # marked retrieved: the caller's cancel is what it hears, not the write's outcome
+        raise asyncio.CancelledError
+    return task.result()
 
 
 def _rgb(im: Image.Image) -> Image.Image:

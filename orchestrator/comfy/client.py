@@ -105,6 +105,8 @@ class ComfyClient(ComfyHttp):
         self._pending: OrderedDict[str, Pending] = OrderedDict()
         self._pending_total = 0
         self._finished: OrderedDict[str, None] = OrderedDict()
+        #: prompts whose follower gave up before their end: what the node still says about them has no reader
+        self._abandoned: OrderedDict[str, None] = OrderedDict()
         #: the prompt this client's server is executing now (previews and old progress messages belong to it)
         self._current: str | None = None
         self._ws: ClientConnection | None = None
@@ -259,6 +261,8 @@ class ComfyClient(ComfyHttp):
     def _route(self, prompt_id: str, ev: PromptEvent) -> None:
         if prompt_id in self._finished:
             return  # late duplicates, e.g. `executing` None after execution_success
+        if prompt_id in self._abandoned:
+            return  # e.g. the interrupt of a backup copy that lost its race: buffered, it would wait for no one
         watch = self._watches.get(prompt_id)
         if watch is not None:
             before = watch.dropped
@@ -325,6 +329,7 @@ class ComfyClient(ComfyHttp):
         if old is not None:
             old.close()
         w = PromptWatch(prompt_id, self._unwatch)
+        self._abandoned.pop(prompt_id, None)
         pending = self._forget_pending(prompt_id)
         if pending is not None:
             for ev in pending.events:
@@ -335,6 +340,10 @@ class ComfyClient(ComfyHttp):
     def _unwatch(self, w: PromptWatch) -> None:
         if self._watches.get(w.prompt_id) is w:
             del self._watches[w.prompt_id]
+            if not w.terminal and w.prompt_id not in self._finished:
+                self._abandoned[w.prompt_id] = None
+                while len(self._abandoned) > 4 * MAX_UNWATCHED:
+                    self._abandoned.popitem(last=False)
 
     # --- reconciliation after a reconnect
 

@@ -278,7 +278,9 @@ async def _check(out: Outcome, orch: Orchestrator, batches: list[str], recorders
             v.append(f"image {im.id[:8]} is recorded but its file or thumbnail is missing")
     stored = list(store_of(orch).images_dir.rglob("*.png"))
     if len(stored) != out.delivered:
-        v.append(f"{len(stored)} image files on disk for {out.delivered} delivered jobs")
+        named = {Path(im.path).name for im in images}
+        extra = sorted(p.name for p in stored if p.name not in named)
+        v.append(f"{len(stored)} image files on disk for {out.delivered} delivered jobs (no row names {extra})")
     out.heals = sum(scheduler_of(o).reconciler.total_heals for o in [orch])
     if out.heals:
         v.append(f"the reconciler healed {out.heals} times: {dict(scheduler_of(orch).reconciler.heals)}")

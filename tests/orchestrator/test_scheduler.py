@@ -21,10 +21,11 @@ pytestmark = pytest.mark.timeout(90)
 
 
 async def test_twenty_drafts_spread_by_node_speed(tmp_path):
-    # Its own farm at 5x the usual time scale: at 0.01 a sampler step (0.5 ms) is shorter than the event loop's
+    # Its own farm at 10x the usual time scale: at 0.01 a sampler step (0.5 ms) is shorter than the event loop's
     # work per step with four simulators and the orchestrator in one process, so every node runs at the loop's
-    # pace and the speeds the test is about disappear.
-    sim = SimFarm(farm_config(tmp_path), time_scale=TIME_SCALE * 5, ephemeral_ports=True)
+    # pace and the speeds the test is about disappear; at 5x a loaded machine (load 5-8) still evened them out
+    # now and then (premium and draft 5 each).
+    sim = SimFarm(farm_config(tmp_path), time_scale=TIME_SCALE * 10, ephemeral_ports=True)
     cfg = await sim.start()
     try:
         async with Orchestrator(cfg) as orch:
@@ -44,10 +45,16 @@ async def test_node_killed_mid_batch_loses_no_image(farm):
     sim.simulators["gpu-quality"].faults.die_after = 2
     async with Orchestrator(cfg) as orch:
         rec, result = await run_batch(orch, 16)
+        # The failed runs moved its work at once; the health checks see it down within their own interval, which
+        # on a loaded machine may come after the batch is done.
+        await rec.wait_for(
+            lambda r: any(
+                isinstance(e, NodeHealthChanged) and e.node_id == "gpu-quality" and not e.healthy for e in r.events
+            )
+        )
         assert not orch.registry.get("gpu-quality").stats.healthy
     assert_exactly_once(rec, result, 16)
     assert rec.retried_from()["gpu-quality"] >= 1
-    assert any(isinstance(e, NodeHealthChanged) and e.node_id == "gpu-quality" and not e.healthy for e in rec.events)
     # The dead node started at most its first two prompts and finished at most its first one.
     assert rec.per_node()["gpu-quality"] <= 1
 

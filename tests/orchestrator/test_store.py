@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import random
 import struct
+import threading
 import zlib
 from pathlib import Path
 
@@ -318,3 +320,27 @@ async def test_read_returns_bytes_and_missing_file_is_a_store_error(store):
     assert await store.read(stored.path) == stored.path.read_bytes()
     with pytest.raises(StoreError, match="cannot read"):
         await store.read(store.images_dir / "nope.png")
+
+
+async def test_a_cancelled_save_ends_only_once_its_thread_has_put_the_file_in_place(store, monkeypatch):
+    # The losing copy of a backup race is cancelled while its image is being stored: had the save given up on its
+    # thread at once, the run would end with a temp file still on disk (an image file no job row names).
+    writing, release = threading.Event(), threading.Event()
+    real_replace = os.replace
+
+    def held_replace(src, dst):
+        writing.set()
+        release.wait(30)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", held_replace)
+    save = asyncio.create_task(store.save(None, "raced", encode(solid(32, 32))))
+    assert await asyncio.to_thread(writing.wait, 30)
+    save.cancel()
+    # An observation window, not a wait for anything: a save that gave up on its thread ends at the next loop turn.
+    ended, _ = await asyncio.wait({save}, timeout=0.2)
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await save
+    assert not ended, "the cancelled save ended while its thread was still writing"
+    assert sorted(p.name for p in (store.images_dir / "_batch").iterdir()) == ["raced.png", "raced_thumb.jpg"]

@@ -150,6 +150,25 @@ async def test_interrupt_running_and_delete_pending(client, sim):
     assert sim.stats.record(pending.prompt_id).status == "deleted"
 
 
+async def test_a_prompt_given_up_on_leaves_nothing_buffered_when_it_ends(client, sim):
+    # The losing copy of a backup race: its follower stops watching, then its prompt is interrupted on the node.
+    sim.faults.hang_after = 1
+    lost = await client.submit(txt2img(seed=1))
+    watch = client.watch(lost.prompt_id)
+    async for ev in watch:
+        if isinstance(ev, Executing) and ev.node == "3":
+            break
+    watch.close()
+    await client.interrupt(lost.prompt_id)
+    sim.faults.hang_after = None
+    # Once a later prompt has finished on the same socket, every event of the first one has been received.
+    _, events = await run(client, txt2img(seed=2))
+    assert isinstance(events[-1], ExecutionSuccess)
+    assert (await client.history(lost.prompt_id)).error_message == "interrupted"
+    stats = client.buffer_stats()
+    assert (stats.pending_prompts, stats.pending_events) == (0, 0)
+
+
 async def test_interrupt_without_prompt_id_stops_whatever_runs(client, sim):
     sim.faults.hang_after = 1
     accepted = await client.submit(txt2img())
