@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 test: $(STAMP)
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
-	$(BIN)/python -m mypy orchestrator
+	$(BIN)/python -m mypy orchestrator bot
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

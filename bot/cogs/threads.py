@@ -26,7 +26,10 @@ UNDO_WORDS = frozenset({"undo", "revert"})
 async def _answer(message: discord.Message, text: str, *, delete_after: float | None = None) -> None:
     """Reply to a member's message; a reply that cannot be sent (shutting down, thread gone) is only logged."""
     try:
-        await message.reply(text, mention_author=False, delete_after=delete_after)
+        if delete_after is None:
+            await message.reply(text, mention_author=False)
+        else:
+            await message.reply(text, mention_author=False, delete_after=delete_after)
     except (discord.HTTPException, RuntimeError) as e:
         log.warning("could not answer message %s: %r", message.id, e)
 
