@@ -157,7 +157,9 @@ class Orchestrator:
         self._ephemeral = ephemeral_ports
         self.farm: SimFarm | None = None
         # The DB, the image store and the scheduler are the engine's own: front ends go through the methods below.
-        self._db = Database(self.settings.storage.database_target, busy_timeout_s=self.settings.storage.busy_timeout_s)
+        self._db = Database.at(
+            self.settings.storage.database_target, busy_timeout_s=self.settings.storage.busy_timeout_s
+        )
         self._store = ImageStore(self.settings.storage.images_dir)
         self._scheduler: Scheduler | None = None
         self._sessions: SessionEngine | None = None
