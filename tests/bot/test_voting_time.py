@@ -8,6 +8,7 @@ replaced mid-vote reaching a gallery).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import replace
 
@@ -110,8 +111,11 @@ async def test_settled_votes_have_the_refined_stage_ready_at_continue(fake_disco
             await done.close()
 
 
-async def test_a_used_suggestion_mid_vote_keeps_the_old_prompt_out_of_every_gallery(fake_discord, tmp_path):
+async def test_a_used_suggestion_mid_vote_keeps_the_old_prompt_out_of_every_gallery(fake_discord, tmp_path, caplog):
     """Speculation starts on the old prompt; a suggestion is used; only images of the new prompt are posted."""
+    # Seen once on a loaded CI machine: the refined stage never arrived. Its story is in the log if it happens again.
+    caplog.set_level(logging.INFO, logger="orchestrator")
+    caplog.set_level(logging.INFO, logger="bot")
     fake = fake_discord
     alice = fake.users[0]
     old_prompt = "a red barn"
@@ -136,7 +140,10 @@ async def test_a_used_suggestion_mid_vote_keeps_the_old_prompt_out_of_every_gall
         assert new_prompt != old_prompt
 
         await (await fake.click(alice, page, custom_id(page, "Continue"))).response()
-        refined = await wait_galleries(fake, thread.id, "refined", 1)
+        try:
+            refined = await wait_galleries(fake, thread.id, "refined", 1)
+        except TimeoutError:
+            raise AssertionError(f"no refined gallery; {await where_it_stands(bot, fake, thread.id, sid)}") from None
         stage = await bot.orch.current_stage(sid)
         await fake.wait_for(lambda: sum(len(m.attachments) for m in galleries(fake, thread.id, "refined")) == REFINED)
         # Every image posted after the drafts, read back by the id behind its button: the new prompt only.
@@ -155,6 +162,17 @@ async def test_a_used_suggestion_mid_vote_keeps_the_old_prompt_out_of_every_gall
         stats = bot.orch.speculation_stats()
         assert stats.submitted > submitted, "the new prompt's stage was predicted again"
         assert stats.cancelled >= 1
+
+
+async def where_it_stands(bot, fake, thread_id: int, sid: str) -> str:
+    """The session's stage, its jobs and the thread's last messages: what a failure message needs."""
+    stage = await bot.orch.current_stage(sid)
+    jobs = [(j.id[:8], j.status.value, j.batch_id[:12]) for j in await stage_jobs(bot, stage.id)]
+    last = [m.content[:80] for m in fake.messages(thread_id)[-6:]]
+    return (
+        f"stage {stage.name} {stage.status.value}, delivered {stage.delivered}; jobs {jobs}; "
+        f"speculation {bot.orch.speculation_stats()}; last messages {last}"
+    )
 
 
 def suggestion(fake, thread_id: int) -> FakeMessage | None:
