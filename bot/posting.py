@@ -76,6 +76,8 @@ class LiveSession:
     posting: str = ""
     #: the task trying again after a refused post (one per session; it syncs everything missing)
     retry: asyncio.Task[None] | None = None
+    #: what the thread was told could not be posted: a later event may try it once more, but no new retry round
+    given_up: set[str] = field(default_factory=set)
 
 
 #: posts whatever a session's thread misses (the relay's sync), for a retry
@@ -128,6 +130,8 @@ class Poster:
         log.warning("session=%s could not post %s: %s", live.session_id, live.posting or "a message", why(error))
         if too_large(error):
             live.upload_scale /= 2
+        if live.posting in live.given_up:
+            return  # its retries ran out and the thread was told; retrying again would only repeat that
         if live.retry is None or live.retry.done():
             live.retry = asyncio.create_task(self._retry(live, error, resync), name=f"relay-retry:{live.session_id}")
 
@@ -155,6 +159,7 @@ class Poster:
     async def _note_failure(self, live: LiveSession, error: BaseException) -> None:
         """Tell the thread, in plain text and once per thing, what could not be posted and why."""
         what = live.posting or "a message"
+        live.given_up.add(live.posting)
         ref_key = f"{POST_FAILED}.{what}"
         orch = self.bot.orch
         thread = live.thread
@@ -184,7 +189,7 @@ class Poster:
         if ref is not None:
             self.editor.track(key, thread, int(ref), fresh=False, on_replaced=on_replaced)
             return
-        state = self._progress_state(tracker)
+        state = self._progress_state(live, tracker)
         msg = await thread.send(**state.kwargs(), nonce=message_nonce(live.session_id, progress_ref(stage_id)))
         await orch.set_message_ref(live.session_id, progress_ref(stage_id), str(msg.id))
         self.editor.track(key, thread, msg.id, shown=state, on_replaced=on_replaced)
@@ -193,11 +198,14 @@ class Poster:
         """Show the tracker's state in the progress message (coalesced edits)."""
         if live.thread is None:
             return
-        self.editor.update(f"progress:{tracker.stage_id}", self._progress_state(tracker), final=final)
+        self.editor.update(f"progress:{tracker.stage_id}", self._progress_state(live, tracker), final=final)
 
-    def _progress_state(self, tracker: StageProgress) -> MessageState:
+    def _progress_state(self, live: LiveSession, tracker: StageProgress) -> MessageState:
         # The preview goes once the stage is done: its gallery follows.
-        preview = tracker.preview if self.bot.orch.settings.discord.live_previews and not tracker.finished else None
+        # After Discord refused an upload of this session as too large, the optional preview is left out rather
+        # than risk the progress message itself.
+        previews = self.bot.orch.settings.discord.live_previews and live.upload_scale == 1.0
+        preview = tracker.preview if previews and not tracker.finished else None
         image = Attachment(f"preview.{preview[0]}", preview[1]) if preview is not None else None
         return MessageState(content=render.progress_content(tracker.snapshot()), owns_attachments=True, image=image)
 
