@@ -11,8 +11,16 @@ from orchestrator.config import LimitSettings
 from orchestrator.errors import InputError
 
 
+def _no_nul(text: str, what: str) -> None:
+    # PostgreSQL's text cannot hold NUL (SQLite can): refused at the door, the two backends keep the same prompt.
+    # No one types one; it comes from a pasted binary or a hostile client.
+    if "\x00" in text:
+        raise InputError(f"NUL in {what}", user_message=f"The {what} contains a NUL character (\\0); remove it.")
+
+
 def check_prompt(prompt: str, limits: LimitSettings, *, allow_empty: bool = False) -> str:
-    """The prompt as given; InputError when it is empty (unless allowed) or over `max_prompt_chars`."""
+    """The prompt as given; InputError when it is empty (unless allowed), over `max_prompt_chars`, or has a NUL."""
+    _no_nul(prompt, "prompt")
     if not prompt.strip() and not allow_empty:
         raise InputError("empty prompt", user_message="The prompt is empty.")
     if len(prompt) > limits.max_prompt_chars:
@@ -25,7 +33,8 @@ def check_prompt(prompt: str, limits: LimitSettings, *, allow_empty: bool = Fals
 
 
 def check_negative(negative: str, limits: LimitSettings) -> str:
-    """The negative prompt as given; InputError when it is over `max_negative_chars`."""
+    """The negative prompt as given; InputError when it is over `max_negative_chars` or has a NUL."""
+    _no_nul(negative, "negative prompt")
     if len(negative) > limits.max_negative_chars:
         raise InputError(
             "negative prompt too long",

@@ -27,6 +27,10 @@ def test_the_checks_pass_what_fits_and_name_the_limit_otherwise():
     with pytest.raises(InputError) as e:
         check_negative("y" * 21, LIM)
     assert "21 characters; the limit is 20" in e.value.user_message
+    for check, what in ((check_prompt, "prompt"), (check_negative, "negative prompt")):
+        with pytest.raises(InputError) as e:
+            check("before\x00after", LIM)
+        assert e.value.user_message == f"The {what} contains a NUL character (\\0); remove it."
     for bad in (0, 9):
         with pytest.raises(InputError) as e:
             check_count(bad, LIM)
