@@ -171,21 +171,28 @@ class ImageStore:
         tbuf = io.BytesIO()
         small.save(tbuf, "JPEG", quality=85)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._write_atomic(path, png)
-        self._write_atomic(thumb, tbuf.getvalue())
+        # Both files are written before either is put in place: a disk that fills on the thumbnail leaves no PNG
+        # behind (a job that then fails for good would leave a file no row names), and the PNG goes in last, so a
+        # stored image always has its thumbnail.
+        self._write_atomic((thumb, tbuf.getvalue()), (path, png))
         log.debug("stored %s (%dx%d)", path.name, im.width, im.height)
         return StoredImage(path=path, thumbnail=thumb, width=im.width, height=im.height)
 
-    def _write_atomic(self, path: Path, data: bytes) -> None:
+    def _write_atomic(self, *files: tuple[Path, bytes]) -> None:
         # Callers pass paths from path_for or already checked with _inside: resolving again costs a file-system walk.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+        temps: list[tuple[str, Path]] = []
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            # os.replace is atomic within one directory: readers see the old file or the whole new one
-            os.replace(tmp, path)
+            for path, data in files:
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+                temps.append((tmp, path))
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+            for tmp, path in temps:
+                # os.replace is atomic within one directory: readers see the old file or the whole new one
+                os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            for tmp, _ in temps:
+                Path(tmp).unlink(missing_ok=True)
             raise
 
     def _read_image(self, path: Path) -> Image.Image:
@@ -230,7 +237,7 @@ class ImageStore:
         else:
             sheet.save(buf, "PNG", compress_level=4)
         out.parent.mkdir(parents=True, exist_ok=True)
-        self._write_atomic(out, buf.getvalue())
+        self._write_atomic((out, buf.getvalue()))
         return out
 
     def _prune(self, paths: list[Path]) -> int:

@@ -201,6 +201,24 @@ async def test_failed_replace_keeps_the_old_file_and_removes_the_temp(store, mon
     assert not [p for p in (store.images_dir / "_batch").iterdir() if p.name.startswith(".tmp-")]
 
 
+async def test_a_disk_that_fills_on_the_thumbnail_leaves_no_image_behind(store, monkeypatch):
+    """The thumbnail cannot be written: no PNG is left that no job row would name, and no temp file."""
+    real_fdopen = os.fdopen
+
+    def fdopen(fd, mode="r", *args, **kwargs):
+        f = real_fdopen(fd, mode, *args, **kwargs)
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".jpg"):
+            f.close()
+            raise OSError(28, "No space left on device")
+        return f
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    with pytest.raises(LocalStoreError, match="No space"):
+        await store.save("s1", "lost", encode(solid(64, 64)))
+    left = [p.name for p in store.images_dir.rglob("*") if p.is_file()]
+    assert left == []
+
+
 def test_safe_name_strips_paths_and_hostile_characters():
     assert safe_name("../../etc/passwd") == "passwd"
     assert safe_name("..\\..\\windows\\x.png") == "x.png"
