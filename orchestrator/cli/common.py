@@ -28,10 +28,15 @@ def add_config_arg(p: argparse.ArgumentParser) -> None:
 
 
 def load(args: argparse.Namespace, *, out: str | None = None) -> Config:
-    """Load the config; `out` (a --out DIR) becomes the data directory of this run."""
+    """
+    Load the config; `out` (a --out DIR) becomes the data directory of this run.
+
+    With --out the run keeps everything in that directory, its database too (a SQLite file there, whatever
+    storage.database or VIBES_DATABASE_URL say): a demo or a one-off batch never writes into a shared database.
+    """
     config = load_config(getattr(args, "config", None))
     if out:
-        storage = replace(config.settings.storage, data_dir=Path(out))
+        storage = replace(config.settings.storage, data_dir=Path(out), database="")
         config = config.with_settings(storage=storage)
     return config
 

@@ -130,3 +130,17 @@ def test_the_cli_says_which_database_it_cannot_open_without_the_password(monkeyp
     err = capsys.readouterr().err
     assert rc == 2 and "vibes: cannot open the database at postgresql://vibes:***@127.0.0.1" in err
     assert "hunter2" not in err
+
+
+def test_an_out_directory_keeps_the_runs_database_too(tmp_path, monkeypatch):
+    """`--out DIR` (demo, generate): the run's database is a SQLite file in DIR, never the shared PostgreSQL."""
+    from argparse import Namespace
+
+    from orchestrator.cli.common import load
+
+    monkeypatch.setenv("VIBES_DATABASE_URL", "postgresql://vibes:topsecret@127.0.0.1:5999/vibes")
+    args = Namespace(config=str(Path(__file__).resolve().parents[2] / "config"))
+    shared = load(args)
+    assert shared.settings.storage.database_target == "postgresql://vibes:topsecret@127.0.0.1:5999/vibes"
+    run = load(args, out=str(tmp_path / "run"))
+    assert run.settings.storage.database_target == tmp_path / "run" / "vibes.db"
