@@ -88,9 +88,15 @@ async def test_a_locked_database_delays_jobs_but_loses_none(farm):
             conn.rollback()
             conn.close()
 
+        # The batch is in first, its prompts held on wedged nodes; the lock lands, then the nodes go on: the jobs'
+        # writes as they run, fail and finish (the failure path's too) meet the lock.
+        for node in sim.simulators.values():
+            node.faults.wedge = True
+        batch = await orch.generate(GenerateRequest(prompt="locked", count=8, seed=100))
         holder = asyncio.get_running_loop().run_in_executor(None, hold_lock)
         await asyncio.get_running_loop().run_in_executor(None, locked.wait, 10)
-        batch = await orch.generate(GenerateRequest(prompt="locked", count=8, seed=100))
+        for node in sim.simulators.values():
+            node.unwedge()
         # Let the writes pile up against the lock: some job must have failed a write before the lock goes.
         await db_retries_reach(orch, 3)
         release.set()
