@@ -53,6 +53,9 @@ class SimPromptRecord:
     status: str = "queued"  # queued | running | success | error | interrupted | deleted | died
     checkpoint: str | None = None
     cached_nodes: int = 0
+    #: what getting its checkpoint ready cost: read from disk, or moved back from a loader output the cache kept
+    checkpoint_loaded: bool = False
+    checkpoint_swapped: bool = False
 
 
 @dataclass
@@ -467,6 +470,7 @@ class SimEngine(abc.ABC):
             return
         await self._sleep(self.sim.checkpoint_swap_seconds * self.time_scale)
         self.stats.checkpoint_swaps += 1
+        item.record.checkpoint_swapped = True
         self.stats.loaded_checkpoint = model.checkpoint
 
     async def _run_node(
@@ -479,6 +483,7 @@ class SimEngine(abc.ABC):
             if self.stats.loaded_checkpoint != ckpt:
                 await self._sleep(self.sim.checkpoint_load_seconds * scale)
                 self.stats.checkpoint_loads += 1
+                item.record.checkpoint_loaded = True
                 self.stats.loaded_checkpoint = ckpt
             model = _Model(ckpt)
             return (model, model, ckpt), None
