@@ -139,7 +139,10 @@ class IdleLane:
         """Real work goes to this node now: stop its warm-up and interrupt its speculative runs (requeued)."""
         self.warmer.stop(node.id)
         for r in list(self.table.running[node.id].values()):
-            if r.job.id in self.table.speculative and not r.rendered and r.task is not None and not r.task.done():
+            # The scheduler asks once per free slot: a run stopped already is not stopped (nor counted) again.
+            if r.preempted or r.job.id not in self.table.speculative:
+                continue
+            if not r.rendered and r.task is not None and not r.task.done():
                 log.info("⏏ speculative job=%s stops on node=%s: real work needs it", r.job.id[:8], node.id)
                 r.preempted = True
                 r.abandon = "real work needs its node"
