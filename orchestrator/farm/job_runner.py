@@ -154,10 +154,10 @@ class JobRunner:
                     run.started = t_start
                     job = transition(job, JobStatus.RUNNING)
                     run.job = job
-                    self.registry.record_checkpoint(
-                        node.id, job.params.model_name, keep_alive=run.keep_alive,
-                        real=job.id not in self.table.speculative,
-                    )  # fmt: skip
+                    # An upscale's model is no checkpoint: not one to keep alive.
+                    params = job.params
+                    real = job.id not in self.table.speculative and params.mode is not Mode.UPSCALE
+                    self.registry.record_checkpoint(node.id, params.model_name, keep_alive=run.keep_alive, real=real)
                     # Not persisted: recovery treats submitted and running alike (it asks the node), and the
                     # start time is written with the result. One commit less per image.
                     now_job = self.table.current(job)

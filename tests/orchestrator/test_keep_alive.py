@@ -22,12 +22,12 @@ from orchestrator.farm import router
 from orchestrator.farm.registry import Registry
 from orchestrator.farm.speculative import is_speculative_batch
 from orchestrator.farm.warmup import warmup_graph, with_keep_alive
-from orchestrator.models import Family, NodeStats
+from orchestrator.models import Family, GenerationParams, JobSpec, Mode, NodeStats, TaskKind
 from orchestrator.service import GenerateRequest
 from orchestrator.sessions.models import Flow, SessionRequest
 from orchestrator.workflows import is_link
 from tests.orchestrator.farm import TIME_SCALE
-from tests.orchestrator.sessions.conftest import running, small_config
+from tests.orchestrator.sessions.conftest import running, serve, small_config
 from tests.orchestrator.test_router import NODES, job, views
 
 pytestmark = pytest.mark.timeout(90)
@@ -230,3 +230,24 @@ def test_keep_alive_setting_and_the_sims_swap_time_parse_with_their_defaults():
     node["sim"] = {"checkpoint_swap_seconds": 0.2}
     sim = parse_nodes({"nodes": [node]}, "gpus.yaml")[0].sim
     assert sim is not None and sim.checkpoint_swap_seconds == 0.2
+
+
+async def test_an_upscale_is_real_work_but_leaves_the_checkpoint_to_keep_alive_as_it_was(tmp_path):
+    config = small_config(tmp_path)
+    sd15 = config.settings.checkpoint_for(Family.SD15)
+    async with serve(config) as bound, running(bound) as h:
+        drafts = await h.svc.wait_batch(await h.svc.generate(GenerateRequest("a lighthouse", count=8)))
+        assert len(drafts.images) == 8
+        image = next(im for im in drafts.images if im.node_id == "gpu-premium")
+        params = GenerationParams(
+            prompt="x",
+            family=Family.SD15,
+            mode=Mode.UPSCALE,
+            init_image=image.path,
+            upscale_model=config.settings.upscale_model,
+            width=image.width,
+            height=image.height,
+        )
+        up = await h.svc.wait_batch(await h.svc.submit([JobSpec(params=params, task=TaskKind.UPSCALE)]))
+        assert len(up.images) == 1 and up.images[0].node_id == "gpu-premium"
+        assert h.orch.registry.get("gpu-premium").stats.last_real_checkpoint == sd15
