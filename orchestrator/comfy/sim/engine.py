@@ -29,6 +29,7 @@ from orchestrator.comfy.protocol import encode_preview
 from orchestrator.comfy.sim import render
 from orchestrator.comfy.sim.faults import OOM_MESSAGE, Garbage, SimFaultState, garbage_frame
 from orchestrator.comfy.sim.validation import cache_keys, execution_order, node_inputs
+from orchestrator.comfy.sim.values import Cond, Latent, Model, decode
 from orchestrator.config import NodeConfig
 from orchestrator.families import guess_family
 from orchestrator.models import Family
@@ -80,31 +81,6 @@ class SimStats:
     def record(self, prompt_id: str) -> SimPromptRecord | None:
         """The record of one prompt."""
         return next((r for r in self.prompts if r.prompt_id == prompt_id), None)
-
-
-# --- values flowing between simulated nodes ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Model:
-    checkpoint: str
-    loras: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class _Cond:
-    text: str
-
-
-@dataclass(frozen=True)
-class _Latent:
-    width: int
-    height: int
-    batch: int = 1
-    sources: tuple[Image.Image, ...] = ()
-    prompt: str | None = None
-    seed: int = 0
-    denoise: float = 1.0
 
 
 @dataclass
@@ -457,7 +433,7 @@ class SimEngine(abc.ABC):
         # A node asked for a family it has no speed for runs it slowly rather than refusing it.
         return max(speeds.values(), default=1.0) * 3
 
-    async def _swap_in(self, item: Queued, model: _Model) -> None:
+    async def _swap_in(self, item: Queued, model: Model) -> None:
         """
         A checkpoint whose loader output the cache kept: the model objects exist, only their weights move back.
 
@@ -485,26 +461,26 @@ class SimEngine(abc.ABC):
                 self.stats.checkpoint_loads += 1
                 item.record.checkpoint_loaded = True
                 self.stats.loaded_checkpoint = ckpt
-            model = _Model(ckpt)
+            model = Model(ckpt)
             return (model, model, ckpt), None
         if class_type == "LoraLoader":
-            m: _Model = inputs["model"]
-            model = _Model(m.checkpoint, (*m.loras, str(inputs["lora_name"])))
+            m: Model = inputs["model"]
+            model = Model(m.checkpoint, (*m.loras, str(inputs["lora_name"])))
             return (model, model), None
         if class_type == "CLIPTextEncode":
-            return (_Cond(str(inputs["text"])),), None
+            return (Cond(str(inputs["text"])),), None
         if class_type == "FluxGuidance":
             return (inputs["conditioning"],), None
         if class_type == "EmptyLatentImage":
             w, h = int(inputs["width"]) // 8 * 8, int(inputs["height"]) // 8 * 8
-            return (_Latent(w, h, int(inputs["batch_size"])),), None
+            return (Latent(w, h, int(inputs["batch_size"])),), None
         if class_type == "VAEEncode":
             images: tuple[Image.Image, ...] = tuple(inputs["pixels"])
-            return (_Latent(images[0].width // 8 * 8, images[0].height // 8 * 8, len(images), images),), None
+            return (Latent(images[0].width // 8 * 8, images[0].height // 8 * 8, len(images), images),), None
         if class_type == "KSampler":
             return (await self._sample(item, node_id, inputs, fault),), None
         if class_type == "VAEDecode":
-            return (await asyncio.to_thread(_decode, inputs["samples"]),), None
+            return (await asyncio.to_thread(decode, inputs["samples"]),), None
         if class_type == "LoadImage":
             name = str(inputs["image"])
             data = self._input_names().get(name)
@@ -534,9 +510,9 @@ class SimEngine(abc.ABC):
             return (), {"images": await self._save(inputs, class_type == "PreviewImage")}
         raise _NodeFailed(f"the simulator cannot run {class_type}", "NotImplementedError")
 
-    async def _sample(self, item: Queued, node_id: str, inputs: dict[str, Any], fault: str | None) -> _Latent:
-        model: _Model = inputs["model"]
-        latent: _Latent = inputs["latent_image"]
+    async def _sample(self, item: Queued, node_id: str, inputs: dict[str, Any], fault: str | None) -> Latent:
+        model: Model = inputs["model"]
+        latent: Latent = inputs["latent_image"]
         steps, seed, denoise = int(inputs["steps"]), int(inputs["seed"]), float(inputs["denoise"])
         prompt = inputs["positive"].text
         # The session engine's rule; a checkpoint it cannot place runs at SD 1.5 speed.
@@ -599,19 +575,3 @@ class SimEngine(abc.ABC):
             self.files[(kind, subfolder, name)] = data
             refs.append({"filename": name, "subfolder": subfolder, "type": kind})
         return refs
-
-
-def _decode(latent: _Latent) -> tuple[Image.Image, ...]:
-    """VAEDecode: render the placeholder images of a sampled latent."""
-    out = []
-    for i in range(latent.batch):
-        prompt, seed = latent.prompt or "", latent.seed + i
-        if latent.sources:
-            source = latent.sources[min(i, len(latent.sources) - 1)]
-            if latent.prompt is None:
-                out.append(render.resize(source, latent.width, latent.height))
-            else:
-                out.append(render.render_img2img(source, prompt, seed, latent.denoise, latent.width, latent.height))
-        else:
-            out.append(render.render_txt2img(prompt, seed, latent.width, latent.height))
-    return tuple(out)
