@@ -522,17 +522,18 @@ def section(r: VotingResult, picture_name: str | None, more_name: str | None = N
         "model, so the other user's first draft on such a card moves the kept weights back to VRAM (the "
         f"simulator's `checkpoint_swap_seconds`, {swap:g} s at real speed, {swap * scale:.3f} s here: an estimate "
         "of moving fp16 weights over PCIe, not a measurement) instead of reading the file (4-5 s at real speed, "
-        f"{4 * scale:.2f}-{5 * scale:.2f} s here). The router prices the kept checkpoint at that swap, so the "
-        f"drafts are spread as with speculation off (per card, off: {per_card(r.other_off)}; on: "
-        f"{per_card(r.other_on)}). The other user's first draft started {start_off:.3f} s after their request "
+        f"{4 * scale:.2f}-{5 * scale:.2f} s here), and the router prices the kept checkpoint at that swap, not "
+        f"at a load (the other user's runs per card, off: {per_card(r.other_off)}; on: {per_card(r.other_on)}). "
+        f"The other user's first draft started {start_off:.3f} s after their request "
         f"off and {start_on:.3f} s on (mean over the cards); on the {len(switched)} cards that were speculating it "
         f"ran {took_off:.3f} s off and {took_on:.3f} s on, the swap included.",
     ]
     if other is not None and o_on is not None and o_off is not None:
         extra = (took_on - took_off) + (start_on - start_off)
         costs = (
-            f"Of the {o_on - o_off:.2f} s between the two makespans, {extra:.2f} s are the first drafts' later "
-            "start and longer first run on the cards that were speculating, the swap-in above all; it lands on "
+            f"Of the {o_on - o_off:+.2f} s between the two makespans (on minus off), {extra:+.2f} s are the first "
+            "drafts' later start and longer first run on the cards that were speculating, the swap-in above all; it "
+            "lands on "
             "every such card at once, so the whole batch finishes about that much later. The preemption itself "
             "(each speculative run interrupted on its card and its job queued again while the drafts are posted) "
             f"is the start delay. The rest ({o_on - o_off - extra:+.2f} s) is the other drafts' pace, which varies "
