@@ -410,7 +410,8 @@ def gpus_embed(
         speed = ", ".join(f"{fam} {sps:.2f} s/step" for fam, sps in n.seconds_per_step.items())
         lines = [
             f"{'🟢 up' if n.healthy else '🔴 down'} · tier {n.tier}",
-            f"loaded: {n.loaded_checkpoint or 'nothing'}",
+            f"loaded: {n.loaded_checkpoint or 'nothing'}"
+            + (f" · kept: {n.kept_checkpoint}" if n.kept_checkpoint else ""),
             f"queue {n.queue_length} · in flight {n.in_flight} · done {n.completed}",
             f"speed ({'measured' if n.measured else 'estimated'}): {speed or '—'}",
         ]

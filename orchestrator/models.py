@@ -243,6 +243,11 @@ class NodeStats:
     healthy: bool = False
     queue_length: int = 0
     loaded_checkpoint: str | None = None
+    #: a checkpoint the node's ComfyUI cache keeps besides the loaded one (an idle-lane prompt's keep-alive loader):
+    #: using it again moves weights back to VRAM instead of reading the file
+    kept_checkpoint: str | None = None
+    #: the checkpoint of the last real (not speculative) work the node ran: the one idle-lane prompts keep alive
+    last_real_checkpoint: str | None = None
     #: measured seconds per step by (speed family, megapixel bucket)
     seconds_per_step: dict[str, float] = field(default_factory=dict)
     last_response_ms: float | None = None

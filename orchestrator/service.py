@@ -86,6 +86,8 @@ class NodeStatus:
     listener_restarts: int = 0
     #: malformed frames from the node that were dropped (each logged, at most once per 10 s)
     dropped_frames: int = 0
+    #: a checkpoint the node's ComfyUI cache keeps besides the loaded one (speculation.keep_alive)
+    kept_checkpoint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +216,7 @@ class Orchestrator:
         self._scheduler = Scheduler(
             self.registry, self._db, self._store, self.workflows, self.bus, self.settings.scheduler, self.supervisor
         )
+        self._scheduler.lane.keep_alive = self.settings.speculation.keep_alive
         await self._scheduler.start()
         self._sessions = SessionEngine(
             db=self._db,
@@ -344,6 +347,7 @@ class Orchestrator:
                     healthy=st.healthy,
                     capabilities=node.config.capabilities,
                     loaded_checkpoint=st.loaded_checkpoint,
+                    kept_checkpoint=st.kept_checkpoint,
                     queue_length=max(st.queue_length, in_flight),
                     in_flight=in_flight,
                     seconds_per_step={f.value: round(seconds_per_step(node.config, st, f), 3) for f in fams},

@@ -61,6 +61,10 @@ class SimNodeConfig:
     seconds_per_step: Mapping[Family, float] = field(default_factory=dict)
     upscale_seconds: float = 2.0
     checkpoint_load_seconds: float = 5.0
+    #: a checkpoint whose loader output ComfyUI's cache kept only moves its weights back from CPU RAM to VRAM. An
+    #: estimate, not a measurement: fp16 SDXL (~6.5 GB of UNet, text encoders and VAE) at the ~13 GB/s a PCIe 4.0
+    #: x16 link sustains from pageable memory; SD 1.5 (~2 GB) takes a third of it, so 0.5 s errs on the slow side
+    checkpoint_swap_seconds: float = 0.5
     checkpoints: tuple[str, ...] = ()
     loras: tuple[str, ...] = ()
     upscale_models: tuple[str, ...] = ()
@@ -148,6 +152,7 @@ def _sim_node(at: _At) -> SimNodeConfig:
             "seconds_per_step",
             "upscale_seconds",
             "checkpoint_load_seconds",
+            "checkpoint_swap_seconds",
             "checkpoints",
             "loras",
             "upscale_models",
@@ -159,6 +164,7 @@ def _sim_node(at: _At) -> SimNodeConfig:
         seconds_per_step=at.get("seconds_per_step", _family_map(_num), {}),
         upscale_seconds=at.get("upscale_seconds", _num, 2.0),
         checkpoint_load_seconds=at.get("checkpoint_load_seconds", _num, 5.0),
+        checkpoint_swap_seconds=at.get("checkpoint_swap_seconds", _num, 0.5),
         checkpoints=at.get("checkpoints", _str_list, ()),
         loras=at.get("loras", _str_list, ()),
         upscale_models=at.get("upscale_models", _str_list, ()),

@@ -245,6 +245,8 @@ class SpeculationSettings:
     settle_s: float = 3.0
     #: load the next stage's checkpoints on idle nodes when a stage opens for votes
     warmup: bool = True
+    #: idle-lane prompts keep the checkpoint of a node's last real work in ComfyUI's cache (a reload is a swap-in)
+    keep_alive: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,7 +423,7 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
     )
 
     spec = root.child("speculation")
-    spec.only({"enabled", "settle_s", "warmup"})
+    spec.only({"enabled", "settle_s", "warmup", "keep_alive"})
     settle_s = spec.get("settle_s", _num, d.speculation.settle_s)
     if settle_s < 0:
         raise spec.child("settle_s").fail("expected a number >= 0")
@@ -520,5 +522,6 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
             enabled=spec.get("enabled", _bool, d.speculation.enabled),
             settle_s=settle_s,
             warmup=spec.get("warmup", _bool, d.speculation.warmup),
+            keep_alive=spec.get("keep_alive", _bool, d.speculation.keep_alive),
         ),
     )

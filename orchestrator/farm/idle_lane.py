@@ -36,6 +36,18 @@ class IdleLane:
         self.ledger = SpeculationLedger()
         #: checkpoint loads on idle nodes ahead of the next stage
         self.warmer = Warmer(registry, table.wake_all)
+        #: idle-lane prompts keep the checkpoint of the node's last real work cached (speculation.keep_alive)
+        self.keep_alive = True
+
+    def keep_alive_for(self, node: Node, job: Job) -> str | None:
+        """The checkpoint a speculative job's prompt keeps alive on `node`; None for real work or when not needed."""
+        if job.id not in self.table.speculative:
+            return None
+        return self._keep(node, job.params.model_name)
+
+    def _keep(self, node: Node, model: str) -> str | None:
+        real = node.stats.last_real_checkpoint
+        return real if self.keep_alive and real and real != model else None
 
     async def adopt(self, job_id: str, batch_id: str, spec: JobSpec) -> bool:
         """
@@ -119,7 +131,7 @@ class IdleLane:
                     continue
                 if any(router.can_run(node.config, node.stats, j) for j in real):
                     continue
-                self.warmer.start(node, model)
+                self.warmer.start(node, model, self._keep(node, model))
                 started += 1
         return started
 
@@ -127,7 +139,10 @@ class IdleLane:
         """Real work goes to this node now: stop its warm-up and interrupt its speculative runs (requeued)."""
         self.warmer.stop(node.id)
         for r in list(self.table.running[node.id].values()):
-            if r.job.id in self.table.speculative and not r.rendered and r.task is not None and not r.task.done():
+            # The scheduler asks once per free slot: a run stopped already is not stopped (nor counted) again.
+            if r.preempted or r.job.id not in self.table.speculative:
+                continue
+            if not r.rendered and r.task is not None and not r.task.done():
                 log.info("⏏ speculative job=%s stops on node=%s: real work needs it", r.job.id[:8], node.id)
                 r.preempted = True
                 r.abandon = "real work needs its node"

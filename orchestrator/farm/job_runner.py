@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from orchestrator.events import EventBus, JobFinished, JobPreview, JobProgress, 
 from orchestrator.farm.job_state import transition
 from orchestrator.farm.job_table import JobTable, Run
 from orchestrator.farm.registry import Node, Registry
+from orchestrator.farm.warmup import with_keep_alive
 from orchestrator.models import ImageRecord, Job, JobStatus, Mode
 from orchestrator.store import ImageStore, StoredImage
 from orchestrator.workflows import WorkflowEngine
@@ -64,6 +66,8 @@ class JobRunner:
     bus: EventBus
     settings: SchedulerSettings
     table: JobTable
+    #: the checkpoint a job's prompt should keep alive on a node (idle-lane work only), or None
+    keep_alive: Callable[[Node, Job], str | None] | None = None
 
     async def execute(self, node: Node, run: Run) -> None:
         """Post the job's prompt on the node once the run before it has posted, then follow it to the end."""
@@ -80,6 +84,10 @@ class JobRunner:
                 raise InputMissing(f"the input image of this job cannot be read ({e.user_message})") from e
             input_name = await client.upload_image(data, f"vibes_{job.id}.png")
         graph = self.workflows.build(p, input_image=input_name)
+        # Only the graph sent to the node carries it; the job's spec (which adoption compares) stays as it is.
+        run.keep_alive = self.keep_alive(node, job) if self.keep_alive is not None else None
+        if run.keep_alive is not None:
+            graph = with_keep_alive(graph, run.keep_alive)
         if node.object_info is not None:
             self.workflows.validate(graph, node.object_info)
         if run.after is not None:
@@ -110,6 +118,7 @@ class JobRunner:
         first: tuple[float, int] | None = None
         last: tuple[float, int] | None = None
         prev_ckpt = node.stats.loaded_checkpoint
+        prev_kept = node.stats.kept_checkpoint
         deadline = time.monotonic() + self.settings.timeout_for(job.spec.task)
         stall_at = time.monotonic() + self.settings.stall_timeout_s
         reported = False
@@ -145,7 +154,10 @@ class JobRunner:
                     run.started = t_start
                     job = transition(job, JobStatus.RUNNING)
                     run.job = job
-                    self.registry.record_checkpoint(node.id, job.params.model_name)
+                    # An upscale's model is no checkpoint: not one to keep alive.
+                    params = job.params
+                    real = job.id not in self.table.speculative and params.mode is not Mode.UPSCALE
+                    self.registry.record_checkpoint(node.id, params.model_name, keep_alive=run.keep_alive, real=real)
                     # Not persisted: recovery treats submitted and running alike (it asks the node), and the
                     # start time is written with the result. One commit less per image.
                     now_job = self.table.current(job)
@@ -186,7 +198,7 @@ class JobRunner:
                     raise ExecutionFailed("interrupted on the node", node_type=ev.node_type, interrupted=True)
         finally:
             watch.close()
-        self._learn_speed(node, job, t_start, first, last, prev_ckpt)
+        self._learn_speed(node, job, t_start, first, last, prev_ckpt, prev_kept)
         if not images and job.prompt_id is not None:
             entry = await node.client.history(job.prompt_id)
             images = list(entry.images) if entry else []
@@ -203,6 +215,7 @@ class JobRunner:
         first: tuple[float, int] | None,
         last: tuple[float, int] | None,
         prev_ckpt: str | None,
+        prev_kept: str | None,
     ) -> None:
         p = job.params
         if p.mode is Mode.UPSCALE:
@@ -214,7 +227,11 @@ class JobRunner:
         per_step = (last[0] - first[0]) / (last[1] - first[1])
         self.registry.record_speed(node.id, p.family, per_step / (p.pixels / p.family.native_size**2))
         if t_start is not None and prev_ckpt != p.checkpoint:
-            self.registry.record_load(node.id, max(0.0, first[0] - t_start - per_step))
+            seconds = max(0.0, first[0] - t_start - per_step)
+            if prev_kept == p.checkpoint:
+                self.registry.record_swap(node.id, seconds)
+            else:
+                self.registry.record_load(node.id, seconds)
 
     async def _history_or_none(self, node: Node, prompt_id: str) -> HistoryEntry | None:
         try:

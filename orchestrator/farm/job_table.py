@@ -65,6 +65,8 @@ class Run:
     delivered: bool = False
     #: a speculative run stopped because real work needs its node: its job goes back to the idle-only lane
     preempted: bool = False
+    #: the checkpoint its prompt keeps alive in the node's cache (a dangling loader; speculative runs only)
+    keep_alive: str | None = None
 
     def remaining(self, now: float) -> float:
         """Seconds until this run is expected to be done, from its sampler's pace once it has one."""

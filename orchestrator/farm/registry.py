@@ -20,7 +20,7 @@ from orchestrator.comfy.protocol import ObjectInfo
 from orchestrator.config import HealthSettings, NodeConfig, TransferSettings
 from orchestrator.errors import ComfyError
 from orchestrator.events import EventBus, NodeHealthChanged
-from orchestrator.farm.router import DEFAULT_LOAD_SECONDS, prior_seconds_per_step
+from orchestrator.farm.router import DEFAULT_LOAD_SECONDS, DEFAULT_SWAP_SECONDS, load_cost, prior_seconds_per_step
 from orchestrator.models import Family, NodeModels, NodeStats
 from orchestrator.supervisor import Supervisor
 
@@ -42,6 +42,7 @@ class Node:
     stats: NodeStats
     object_info: ObjectInfo | None = None
     load_seconds: float | None = None
+    swap_seconds: float | None = None
 
     @property
     def id(self) -> str:
@@ -208,10 +209,24 @@ class Registry:
             n.stats.prior_scale = overall
             n.stats.family_prior_scale = per_family
 
-    def record_checkpoint(self, node_id: str, checkpoint: str | None) -> None:
-        """A prompt started on the node: it holds this checkpoint now (None: it keeps the one it had)."""
+    def record_checkpoint(
+        self, node_id: str, checkpoint: str | None, *, keep_alive: str | None = None, real: bool = False
+    ) -> None:
+        """
+        A prompt started on the node: it holds this checkpoint now (None: it keeps the one it had).
+
+        keep_alive: the checkpoint of the prompt's dangling loader. ComfyUI's cache keeps a loader's output only
+        while each prompt names that loader, so the node keeps it only if it held it already (loaded or kept), and
+        a prompt without one keeps nothing besides its own. real: the prompt is real work, not speculative.
+        """
+        stats = self.nodes[node_id].stats
+        held = {stats.loaded_checkpoint, stats.kept_checkpoint} - {None}
+        new = checkpoint or stats.loaded_checkpoint
+        stats.kept_checkpoint = keep_alive if keep_alive in held and keep_alive != new else None
         if checkpoint:
-            self.nodes[node_id].stats.loaded_checkpoint = checkpoint
+            stats.loaded_checkpoint = checkpoint
+            if real:
+                stats.last_real_checkpoint = checkpoint
 
     def record_completed(self, node_id: str) -> None:
         """The node delivered one more image."""
@@ -229,6 +244,26 @@ class Registry:
         node.load_seconds = (
             seconds if node.load_seconds is None else node.load_seconds + EMA_ALPHA * (seconds - node.load_seconds)
         )
+
+    def record_swap(self, node_id: str, seconds: float) -> None:
+        """Fold a measured swap-in (a kept checkpoint moved back to VRAM) into the node's estimate."""
+        node = self.nodes[node_id]
+        old = node.swap_seconds
+        node.swap_seconds = seconds if old is None else old + EMA_ALPHA * (seconds - old)
+
+    def swap_estimate(self, node_id: str) -> float:
+        """Seconds a kept checkpoint takes to be usable again: measured, else the farm's median, else a default."""
+        own = self.nodes[node_id].swap_seconds
+        if own is not None:
+            return own
+        measured = sorted(n.swap_seconds for n in self.nodes.values() if n.swap_seconds is not None)
+        if measured:
+            return measured[len(measured) // 2]
+        return DEFAULT_SWAP_SECONDS * self.nodes[node_id].stats.prior_scale
+
+    def switch_estimate(self, node_id: str, model: str | None, loaded: str | None, kept: str | None) -> float:
+        """Seconds before a job of checkpoint `model` samples on a node holding `loaded` and keeping `kept`."""
+        return load_cost(model, loaded, kept, self.load_estimate(node_id), self.swap_estimate(node_id))
 
     def load_estimate(self, node_id: str) -> float:
         """Seconds a checkpoint swap takes on a node: measured, else the farm's median, else a default."""

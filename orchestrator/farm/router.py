@@ -25,6 +25,8 @@ TIER_PRIOR: Mapping[Tier, Mapping[Family, float]] = {
     Tier.DRAFT: {Family.SD15: 0.15, Family.SDXL: 0.80, Family.FLUX: 1.60},
 }
 DEFAULT_LOAD_SECONDS = 5.0
+#: moving a checkpoint the node's cache kept back to VRAM, until measured (the sim's checkpoint_swap_seconds)
+DEFAULT_SWAP_SECONDS = 0.5
 DEFAULT_UPSCALE_SECONDS = 2.0
 #: jobs looked at per decision; beyond this the queue order alone decides
 LOOKAHEAD = 256
@@ -44,6 +46,9 @@ class NodeView:
     in_flight: int
     depth: int
     load_seconds: float = DEFAULT_LOAD_SECONDS
+    #: the checkpoint the node's cache will keep besides `next_checkpoint` (None once real work replaces it)
+    kept_checkpoint: str | None = None
+    swap_seconds: float = DEFAULT_SWAP_SECONDS
 
     @property
     def node_id(self) -> str:
@@ -108,6 +113,18 @@ def run_seconds(node: NodeConfig, stats: NodeStats, job: Job) -> float:
     return seconds_per_step(node, stats, p.family) * p.steps * (p.pixels / native)
 
 
+def load_cost(model: str | None, loaded: str | None, kept: str | None, load_s: float, swap_s: float) -> float:
+    """
+    Seconds a node spends getting checkpoint `model` ready: none if loaded, a swap-in if its cache kept it.
+
+    A kept checkpoint's model objects are still in the node's RAM (ComfyUI's cache holds the loader's output), so
+    only the weights move back to VRAM; anything else is read from disk.
+    """
+    if not model or model == loaded:
+        return 0.0
+    return min(swap_s, load_s) if model == kept else load_s
+
+
 def job_order(jobs: Sequence[Job]) -> list[Job]:
     """
     Priority first (final > polished > refined > draft), then round-robin across users, then sessions.
@@ -145,6 +162,7 @@ def choose_job(asking: str, queued: Sequence[Job], nodes: Sequence[NodeView]) ->
         return None
     free_at = {n.node_id: n.busy_for for n in nodes}
     loaded = {n.node_id: n.next_checkpoint for n in nodes}
+    kept = {n.node_id: n.kept_checkpoint for n in nodes}
     for job in job_order(queued)[:LOOKAHEAD]:
         candidates = [n for n in nodes if can_run(n.config, n.stats, job)]
         preferred = [n for n in candidates if n.node_id not in job.failed_nodes] or candidates
@@ -154,7 +172,7 @@ def choose_job(asking: str, queued: Sequence[Job], nodes: Sequence[NodeView]) ->
         best_key: tuple[float, int, int] | None = None
         for n in preferred:
             model = job.params.model_name
-            load = 0.0 if (not model or loaded[n.node_id] == model) else n.load_seconds
+            load = load_cost(model, loaded[n.node_id], kept[n.node_id], n.load_seconds, n.swap_seconds)
             finish = free_at[n.node_id] + load + run_seconds(n.config, n.stats, job)
             # Millisecond rounding lets the tier bias decide near-ties deterministically.
             key = (round(finish, 3), _tier_bias(job.spec.task, n.config.tier), 0 if n.node_id == asking else 1)
@@ -165,6 +183,7 @@ def choose_job(asking: str, queued: Sequence[Job], nodes: Sequence[NodeView]) ->
             return job
         free_at[best.node_id] = best_key[0]
         loaded[best.node_id] = job.params.model_name or loaded[best.node_id]
+        kept[best.node_id] = None  # a real job's prompt names one loader: the cache keeps nothing else
     return None
 
 

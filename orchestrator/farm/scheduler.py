@@ -86,6 +86,7 @@ class Scheduler:
         self.racing = Racing(registry, self.table, settings, self.settler, self._start_run)
         #: the idle-only lane (voting time): adoption, preemption, warm-ups, speculative GPU-seconds
         self.lane = IdleLane(registry, db, bus, self.table)
+        self.runner.keep_alive = self.lane.keep_alive_for
         self.speculation = self.lane.ledger
         self._aux: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -321,6 +322,7 @@ class Scheduler:
                 else:
                     busy += r.estimate
             next_ckpt = runs[-1].job.params.model_name if runs else node.stats.loaded_checkpoint
+            kept = None if runs else node.stats.kept_checkpoint
             views.append(
                 router.NodeView(
                     config=node.config,
@@ -330,6 +332,8 @@ class Scheduler:
                     in_flight=len(runs),
                     depth=self.settings.node_depth,
                     load_seconds=self.registry.load_estimate(node.id),
+                    kept_checkpoint=kept,
+                    swap_seconds=self.registry.swap_estimate(node.id),
                 )
             )
         return views
@@ -372,11 +376,11 @@ class Scheduler:
 
     def _launch(self, node: Node, job: Job) -> None:
         del self.queued[job.id]
-        prev = self.running[node.id]
-        next_ckpt = next(reversed(prev.values())).job.params.model_name if prev else node.stats.loaded_checkpoint
-        load = 0.0
-        if job.params.model_name and next_ckpt != job.params.model_name:
-            load = self.registry.load_estimate(node.id)
+        # A preempted speculative run is on its way off the node: what this job loads depends on the rest.
+        prev = [r for r in self.running[node.id].values() if not r.preempted]
+        next_ckpt = prev[-1].job.params.model_name if prev else node.stats.loaded_checkpoint
+        kept = None if prev else node.stats.kept_checkpoint
+        load = self.registry.switch_estimate(node.id, job.params.model_name, next_ckpt, kept)
         run = Run(job=job, estimate=load + router.run_seconds(node.config, node.stats, job), posted=asyncio.Event())
         self._start_run(node, run)
 

@@ -5,6 +5,16 @@ The cheapest graph ComfyUI accepts that makes a node hold a checkpoint: ComfyUI 
 node (`prompt_no_outputs`) and runs only what an output node depends on, so the checkpoint's VAE decodes an empty
 64x64 latent into a PreviewImage (a temp file, nothing saved). A warm-up runs in idle time only: real work that
 needs the node stops it (interrupt, or taken off the node's queue).
+
+Keep-alive: an idle-lane prompt (a warm-up, a speculative job's) also carries a loader of the checkpoint the node
+last held for real work that nothing links to. ComfyUI never runs it (it validates and executes only what an
+output depends on; a dangling node is checked for its class alone, execution.py validate_prompt), but its classic
+cache keys every node of the prompt (execution.py: `cache.set_prompt(dynamic_prompt, prompt.keys(), ...)`) and
+`clean_unused` drops only keys the prompt lacks (comfy_execution/caching.py `BasicCache._clean_cache` keeps
+`cache_key_set.get_used_keys()`). CheckpointLoaderSimple's key is its class and ckpt_name alone (no UNIQUE_ID, not
+NOT_IDEMPOTENT), so the loader output of the real work's prompt, the model objects, stays cached: when that work
+comes back ComfyUI finds it and only moves the weights back to VRAM instead of reading the file. Under
+`--cache-none` nothing is kept and the dangling loader costs nothing either.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,20 +37,28 @@ log = logging.getLogger(__name__)
 WARMUP_TIMEOUT_S = 120.0
 
 
-def warmup_graph(checkpoint: str) -> dict[str, Any]:
+def warmup_graph(checkpoint: str, keep_alive: str | None = None) -> dict[str, Any]:
     """The smallest prompt that makes a node load `checkpoint` (its VAE decodes a blank 64x64 latent)."""
-    return {
+    graph: dict[str, Any] = {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
         "2": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
         "3": {"class_type": "VAEDecode", "inputs": {"samples": ["2", 0], "vae": ["1", 2]}},
         "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
     }
+    return with_keep_alive(graph, keep_alive) if keep_alive else graph
+
+
+def with_keep_alive(graph: Mapping[str, Any], checkpoint: str) -> dict[str, Any]:
+    """A copy of `graph` with a loader of `checkpoint` that nothing links to (see the module's docstring)."""
+    node_id = str(max((int(k) for k in graph if k.isdigit()), default=0) + 1)
+    return {**graph, node_id: {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}}}
 
 
 @dataclass(slots=True, eq=False)
 class _Warming:
     checkpoint: str
     task: asyncio.Task[None]
+    keep_alive: str | None = None
 
 
 class Warmer:
@@ -59,12 +77,12 @@ class Warmer:
         """True while a warm-up runs on the node."""
         return node_id in self._warming
 
-    def start(self, node: Node, checkpoint: str) -> None:
-        """Load `checkpoint` on an idle node."""
+    def start(self, node: Node, checkpoint: str, keep_alive: str | None = None) -> None:
+        """Load `checkpoint` on an idle node (keeping `keep_alive` in its cache)."""
         if node.id in self._warming:
             return
-        task = asyncio.create_task(self._run(node, checkpoint), name=f"warmup-{node.id}")
-        self._warming[node.id] = _Warming(checkpoint, task)
+        task = asyncio.create_task(self._run(node, checkpoint, keep_alive), name=f"warmup-{node.id}")
+        self._warming[node.id] = _Warming(checkpoint, task, keep_alive)
         task.add_done_callback(functools.partial(self._ended, node.id))
 
     def stop(self, node_id: str) -> None:
@@ -89,17 +107,17 @@ class Warmer:
         self.changed.set()
         self._on_end()
 
-    async def _run(self, node: Node, checkpoint: str) -> None:
+    async def _run(self, node: Node, checkpoint: str, keep_alive: str | None) -> None:
         prompt_id: str | None = None
         try:
-            accepted = await node.client.submit(warmup_graph(checkpoint))
+            accepted = await node.client.submit(warmup_graph(checkpoint, keep_alive))
             prompt_id = accepted.prompt_id
             watch = node.client.watch(prompt_id)
             try:
                 async with asyncio.timeout(WARMUP_TIMEOUT_S):
                     async for ev in watch:
                         if isinstance(ev, ExecutionSuccess):
-                            self.registry.record_checkpoint(node.id, checkpoint)
+                            self.registry.record_checkpoint(node.id, checkpoint, keep_alive=keep_alive)
                             self.done += 1
                             log.info("♨ node=%s holds %s (warmed up while people vote)", node.id, checkpoint)
                             return

@@ -257,3 +257,19 @@ def test_progress_bar():
     assert render.progress_bar(0, 10, 10) == "░" * 10
     assert render.progress_bar(5, 10, 10) == "█" * 5 + "░" * 5
     assert render.progress_bar(10, 10, 10) == "█" * 10
+
+
+def test_gpus_embed_shows_a_checkpoint_the_node_keeps_cached():
+    from orchestrator.service import NodeStatus
+
+    def node(kept):
+        return NodeStatus(
+            id="gpu-a", name="GPU A", tier="standard", healthy=True, capabilities=("sd15", "sdxl"),
+            loaded_checkpoint="sd_xl_base_1.0.safetensors", queue_length=0, in_flight=0, seconds_per_step={},
+            measured=False, recent_failures=0, last_error=None, last_response_ms=None, completed=0,
+            kept_checkpoint=kept,
+        )  # fmt: skip
+
+    kept = render.gpus_embed([node("v1-5-pruned-emaonly.safetensors")]).fields[0].value
+    assert "loaded: sd_xl_base_1.0.safetensors · kept: v1-5-pruned-emaonly.safetensors" in kept
+    assert "kept" not in render.gpus_embed([node(None)]).fields[0].value

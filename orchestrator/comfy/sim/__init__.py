@@ -5,9 +5,9 @@ It is the demo farm, the test peer and the benchmark farm. It answers the same r
 graphs with ComfyUI's error shapes, runs one prompt at a time in FIFO order, sends the same WebSocket messages in
 the same order, caches an identical graph, and injects the faults of a node's `sim.faults` block.
 
-By job: validation.py (graphs, as ComfyUI checks them), engine.py (the queue and execution), faults.py (the fault
-model), server.py (HTTP and WebSocket routes, a node's life cycle), farm.py (one simulator per sim node of a
-config), render.py (the placeholder images).
+By job: validation.py (graphs, as ComfyUI checks them), engine.py (the queue and execution), values.py (what flows
+between nodes), faults.py (the fault model), server.py (HTTP and WebSocket routes, a node's life cycle), farm.py
+(one simulator per sim node of a config), render.py (the placeholder images).
 """
 
 from orchestrator.comfy.sim.engine import SimPromptRecord, SimStats

@@ -28,7 +28,8 @@ from orchestrator.comfy import node_schemas
 from orchestrator.comfy.protocol import encode_preview
 from orchestrator.comfy.sim import render
 from orchestrator.comfy.sim.faults import OOM_MESSAGE, Garbage, SimFaultState, garbage_frame
-from orchestrator.comfy.sim.validation import cache_keys, execution_order
+from orchestrator.comfy.sim.validation import cache_keys, execution_order, node_inputs
+from orchestrator.comfy.sim.values import Cond, Latent, Model, decode
 from orchestrator.config import NodeConfig
 from orchestrator.families import guess_family
 from orchestrator.models import Family
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 
 #: a preview frame every this many sampler steps (and on the last one)
 PREVIEW_EVERY = 4
+
+#: node classes whose output is a loaded checkpoint (model, clip, vae)
+CHECKPOINT_LOADERS = ("CheckpointLoaderSimple", "CheckpointLoader")
 
 
 @dataclass
@@ -50,6 +54,9 @@ class SimPromptRecord:
     status: str = "queued"  # queued | running | success | error | interrupted | deleted | died
     checkpoint: str | None = None
     cached_nodes: int = 0
+    #: what getting its checkpoint ready cost: read from disk, or moved back from a loader output the cache kept
+    checkpoint_loaded: bool = False
+    checkpoint_swapped: bool = False
 
 
 @dataclass
@@ -59,7 +66,11 @@ class SimStats:
     prompts_started: int = 0
     prompts_completed: int = 0
     checkpoint_loads: int = 0
+    #: checkpoints moved back to the GPU from a loader output the cache kept (no disk load)
+    checkpoint_swaps: int = 0
     loaded_checkpoint: str | None = None
+    #: the checkpoints whose loader output the execution cache holds after the last prompt (loaded one included)
+    cached_checkpoints: frozenset[str] = frozenset()
     uploads: int = 0
     prompts: list[SimPromptRecord] = field(default_factory=list)
     #: malformed frames sent (inject_garbage and the malformed_ws fault), per socket
@@ -70,31 +81,6 @@ class SimStats:
     def record(self, prompt_id: str) -> SimPromptRecord | None:
         """The record of one prompt."""
         return next((r for r in self.prompts if r.prompt_id == prompt_id), None)
-
-
-# --- values flowing between simulated nodes ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Model:
-    checkpoint: str
-    loras: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class _Cond:
-    text: str
-
-
-@dataclass(frozen=True)
-class _Latent:
-    width: int
-    height: int
-    batch: int = 1
-    sources: tuple[Image.Image, ...] = ()
-    prompt: str | None = None
-    seed: int = 0
-    denoise: float = 1.0
 
 
 @dataclass
@@ -208,6 +194,7 @@ class SimEngine(abc.ABC):
         self._history.clear()
         self._cache.clear()
         self.stats.loaded_checkpoint = None
+        self.stats.cached_checkpoints = frozenset()
         if self._worker is not None and self._worker is not asyncio.current_task():
             self._worker.cancel()
         self._worker = None
@@ -347,21 +334,30 @@ class SimEngine(abc.ABC):
         await emit("execution_start", {"prompt_id": pid, "timestamp": now_ms()})
         order = execution_order(graph, item.outputs)
         hashes = {k: hashlib.sha1(v).hexdigest() for k, v in self._input_names().items()}
-        sigs = cache_keys(graph, order, hashes)
-        cached = [nid for nid in order if sigs[nid] in self._cache]
+        # ComfyUI keys every node of the prompt, run or not (execution.py: `cache.set_prompt(dynamic_prompt,
+        # prompt.keys(), ...)`), then `clean_unused` drops every entry whose key is not among them
+        # (comfy_execution/caching.py BasicCache._clean_cache keeps `cache_key_set.get_used_keys()`). So a node no
+        # output depends on is never run, yet keeps its earlier output cached: the keep-alive loader of idle-lane
+        # prompts relies on exactly this.
+        sigs = cache_keys(graph, execution_order(graph, list(graph)), hashes)
+        keys = {sigs[nid] for nid in graph}
+        self._cache = {k: v for k, v in self._cache.items() if k in keys}
+        # Listed for every node of the prompt, as ComfyUI's `for node_id in prompt` does.
+        cached = [nid for nid in graph if sigs[nid] in self._cache]
         item.record.cached_nodes = len(cached)
         await emit("execution_cached", {"nodes": cached, "prompt_id": pid, "timestamp": now_ms()})
         values: dict[str, tuple[Any, ...]] = {}
         ui_outputs: dict[str, dict[str, Any]] = {}
-        new_cache: dict[str, tuple[tuple[Any, ...], dict[str, Any] | None]] = {}
         executed: list[str] = []
         status = "success"
         node_id: str | None = None
         try:
             for node_id in order:
                 class_type = graph[node_id]["class_type"]
-                if node_id in cached:
+                if sigs[node_id] in self._cache:
                     out, ui = self._cache[sigs[node_id]]
+                    if class_type in CHECKPOINT_LOADERS:
+                        await self._swap_in(item, out[0])
                 else:
                     # A wedge set at runtime stops the prompt at the next node (or sampler step).
                     await self._wait_unwedged()
@@ -376,7 +372,8 @@ class SimEngine(abc.ABC):
                     out, ui = await self._run_node(item, node_id, class_type, inputs, fault)
                     executed.append(node_id)
                 values[node_id] = out
-                new_cache[sigs[node_id]] = (out, ui)
+                # ComfyUI stores each output as its node finishes: what ran stays cached whatever happens after.
+                self._cache[sigs[node_id]] = (out, ui)
                 if ui is not None:
                     ui_outputs[node_id] = ui
                     await emit("executed", {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": pid})
@@ -409,8 +406,11 @@ class SimEngine(abc.ABC):
             }
             messages.append(["execution_error", data])
             await self._send(sid, "execution_error", data)
-        # ComfyUI keeps the outputs of the nodes that ran for the next prompt, whatever happened after them.
-        self._cache = new_cache
+        self.stats.cached_checkpoints = frozenset(
+            str(node_inputs(graph[nid]).get("ckpt_name"))
+            for nid in graph
+            if graph[nid]["class_type"] in CHECKPOINT_LOADERS and sigs[nid] in self._cache
+        )
         item.record.status = status
         self._history[pid] = {
             "prompt": item.as_row(),
@@ -433,37 +433,54 @@ class SimEngine(abc.ABC):
         # A node asked for a family it has no speed for runs it slowly rather than refusing it.
         return max(speeds.values(), default=1.0) * 3
 
+    async def _swap_in(self, item: Queued, model: Model) -> None:
+        """
+        A checkpoint whose loader output the cache kept: the model objects exist, only their weights move back.
+
+        ComfyUI offloads a model it has to make room for to CPU RAM (model management's `free_memory`) while the
+        cache still references it; using it again moves the weights back to VRAM, no disk read. On a card with
+        room for both nothing moves at all; the sim charges the move every time (checkpoint_swap_seconds).
+        """
+        item.record.checkpoint = model.checkpoint
+        if self.stats.loaded_checkpoint == model.checkpoint:
+            return
+        await self._sleep(self.sim.checkpoint_swap_seconds * self.time_scale)
+        self.stats.checkpoint_swaps += 1
+        item.record.checkpoint_swapped = True
+        self.stats.loaded_checkpoint = model.checkpoint
+
     async def _run_node(
         self, item: Queued, node_id: str, class_type: str, inputs: dict[str, Any], fault: str | None
     ) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
         scale = self.time_scale
-        if class_type in ("CheckpointLoaderSimple", "CheckpointLoader"):
+        if class_type in CHECKPOINT_LOADERS:
             ckpt = str(inputs["ckpt_name"])
             item.record.checkpoint = ckpt
             if self.stats.loaded_checkpoint != ckpt:
                 await self._sleep(self.sim.checkpoint_load_seconds * scale)
                 self.stats.checkpoint_loads += 1
+                item.record.checkpoint_loaded = True
                 self.stats.loaded_checkpoint = ckpt
-            model = _Model(ckpt)
+            model = Model(ckpt)
             return (model, model, ckpt), None
         if class_type == "LoraLoader":
-            m: _Model = inputs["model"]
-            model = _Model(m.checkpoint, (*m.loras, str(inputs["lora_name"])))
+            m: Model = inputs["model"]
+            model = Model(m.checkpoint, (*m.loras, str(inputs["lora_name"])))
             return (model, model), None
         if class_type == "CLIPTextEncode":
-            return (_Cond(str(inputs["text"])),), None
+            return (Cond(str(inputs["text"])),), None
         if class_type == "FluxGuidance":
             return (inputs["conditioning"],), None
         if class_type == "EmptyLatentImage":
             w, h = int(inputs["width"]) // 8 * 8, int(inputs["height"]) // 8 * 8
-            return (_Latent(w, h, int(inputs["batch_size"])),), None
+            return (Latent(w, h, int(inputs["batch_size"])),), None
         if class_type == "VAEEncode":
             images: tuple[Image.Image, ...] = tuple(inputs["pixels"])
-            return (_Latent(images[0].width // 8 * 8, images[0].height // 8 * 8, len(images), images),), None
+            return (Latent(images[0].width // 8 * 8, images[0].height // 8 * 8, len(images), images),), None
         if class_type == "KSampler":
             return (await self._sample(item, node_id, inputs, fault),), None
         if class_type == "VAEDecode":
-            return (await asyncio.to_thread(_decode, inputs["samples"]),), None
+            return (await asyncio.to_thread(decode, inputs["samples"]),), None
         if class_type == "LoadImage":
             name = str(inputs["image"])
             data = self._input_names().get(name)
@@ -493,9 +510,9 @@ class SimEngine(abc.ABC):
             return (), {"images": await self._save(inputs, class_type == "PreviewImage")}
         raise _NodeFailed(f"the simulator cannot run {class_type}", "NotImplementedError")
 
-    async def _sample(self, item: Queued, node_id: str, inputs: dict[str, Any], fault: str | None) -> _Latent:
-        model: _Model = inputs["model"]
-        latent: _Latent = inputs["latent_image"]
+    async def _sample(self, item: Queued, node_id: str, inputs: dict[str, Any], fault: str | None) -> Latent:
+        model: Model = inputs["model"]
+        latent: Latent = inputs["latent_image"]
         steps, seed, denoise = int(inputs["steps"]), int(inputs["seed"]), float(inputs["denoise"])
         prompt = inputs["positive"].text
         # The session engine's rule; a checkpoint it cannot place runs at SD 1.5 speed.
@@ -558,19 +575,3 @@ class SimEngine(abc.ABC):
             self.files[(kind, subfolder, name)] = data
             refs.append({"filename": name, "subfolder": subfolder, "type": kind})
         return refs
-
-
-def _decode(latent: _Latent) -> tuple[Image.Image, ...]:
-    """VAEDecode: render the placeholder images of a sampled latent."""
-    out = []
-    for i in range(latent.batch):
-        prompt, seed = latent.prompt or "", latent.seed + i
-        if latent.sources:
-            source = latent.sources[min(i, len(latent.sources) - 1)]
-            if latent.prompt is None:
-                out.append(render.resize(source, latent.width, latent.height))
-            else:
-                out.append(render.render_img2img(source, prompt, seed, latent.denoise, latent.width, latent.height))
-        else:
-            out.append(render.render_txt2img(prompt, seed, latent.width, latent.height))
-    return tuple(out)

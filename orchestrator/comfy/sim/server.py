@@ -424,6 +424,7 @@ class ComfySimulator(SimEngine):
         if isinstance(body, dict) and (body.get("unload_models") or body.get("free_memory")):
             # Unloading happens between prompts in ComfyUI; the next prompt reloads its checkpoint.
             self.stats.loaded_checkpoint = None
+            self.stats.cached_checkpoints = frozenset()
             self._cache.clear()
         return web.Response(status=200)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -225,6 +226,12 @@ class Validator:
             )
 
 
+def node_inputs(node: dict[str, Any]) -> dict[str, Any]:
+    """A graph node's inputs; {} when they are not an object (possible on a node validation never looked at)."""
+    inputs = node.get("inputs")
+    return inputs if isinstance(inputs, dict) else {}
+
+
 def _fmt(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else str(v)
 
@@ -252,8 +259,9 @@ def execution_order(graph: dict[str, Any], outputs: Sequence[str]) -> list[str]:
         if nid in seen:
             return
         seen.add(nid)
-        for v in (graph[nid].get("inputs") or {}).values():
-            if is_link(v):
+        for v in node_inputs(graph[nid]).values():
+            # A node no output depends on is not validated: its links may name nothing.
+            if is_link(v) and str(v[0]) in graph:
                 visit(str(v[0]))
         order.append(nid)
 
@@ -263,13 +271,22 @@ def execution_order(graph: dict[str, Any], outputs: Sequence[str]) -> list[str]:
 
 
 def cache_keys(graph: dict[str, Any], order: Sequence[str], input_hashes: dict[str, str]) -> dict[str, str]:
-    """A cache key per node: its class and inputs, with links replaced by the linked node's key."""
+    """
+    A cache key per node: its class and inputs, with links replaced by the linked node's key.
+
+    A link to a node that is not there (or not keyed yet: a cycle among nodes no output depends on) gets a key
+    that matches nothing, as ComfyUI's NaN signature of a missing node never equals anything.
+    """
     sigs: dict[str, str] = {}
     for nid in order:
         node = graph[nid]
         parts: dict[str, Any] = {}
-        for k, v in (node.get("inputs") or {}).items():
-            parts[k] = ["link", sigs[str(v[0])], v[1]] if is_link(v) else v
+        for k, v in node_inputs(node).items():
+            if is_link(v):
+                linked = sigs.get(str(v[0])) or f"missing-{uuid.uuid4().hex}"
+                parts[k] = ["link", linked, v[1]]
+            else:
+                parts[k] = v
         if node["class_type"] == "LoadImage":
             # Like ComfyUI's IS_CHANGED: a re-uploaded file with new bytes is not served from the cache.
             parts["__file"] = input_hashes.get(str(parts.get("image")), "")
