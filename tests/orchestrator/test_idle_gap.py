@@ -1,0 +1,96 @@
+"""No job waits while a capable node idles, even when the node the router preferred is stuck in an overdue run.
+
+Reproduced deterministically with the simulator's `hang` fault, not by loading the machine: the fast node's first
+prompt accepts and never progresses, every other job is queued behind the router's belief that the fast node will
+be free any moment, and the slow node sits idle. Its stall timeout is far beyond the test's own guard, so only the
+scheduler re-offering the waiting work to the idle node can deliver the batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from orchestrator.comfy.sim import SimFarm
+from orchestrator.events import JobFinished, JobStarted
+from orchestrator.farm.job_table import OVERRUN_SHARE, Run, node_outlook
+from orchestrator.models import GenerationParams, Job, JobSpec, TaskKind
+from orchestrator.service import GenerateRequest, Orchestrator
+from tests.orchestrator.farm import TIME_SCALE, Recorder, farm_config
+
+pytestmark = pytest.mark.timeout(90)
+
+FAST, SLOW = "gpu-premium", "gpu-draft"
+COUNT = 6
+STEPS = 40
+
+
+def _run(estimate: float, *, started: float | None = None, launched: float = 1.0) -> Run:
+    job = Job(id="j", batch_id="b", spec=JobSpec(GenerationParams(prompt="x"), TaskKind.DRAFT))
+    return Run(job=job, estimate=estimate, started=started, launched=launched)
+
+
+def test_an_overdue_run_is_expected_to_go_on_the_longer_the_more_it_has_overrun():
+    run = _run(10.0, started=100.0)
+    on_time = run.outlook(104.0)
+    assert (on_time.seconds, on_time.rate) == (6.0, -1.0)
+    turn = 100.0 + on_time.steady_for + 4.0
+    # No jump where counting down hands over to the overrun rule, and from there it only grows.
+    assert run.outlook(turn - 1e-9).seconds == pytest.approx(run.outlook(turn).seconds)
+    late = [run.outlook(100.0 + t) for t in (12.0, 20.0, 40.0)]
+    assert [o.seconds for o in late] == [OVERRUN_SHARE * t for t in (12.0, 20.0, 40.0)]
+    assert all(o.rate == OVERRUN_SHARE and math.isinf(o.steady_for) for o in late)
+
+
+def test_a_run_goes_by_its_samplers_pace_once_it_has_one():
+    run = _run(10.0, started=100.0)
+    # Half its steps in 2 s, twice as fast as estimated: 2 s to go, not 8.
+    run.progress = ((100.0, 0), (102.0, 10), 20)
+    assert run.outlook(102.0).seconds == pytest.approx(2.0)
+
+
+def test_a_node_is_free_when_its_runs_are_done_and_only_the_first_moves():
+    first, second = _run(10.0, started=100.0), _run(4.0, launched=101.0)
+    ahead = node_outlook([first, second], 103.0)
+    assert (ahead.seconds, ahead.rate) == (11.0, -1.0)
+    # A run first in line that has not started within its whole estimate is late: as long again as it has waited.
+    assert node_outlook([second], 104.0).seconds == 4.0
+    assert node_outlook([second], 109.0).seconds == 8.0 and node_outlook([second], 109.0).rate == 1.0
+
+
+async def test_idle_node_takes_the_work_queued_behind_a_node_stuck_in_an_overdue_run(tmp_path):
+    # Stall timeout and deadline far beyond the guard below: the hung run is never taken away by a timeout, so the
+    # batch ends only if the idle node is offered the queued jobs (and, once none waits, copies the hung one).
+    cfg = farm_config(tmp_path, stall_timeout_s=600.0, deadline_floor_s=600.0, reconcile_interval_s=0.2)
+    cfg = cfg.with_nodes(tuple(n for n in cfg.nodes if n.id in (FAST, SLOW)))
+    # 10x the usual time scale, as in the spread test: the nodes' 3:1 speed ratio must outweigh the loop's own work.
+    sim = SimFarm(cfg, time_scale=TIME_SCALE * 10, ephemeral_ports=True)
+    bound = await sim.start()
+    fast = sim.simulators[FAST]
+    try:
+        async with Orchestrator(bound) as orch:
+            # A fault-free batch first: both nodes measured and holding the checkpoint, so that the router's
+            # estimates are the nodes' real speeds (a first batch's checkpoint loads would hide the gap).
+            warm = await orch.generate(GenerateRequest(prompt="warm up", count=8, seed=1, steps=STEPS))
+            await orch.wait_batch(warm)
+            fast.faults.hang_after = fast.stats.prompts_started + 1
+            rec = Recorder(orch.bus)
+            batch = await orch.generate(
+                GenerateRequest(prompt="a lighthouse at dusk", count=COUNT, seed=100, steps=STEPS)
+            )
+            # A guard, not a measurement: on a scheduler with the gap the queued jobs wait for the 600 s stall.
+            await rec.wait_for(lambda r: len({e.job_id for e in r.of(JobFinished)}) == COUNT, timeout=30.0)
+            result = await orch.wait_batch(batch)
+            await rec.close()
+    finally:
+        await sim.stop()
+
+    assert len(result.images) == COUNT and not result.failed
+    assert set(rec.finished_per_job().values()) == {1}, "an image was delivered more than once"
+    assert any(p.status == "interrupted" for p in fast.stats.prompts), "the hung prompt was stopped by its copy"
+    hung_job = next(e.job_id for e in rec.of(JobStarted) if e.node_id == FAST)
+    by_node = {im.id: im.node_id for im in result.images}
+    # The hung job itself was delivered by a copy on the idle node, and the idle node took queued work.
+    assert by_node[hung_job] == SLOW
+    assert sum(nid == SLOW for nid in by_node.values()) >= COUNT - 2
