@@ -13,7 +13,8 @@ import math
 import pytest
 
 from orchestrator.comfy.sim import SimFarm
-from orchestrator.events import JobFinished, JobStarted
+from orchestrator.events import JobFinished, JobRetried, JobStarted
+from orchestrator.farm import backups
 from orchestrator.farm.job_table import OVERRUN_SHARE, Run, node_outlook
 from orchestrator.models import GenerationParams, Job, JobSpec, TaskKind
 from orchestrator.service import GenerateRequest, Orchestrator
@@ -59,6 +60,21 @@ def test_a_node_is_free_when_its_runs_are_done_and_only_the_first_moves():
     assert node_outlook([second], 109.0).seconds == 8.0 and node_outlook([second], 109.0).rate == 1.0
 
 
+def test_an_idle_node_looks_again_when_a_growing_backlog_makes_a_copy_sooner():
+    job = _run(1.0).job
+    # Not overdue yet (2 s of the 4 s the factor allows) and a copy here (3 s) not yet sooner than the 2 s its own
+    # node still needs, but that grows half a second per second: a copy is sooner in 2 s, before it turns overdue.
+    straggler = backups.Straggler(
+        job=job, node_id="n", remaining=2.0, elapsed=2.0, expected=2.0, copy_seconds=3.0, remaining_rate=0.5
+    )
+    choice = backups.choose_backup([straggler], 2.0)
+    assert choice.job is None and choice.recheck_in == pytest.approx(2.0)
+    later = backups.Straggler(
+        job=job, node_id="n", remaining=3.1, elapsed=4.0 - 1e-3, expected=2.0, copy_seconds=3.0, remaining_rate=0.5
+    )
+    assert backups.choose_backup([later], 2.0).job is job
+
+
 async def test_idle_node_takes_the_work_queued_behind_a_node_stuck_in_an_overdue_run(tmp_path):
     # Stall timeout and deadline far beyond the guard below: the hung run is never taken away by a timeout, so the
     # batch ends only if the idle node is offered the queued jobs (and, once none waits, copies the hung one).
@@ -88,6 +104,7 @@ async def test_idle_node_takes_the_work_queued_behind_a_node_stuck_in_an_overdue
 
     assert len(result.images) == COUNT and not result.failed
     assert set(rec.finished_per_job().values()) == {1}, "an image was delivered more than once"
+    assert not rec.of(JobRetried), "no stall or deadline fired: the waiting work moved by routing alone"
     assert any(p.status == "interrupted" for p in fast.stats.prompts), "the hung prompt was stopped by its copy"
     hung_job = next(e.job_id for e in rec.of(JobStarted) if e.node_id == FAST)
     by_node = {im.id: im.node_id for im in result.images}
