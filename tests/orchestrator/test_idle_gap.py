@@ -13,10 +13,10 @@ import math
 import pytest
 
 from orchestrator.comfy.sim import SimFarm
-from orchestrator.events import JobFinished, JobRetried, JobStarted
+from orchestrator.events import JobFinished, JobProgress, JobRetried, JobStarted
 from orchestrator.farm import backups
 from orchestrator.farm.job_table import OVERRUN_SHARE, Run, node_outlook
-from orchestrator.models import GenerationParams, Job, JobSpec, TaskKind
+from orchestrator.models import Family, GenerationParams, Job, JobSpec, TaskKind
 from orchestrator.service import GenerateRequest, Orchestrator
 from tests.orchestrator.farm import TIME_SCALE, Recorder, farm_config
 
@@ -111,3 +111,35 @@ async def test_idle_node_takes_the_work_queued_behind_a_node_stuck_in_an_overdue
     # The hung job itself was delivered by a copy on the idle node, and the idle node took queued work.
     assert by_node[hung_job] == SLOW
     assert sum(nid == SLOW for nid in by_node.values()) >= COUNT - 2
+
+
+async def test_a_pause_in_one_run_is_not_learned_as_the_nodes_speed(tmp_path):
+    # Seed 17 of the chaos suite, under load: a wedge in the middle of the draft card's first run was learned as its
+    # speed (35x too slow), and the router then left it idle while work waited. The learned speed is the usual step.
+    cfg = farm_config(tmp_path)
+    cfg = cfg.with_nodes(tuple(n for n in cfg.nodes if n.id in (FAST, SLOW)))
+    sim = SimFarm(cfg, time_scale=TIME_SCALE, ephemeral_ports=True)
+    bound = await sim.start()
+    slow = sim.simulators[SLOW]
+    try:
+        async with Orchestrator(bound) as orch:
+            rec = Recorder(orch.bus)
+            # SDXL work the draft card cannot run keeps the fast card busy; the SD 1.5 image goes to the draft card.
+            sdxl = await orch.generate(GenerateRequest(prompt="busy", family=Family.SDXL, count=3, seed=1, steps=STEPS))
+            draft = await orch.generate(GenerateRequest(prompt="paused", count=1, seed=2, steps=10))
+            await rec.wait_for(lambda r: any(e.node_id == SLOW and e.step >= 2 for e in r.of(JobProgress)))
+            slow.faults.wedge = True
+            done_before = len(rec.of(JobFinished))
+            # The pause lasts while the fast card renders a whole SDXL image: many of the draft card's steps.
+            await rec.wait_for(lambda r: len(r.of(JobFinished)) > done_before)
+            slow.unwedge()
+            await orch.wait_batch(draft)
+            await orch.wait_batch(sdxl)
+            await rec.close()
+            learned = orch.registry.get(SLOW).stats.seconds_per_step["sd15"]
+    finally:
+        await sim.stop()
+    node_sim = cfg.node(SLOW).sim
+    assert node_sim is not None
+    configured = node_sim.seconds_per_step[Family.SD15] * TIME_SCALE
+    assert learned < 3 * configured
