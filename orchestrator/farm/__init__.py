@@ -10,7 +10,8 @@ One job's way through these modules::
             |                              (every status change goes through job_state.transition)
             |   a node's pull loop wakes
             v
-    router.choose_job (router.py)          pure: the queued job this free node should take (earliest finish)
+    router.choose (router.py)              pure: the queued job this free node should take (earliest finish),
+            |                              or when to ask it again (a backlog elsewhere turning overdue)
             |
             v
     JobRunner.execute (job_runner.py)      upload inputs, post the prompt, follow its events to the end

@@ -9,6 +9,7 @@ first result wins and the other run is interrupted. The stall timeout still deci
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,13 +25,17 @@ class Straggler:
 
     job: Job
     node_id: str
-    #: seconds until its own node is expected to deliver it (0 when already past its estimate)
+    #: seconds until its own node is expected to deliver it (Run.outlook of it and the runs ahead of it), how
+    #: that moves per second while nothing is heard (positive: an overdue run ahead of it, or itself, growing),
+    #: and for how long that rate holds
     remaining: float
     #: seconds since launch, and how long it was expected to take from launch (its node's queue included)
     elapsed: float
     expected: float
     #: seconds the idle node would need for a copy (checkpoint load included)
     copy_seconds: float
+    remaining_rate: float = 0.0
+    steady_for: float = math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +58,11 @@ def choose_backup(candidates: Sequence[Straggler], overdue_factor: float) -> Bac
         overdue = c.elapsed >= limit
         sooner = c.copy_seconds < GAIN * c.remaining
         if not (overdue or sooner):
-            wait = limit - c.elapsed
+            # Look again when it turns overdue, when its node's backlog changes pace, or when that backlog, growing,
+            # makes a copy here sooner.
+            wait = min(limit - c.elapsed, c.steady_for)
+            if c.remaining_rate > 0:
+                wait = min(wait, (c.copy_seconds - GAIN * c.remaining) / (GAIN * c.remaining_rate))
             recheck = wait if recheck is None else min(recheck, wait)
             continue
         # An overdue job may never finish where it is: copy it first, the longest-overdue one first.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,6 +118,8 @@ class JobRunner:
         t_start: float | None = None
         first: tuple[float, int] | None = None
         last: tuple[float, int] | None = None
+        #: seconds per step between consecutive progress messages
+        paces: list[float] = []
         prev_ckpt = node.stats.loaded_checkpoint
         prev_kept = node.stats.kept_checkpoint
         deadline = time.monotonic() + self.settings.timeout_for(job.spec.task)
@@ -171,6 +174,8 @@ class JobRunner:
                     now = time.monotonic()
                     if first is None:
                         first = (now, ev.value)
+                    elif last is not None and ev.value > last[1]:
+                        paces.append((now - last[0]) / (ev.value - last[1]))
                     last = (now, ev.value)
                     run.progress = (first, last, ev.max)
                     now_job = self.table.current(job)
@@ -198,7 +203,7 @@ class JobRunner:
                     raise ExecutionFailed("interrupted on the node", node_type=ev.node_type, interrupted=True)
         finally:
             watch.close()
-        self._learn_speed(node, job, t_start, first, last, prev_ckpt, prev_kept)
+        self._learn_speed(node, job, t_start, first, paces, prev_ckpt, prev_kept)
         if not images and job.prompt_id is not None:
             entry = await node.client.history(job.prompt_id)
             images = list(entry.images) if entry else []
@@ -213,7 +218,7 @@ class JobRunner:
         job: Job,
         t_start: float | None,
         first: tuple[float, int] | None,
-        last: tuple[float, int] | None,
+        paces: list[float],
         prev_ckpt: str | None,
         prev_kept: str | None,
     ) -> None:
@@ -222,9 +227,11 @@ class JobRunner:
             if t_start is not None:
                 self.registry.record_upscale(node.id, time.monotonic() - t_start)
             return
-        if first is None or last is None or last[1] <= first[1]:
+        if first is None or not paces:
             return
-        per_step = (last[0] - first[0]) / (last[1] - first[1])
+        # The node's speed is its usual step, not the run's average: one long pause (a node wedged for a while, a
+        # stalled socket) would otherwise be learned as a card many times slower, and the router would starve it.
+        per_step = statistics.median(paces)
         self.registry.record_speed(node.id, p.family, per_step / (p.pixels / p.family.native_size**2))
         if t_start is not None and prev_ckpt != p.checkpoint:
             seconds = max(0.0, first[0] - t_start - per_step)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable, Collection, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -27,6 +28,47 @@ from orchestrator.models import Job, JobSpec, JobStatus
 _T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
+
+
+#: a run past its expected end is expected to need this share of the time it has taken so far. Run times have a
+#: heavy tail (a checkpoint load from a cold disk, a node swapping, a wedged GPU that still answers): the longer a
+#: run has overrun, the longer it is likely to go on, so its expected remaining time grows with its age instead of
+#: staying at "any moment". The share also decides when a run on time starts counting as overdue: once what its
+#: estimate leaves is less than this share of its age (at 1 / 1.25 = 80 % of its estimate), with no jump.
+OVERRUN_SHARE = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Outlook:
+    """
+    Seconds until a run (or a node's runs) is expected to be done, and how that figure moves meanwhile.
+
+    While nothing new is heard it moves `rate` seconds per second (-1 counting down as planned, 0 waiting, positive
+    overdue and growing) for `steady_for` seconds (infinite: until an event, such as a run ending, changes it).
+    """
+
+    seconds: float
+    rate: float = 0.0
+    steady_for: float = math.inf
+
+    def __add__(self, other: Outlook) -> Outlook:
+        return Outlook(self.seconds + other.seconds, self.rate + other.rate, min(self.steady_for, other.steady_for))
+
+
+def expected_remaining(span: float, elapsed: float) -> Outlook:
+    """The outlook of a run expected to take `span` seconds, `elapsed` into it: on time, then overrunning."""
+    turn = span / (1.0 + OVERRUN_SHARE)
+    if elapsed < turn:
+        return Outlook(span - elapsed, -1.0, turn - elapsed)
+    return Outlook(OVERRUN_SHARE * elapsed, OVERRUN_SHARE)
+
+
+def node_outlook(runs: Sequence[Run], now: float) -> Outlook:
+    """A node's runs (in launch order) summed: when the node is expected to be free, and how that moves."""
+    total = Outlook(0.0)
+    for i, r in enumerate(runs):
+        total += r.outlook(now, first=i == 0)
+    return total
 
 
 def _posted() -> asyncio.Event:
@@ -68,17 +110,30 @@ class Run:
     #: the checkpoint its prompt keeps alive in the node's cache (a dangling loader; speculative runs only)
     keep_alive: str | None = None
 
-    def remaining(self, now: float) -> float:
-        """Seconds until this run is expected to be done, from its sampler's pace once it has one."""
+    def outlook(self, now: float, *, first: bool = True) -> Outlook:
+        """
+        Seconds until this run leaves its node: the one estimate the router and the backup copies use.
+
+        From its sampler's pace once it has one, else from its estimate; past either, by the overrun rule
+        (`expected_remaining`). Fetching and storing the image count too: until they are done the run holds one of
+        its node's slots (a locked DB keeps it there). `first`: nothing is ahead of it on its node, so if it has not
+        started it is late.
+        """
         if self.started is None:
-            return self.estimate
+            if not first or not self.launched:
+                return Outlook(self.estimate)
+            waited = now - self.launched
+            if waited < self.estimate:
+                return Outlook(self.estimate, 0.0, self.estimate - waited)
+            # First in line, launched longer ago than its whole estimate and still not started (a slow upload, a
+            # locked DB, a node that took the prompt and went quiet): expect it to take as long again as it has.
+            return Outlook(waited, 1.0)
+        span = self.estimate
         if self.progress is not None:
             (t0, s0), (t1, s1), total = self.progress
             if s1 > s0:
-                return max(0.0, (total - s1) * (t1 - t0) / (s1 - s0) - (now - t1))
-        # Past its estimate with no pace to go by (a checkpoint load slower than expected, a quiet node): expect
-        # it to need a good part of what it has taken so far rather than to be done any moment.
-        return max(self.started + self.estimate - now, 0.25 * (now - self.started))
+                span = t1 + (total - s1) * (t1 - t0) / (s1 - s0) - self.started
+        return expected_remaining(span, now - self.started)
 
     @property
     def task_done(self) -> bool:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from orchestrator.config import SchedulerSettings
 from orchestrator.farm import backups, router
-from orchestrator.farm.job_table import JobTable, Run
+from orchestrator.farm.job_table import JobTable, Outlook, Run
 from orchestrator.farm.registry import Node, Registry
 from orchestrator.farm.settling import Settler
 from orchestrator.models import JobStatus
@@ -79,9 +79,10 @@ class Racing:
         for nid, runs in self.table.running.items():
             if nid == idle.id:
                 continue
-            ahead = 0.0
-            for r in runs.values():
-                ahead += r.remaining(now)
+            ahead = Outlook(0.0)
+            for i, r in enumerate(runs.values()):
+                # The router's estimate too (node_outlook): one figure for when a node will be free.
+                ahead += r.outlook(now, first=i == 0)
                 job = r.job
                 if r.backup or r.rendered or len(self.table.runs_of(job.id)) > 1 or self.table.is_terminal(job):
                     continue
@@ -95,10 +96,12 @@ class Racing:
                     backups.Straggler(
                         job=job,
                         node_id=nid,
-                        remaining=ahead,
+                        remaining=ahead.seconds,
                         elapsed=now - r.launched,
                         expected=r.expected,
                         copy_seconds=load + router.run_seconds(idle.config, idle.stats, job),
+                        remaining_rate=ahead.rate,
+                        steady_for=ahead.steady_for,
                     )
                 )
         return out

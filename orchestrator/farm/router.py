@@ -1,15 +1,20 @@
 """
 Pure routing decisions: which node can run a job, how long it would take, and which job a free node takes.
 
-The scheduler calls `choose_job` whenever a node has a free slot. It simulates giving each
+The scheduler calls `choose` whenever a node has a free slot. It simulates giving each
 queued job (in priority and fair-share order) to the node where it would finish first, and
 hands the asking node the first job that lands on it. For a stage of identical images on
 nodes of different speeds this earliest-finish rule is the optimal assignment; a checkpoint
 swap counts as time, which gives model affinity for free.
+
+A node's backlog moves with time alone (a run on time counts down; an overdue one is expected to go on the
+longer, the longer it has overrun), so a node told to leave the queue to another is also told when that answer
+could change: the scheduler asks it again then, without waiting for a run to end or a job to be queued.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +35,8 @@ DEFAULT_SWAP_SECONDS = 0.5
 DEFAULT_UPSCALE_SECONDS = 2.0
 #: jobs looked at per decision; beyond this the queue order alone decides
 LOOKAHEAD = 256
+#: a node is asked again this long after the moment its answer could change (finish times are compared to the ms)
+RECHECK_MARGIN = 0.002
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +56,10 @@ class NodeView:
     #: the checkpoint the node's cache will keep besides `next_checkpoint` (None once real work replaces it)
     kept_checkpoint: str | None = None
     swap_seconds: float = DEFAULT_SWAP_SECONDS
+    #: how `busy_for` moves while nothing new is heard (seconds per second: -1 a run on time counting down,
+    #: positive an overdue run), and for how many seconds that rate holds
+    busy_rate: float = 0.0
+    steady_for: float = math.inf
 
     @property
     def node_id(self) -> str:
@@ -150,41 +161,75 @@ def _tier_bias(task: TaskKind, tier: Tier) -> int:
     return -tier.rank if task in (TaskKind.DRAFT, TaskKind.STANDARD) else tier.rank
 
 
-def choose_job(asking: str, queued: Sequence[Job], nodes: Sequence[NodeView]) -> Job | None:
+@dataclass(frozen=True, slots=True)
+class Choice:
     """
-    The job the node `asking` should take now, or None to leave the queue to faster nodes.
+    What a node with a free slot should do: take `job`, or (None) leave the queue to others for now.
 
-    Simulates earliest-finish-time assignment over the queue (in `job_order`) with every healthy
-    node's current backlog; returns the first job assigned to `asking`.
+    When it leaves it, `recheck_in`: ask again in that many seconds, when the nodes' backlogs will have moved
+    enough to change the answer (None: only an event, a run ending or a job queued, can change it).
+    """
+
+    job: Job | None
+    recheck_in: float | None = None
+
+
+def choose_job(asking: str, queued: Sequence[Job], nodes: Sequence[NodeView]) -> Job | None:
+    """The job the node `asking` should take now, or None to leave the queue to faster nodes (see `choose`)."""
+    return choose(asking, queued, nodes).job
+
+
+def choose(asking: str, queued: Sequence[Job], nodes: Sequence[NodeView]) -> Choice:
+    """
+    The job the node `asking` should take now, or when to ask again.
+
+    Simulates earliest-finish-time assignment over the queue (in `job_order`) with every healthy node's current
+    backlog; returns the first job assigned to `asking`. When none is, the earliest moment any job of the
+    simulation would land elsewhere: each finish time moves with its node's `busy_rate` until the node's
+    `steady_for` runs out, so the gap between a job's best node and every other candidate closes at a known pace.
     """
     me = next((n for n in nodes if n.node_id == asking), None)
     if me is None or not me.has_slot:
-        return None
+        return Choice(None)
     free_at = {n.node_id: n.busy_for for n in nodes}
     loaded = {n.node_id: n.next_checkpoint for n in nodes}
     kept = {n.node_id: n.kept_checkpoint for n in nodes}
+    recheck = math.inf
+    could = False
     for job in job_order(queued)[:LOOKAHEAD]:
         candidates = [n for n in nodes if can_run(n.config, n.stats, job)]
         preferred = [n for n in candidates if n.node_id not in job.failed_nodes] or candidates
         if not preferred:
             continue
+        could = could or any(n.node_id == asking for n in preferred)
         best: NodeView | None = None
         best_key: tuple[float, int, int] | None = None
+        finishes: list[tuple[NodeView, float]] = []
         for n in preferred:
             model = job.params.model_name
             load = load_cost(model, loaded[n.node_id], kept[n.node_id], n.load_seconds, n.swap_seconds)
             finish = free_at[n.node_id] + load + run_seconds(n.config, n.stats, job)
+            finishes.append((n, finish))
             # Millisecond rounding lets the tier bias decide near-ties deterministically.
             key = (round(finish, 3), _tier_bias(job.spec.task, n.config.tier), 0 if n.node_id == asking else 1)
             if best_key is None or key < best_key:
                 best, best_key = n, key
         assert best is not None and best_key is not None
         if best.node_id == asking:
-            return job
+            return Choice(job)
+        best_finish = next(f for n, f in finishes if n is best)
+        for n, finish in finishes:
+            closing = best.busy_rate - n.busy_rate
+            if n is not best and closing > 0:
+                recheck = min(recheck, (finish - best_finish) / closing)
         free_at[best.node_id] = best_key[0]
         loaded[best.node_id] = job.params.model_name or loaded[best.node_id]
         kept[best.node_id] = None  # a real job's prompt names one loader: the cache keeps nothing else
-    return None
+    if not could:
+        return Choice(None)
+    # A node's rate changes when one of its runs turns overdue: the answer may change then too.
+    recheck = min([recheck, *(n.steady_for for n in nodes if n.stats.healthy)])
+    return Choice(None, None if math.isinf(recheck) else max(0.0, recheck) + RECHECK_MARGIN)
 
 
 def even_split(count: int, node_ids: Sequence[str]) -> dict[str, int]:

@@ -2,8 +2,8 @@
 The persistent job queue and one pull loop per node: submit, launch, cancel, and one task per run.
 
 Job state changes happen only in `transition` (job_state.py), which rejects illegal ones. Routing decisions
-(which job a free node takes) are the pure `router.choose_job`. Running one job on one node is the
-`JobRunner`'s (job_runner.py), judging a run that did not deliver is the `Settler`'s (settling.py), backup
+(which job a free node takes, or when to ask it again) are the pure `router.choose`. Running one job on one node
+is the `JobRunner`'s (job_runner.py), judging a run that did not deliver is the `Settler`'s (settling.py), backup
 copies of stragglers are `Racing`'s (racing.py), reconciling unfinished jobs after a restart is `Recovery`'s
 (recovery.py), and the queue, runs and batches they all share are the `JobTable` (job_table.py).
 """
@@ -28,7 +28,7 @@ from orchestrator.farm import router
 from orchestrator.farm.idle_lane import IdleLane
 from orchestrator.farm.job_runner import JobRunner, Stalled
 from orchestrator.farm.job_state import transition
-from orchestrator.farm.job_table import Batch, JobTable, Run
+from orchestrator.farm.job_table import Batch, JobTable, Run, node_outlook
 from orchestrator.farm.racing import Racing
 from orchestrator.farm.reconciler import Reconciler
 from orchestrator.farm.recovery import Recovery
@@ -47,6 +47,11 @@ log = logging.getLogger(__name__)
 #: the supervised loops' names: reconciliation, and hearing nodes go up and down
 RECONCILER_TASK = "reconciler"
 HEALTH_TASK = "scheduler-health"
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    """The sooner of two optional delays (None: never)."""
+    return b if a is None else a if b is None else min(a, b)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,30 +315,23 @@ class Scheduler:
             runs = list(self.running[node.id].values())
             if real_only:
                 runs = [r for r in runs if r.job.id not in self.table.speculative]
-            busy = 0.0
-            for i, r in enumerate(runs):
-                if r.started is not None:
-                    busy += max(0.05 * r.estimate, r.started + r.estimate - now)
-                elif i == 0 and r.launched:
-                    # First in line and still not started, past its estimate (a slow upload, a locked DB, a node
-                    # that took the prompt and went quiet): expect it to take as long again as it already has,
-                    # so that waiting work goes to an idle node instead of waiting on a promise.
-                    busy += max(r.estimate, now - r.launched)
-                else:
-                    busy += r.estimate
+            # The same estimate of each run's remaining time as the backup copies use (Run.outlook).
+            busy = node_outlook(runs, now)
             next_ckpt = runs[-1].job.params.model_name if runs else node.stats.loaded_checkpoint
             kept = None if runs else node.stats.kept_checkpoint
             views.append(
                 router.NodeView(
                     config=node.config,
                     stats=node.stats,
-                    busy_for=busy,
+                    busy_for=busy.seconds,
                     next_checkpoint=next_ckpt,
                     in_flight=len(runs),
                     depth=self.settings.node_depth,
                     load_seconds=self.registry.load_estimate(node.id),
                     kept_checkpoint=kept,
                     swap_seconds=self.registry.swap_estimate(node.id),
+                    busy_rate=busy.rate,
+                    steady_for=busy.steady_for,
                 )
             )
         return views
@@ -343,18 +341,23 @@ class Scheduler:
         wake = self.table.wake[node_id]
         recheck: float | None = None
         while True:
+            # Woken when a job is queued or a run ends; else at `recheck`, the moment the router said its answer
+            # could change (a run on another node turning overdue) or a straggler becomes worth a copy.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(recheck):
                     await wake.wait()
             wake.clear()
+            recheck = None
             while not self._closing and self.queued:
-                job = self._next_job(node)
-                if job is None:
+                choice = self._next_job(node)
+                if choice.job is None:
+                    recheck = choice.recheck_in
                     break
-                self._launch(node, job)
-            recheck = self.racing.maybe_backup(node) if self.settings.backups and not self._closing else None
+                self._launch(node, choice.job)
+            if self.settings.backups and not self._closing:
+                recheck = _earliest(recheck, self.racing.maybe_backup(node))
 
-    def _next_job(self, node: Node) -> Job | None:
+    def _next_job(self, node: Node) -> router.Choice:
         """
         The job this node takes now: a real one first; a speculative one only when no real job it can run waits.
 
@@ -363,16 +366,16 @@ class Scheduler:
         """
         spec = self.table.speculative
         real = [j for j in self.queued.values() if j.id not in spec]
-        job = router.choose_job(node.id, real, self._views(real_only=True)) if real else None
-        if job is not None:
+        choice = router.choose(node.id, real, self._views(real_only=True)) if real else router.Choice(None)
+        if choice.job is not None:
             self.lane.preempt(node)
-            return job
+            return choice
         if any(router.can_run(node.config, node.stats, j) for j in real):
-            return None  # real work waits for it (the router leaves it to a faster node for now)
+            return choice  # real work waits for it (the router leaves it to a faster node for now)
         if self.running[node.id] or self.lane.warmer.busy(node.id):
-            return None  # idle-only: a speculative job never queues behind anything on a node
+            return router.Choice(None)  # idle-only: a speculative job never queues behind anything on a node
         idle = [j for j in self.queued.values() if j.id in spec]
-        return router.choose_job(node.id, idle, self._views()) if idle else None
+        return router.choose(node.id, idle, self._views()) if idle else router.Choice(None)
 
     def _launch(self, node: Node, job: Job) -> None:
         del self.queued[job.id]

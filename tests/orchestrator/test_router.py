@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from orchestrator.config import load_config
 from orchestrator.farm import router
@@ -177,3 +180,39 @@ def test_retry_prefers_other_nodes():
 def test_even_split_is_the_seed_baseline():
     assert router.even_split(20, ["a", "b", "c", "d"]) == {"a": 5, "b": 5, "c": 5, "d": 5}
     assert router.even_split(3, ["a", "b"]) == {"a": 2, "b": 1}
+
+
+def _moved(vs, dt):
+    """The views `dt` seconds later with nothing heard meanwhile (each backlog moves at its rate)."""
+    return [replace(v, busy_for=v.busy_for + v.busy_rate * dt, steady_for=v.steady_for - dt) for v in vs]
+
+
+def test_node_left_out_for_an_overdue_node_is_told_when_to_ask_again():
+    # The premium node is stuck past its estimate: its backlog grows (a quarter second per second). The draft node
+    # is idle; for now the premium node still looks sooner, and the draft node learns when that stops being true.
+    j = job(0)
+    vs = [
+        replace(v, busy_for=0.1, busy_rate=0.25, in_flight=1) if v.node_id == "gpu-premium" else v
+        for v in views(depth=2)
+        if v.node_id in ("gpu-premium", "gpu-draft")
+    ]
+    choice = router.choose("gpu-draft", [j], vs)
+    assert choice.job is None and choice.recheck_in is not None
+    assert router.choose("gpu-draft", [j], _moved(vs, choice.recheck_in)).job is j
+    assert router.choose("gpu-draft", [j], _moved(vs, choice.recheck_in - 2 * router.RECHECK_MARGIN)).job is None
+
+
+def test_node_left_out_is_asked_again_when_a_run_elsewhere_turns_overdue():
+    j = job(0)
+    vs = [
+        replace(v, busy_for=0.1, busy_rate=-1.0, steady_for=0.3, in_flight=1) if v.node_id == "gpu-premium" else v
+        for v in views(depth=2)
+        if v.node_id in ("gpu-premium", "gpu-draft")
+    ]
+    choice = router.choose("gpu-draft", [j], vs)
+    assert choice.job is None and choice.recheck_in == pytest.approx(0.3 + router.RECHECK_MARGIN)
+
+
+def test_nothing_but_an_event_can_change_an_answer_when_no_backlog_moves():
+    assert router.choose("gpu-draft", [job(0)], views()) == router.Choice(None, None)
+    assert router.choose("gpu-draft", [job(0, family=Family.SDXL, size=1024)], views()) == router.Choice(None, None)
