@@ -245,6 +245,9 @@ class SpeculationSettings:
     settle_s: float = 3.0
     #: load the next stage's checkpoints on idle nodes when a stage opens for votes
     warmup: bool = True
+    #: a GPU gets speculative work once the prediction has held for this many times the GPU's run time of one of
+    #: the next stage's jobs (1: as likely as not to outlive the job; 0: every GPU at settle_s)
+    ramp: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,10 +424,13 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
     )
 
     spec = root.child("speculation")
-    spec.only({"enabled", "settle_s", "warmup"})
+    spec.only({"enabled", "settle_s", "warmup", "ramp"})
     settle_s = spec.get("settle_s", _num, d.speculation.settle_s)
     if settle_s < 0:
         raise spec.child("settle_s").fail("expected a number >= 0")
+    ramp = spec.get("ramp", _num, d.speculation.ramp)
+    if ramp < 0:
+        raise spec.child("ramp").fail("expected a number >= 0")
 
     checkpoints = dict(DEFAULT_CHECKPOINTS)
     empty: dict[Family, str] = {}
@@ -520,5 +526,6 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
             enabled=spec.get("enabled", _bool, d.speculation.enabled),
             settle_s=settle_s,
             warmup=spec.get("warmup", _bool, d.speculation.warmup),
+            ramp=ramp,
         ),
     )
