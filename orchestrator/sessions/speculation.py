@@ -10,7 +10,7 @@ a = d. A GPU therefore gets speculative work once the prediction has held `specu
 times that GPU's run time of one of the next stage's jobs (the router's estimate), and never before
 `speculation.settle_s`: the fastest GPU first, every GPU and the whole stage once it has held for the slowest
 one's job. Before that, the prediction has at most one job in flight per GPU it has earned, so a change costs at
-most those jobs' partial runs, where submitting the whole stage at once kept every GPU on it until the change.
+most one job per earned GPU, where submitting the whole stage at once kept every GPU on it until the change.
 A change of the prediction (back and forth included) starts the count again. The times are the farm's own
 estimates, so the ramp scales with the farm (and with the simulator's time scale).
 
