@@ -247,6 +247,9 @@ class SpeculationSettings:
     warmup: bool = True
     #: idle-lane prompts keep the checkpoint of a node's last real work in ComfyUI's cache (a reload is a swap-in)
     keep_alive: bool = True
+    #: a GPU gets speculative work once the prediction has held for this many times the GPU's run time of one of
+    #: the next stage's jobs (1: as likely as not to outlive the job; 0: every GPU at settle_s)
+    ramp: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,10 +426,13 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
     )
 
     spec = root.child("speculation")
-    spec.only({"enabled", "settle_s", "warmup", "keep_alive"})
+    spec.only({"enabled", "settle_s", "warmup", "keep_alive", "ramp"})
     settle_s = spec.get("settle_s", _num, d.speculation.settle_s)
     if settle_s < 0:
         raise spec.child("settle_s").fail("expected a number >= 0")
+    ramp = spec.get("ramp", _num, d.speculation.ramp)
+    if ramp < 0:
+        raise spec.child("ramp").fail("expected a number >= 0")
 
     checkpoints = dict(DEFAULT_CHECKPOINTS)
     empty: dict[Family, str] = {}
@@ -523,5 +529,6 @@ def parse_settings(doc: Any, file: str = "settings.yaml", env: Mapping[str, str]
             settle_s=settle_s,
             warmup=spec.get("warmup", _bool, d.speculation.warmup),
             keep_alive=spec.get("keep_alive", _bool, d.speculation.keep_alive),
+            ramp=ramp,
         ),
     )

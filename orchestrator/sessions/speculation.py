@@ -1,6 +1,19 @@
 """
 Speculation: while a Draft Grid stage is open for votes, run what Continue would ask for on idle GPUs.
 
+How much to run (the ramp). A speculative job costs its GPU the job's run time d, wasted if the prediction
+changes before Continue; if the prediction holds, it saves about d of that GPU's work after Continue. Expected
+waste and expected saving are even when the prediction is as likely as not to outlive the job. All that is known
+of the voters is how long the prediction has held (a); with nothing else, a state is taken to be as likely as not
+to last as long again as it has lasted (P(it holds t more | it held a) = a / (a + t)), so the break-even is
+a = d. A GPU therefore gets speculative work once the prediction has held `speculation.ramp` (1: break-even)
+times that GPU's run time of one of the next stage's jobs (the router's estimate), and never before
+`speculation.settle_s`: the fastest GPU first, every GPU and the whole stage once it has held for the slowest
+one's job. Before that, the prediction has at most one job in flight per GPU it has earned, so a change costs at
+most one job per earned GPU, where submitting the whole stage at once kept every GPU on it until the change.
+A change of the prediction (back and forth included) starts the count again. The times are the farm's own
+estimates, so the ramp scales with the farm (and with the simulator's time scale).
+
 Per-server opt-out lives in the refs table (`SERVER_REF`, `speculation:<server id>`), set by an admin-only
 /server command; `speculation.enabled` turns it off for the whole bot.
 """
@@ -17,9 +30,10 @@ from dataclasses import dataclass, field
 
 from orchestrator.db import Database
 from orchestrator.errors import ImGenError, SessionNotFound
-from orchestrator.events import SpeculationChanged
-from orchestrator.farm.speculative import SPECULATIVE_BATCH_PREFIX
-from orchestrator.models import JobSpec
+from orchestrator.events import Event, JobFailed, JobFinished, SpeculationChanged
+from orchestrator.farm import router
+from orchestrator.farm.speculative import SPECULATIVE_BATCH_PREFIX, is_speculative_batch
+from orchestrator.models import Job, JobSpec
 from orchestrator.sessions.context import SessionContext
 from orchestrator.sessions.models import Flow, SessionState, StageKind, StageStatus
 from orchestrator.sessions.moves import next_stage
@@ -62,6 +76,23 @@ class Prediction:
     keys: tuple[JobSpec, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """How much of a prediction may be in flight at its age: `gpus` jobs, or the whole stage; when that grows."""
+
+    gpus: int
+    whole: bool
+    #: seconds until the allowance grows (None: it is whole already, or nothing is known to grow it)
+    grows_in: float | None
+
+
+def allowance(thresholds: Sequence[float], age: float) -> Allowance:
+    """The allowance of a prediction `age` seconds old, given the age at which each GPU joins (any order)."""
+    gpus = sum(1 for t in thresholds if t <= age)
+    later = [t - age for t in thresholds if t > age]
+    return Allowance(gpus, bool(thresholds) and not later, min(later) if later else None)
+
+
 @dataclass(slots=True, eq=False)
 class _Watch:
     """One session's speculation: the prediction, since when it holds, and the speculative jobs it submitted."""
@@ -72,6 +103,8 @@ class _Watch:
     since: float = 0.0
     #: speculative jobs submitted for this session and not cancelled: spec key -> job id
     jobs: dict[JobSpec, str] = field(default_factory=dict)
+    #: speculative jobs of this session that ended (finished or failed): no longer in flight
+    ended: set[str] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
     #: set by Continue: the watch ends at its next look (never cancelled mid-submit, which would orphan rows)
     closed: bool = False
@@ -85,9 +118,10 @@ class Speculator:
 
     Each session with a voting Draft Grid stage gets a watch: whenever the session or its votes change the
     prediction is computed again (the same code as Continue, from the votes now, with the next seed drawn when the
-    stage opened); once it has held for `speculation.settle_s` its missing jobs are submitted speculative. Jobs
-    that no longer match are cancelled if still queued; running and done ones are kept for a later match until
-    Continue (`take`), which hands over the matching ones and cancels the rest.
+    stage opened); its missing jobs are submitted speculative as the ramp allows (the module docstring): one job
+    in flight per GPU whose job time the prediction has outlived, the whole stage once it has outlived every
+    GPU's. Jobs that no longer match are cancelled if still queued; running and done ones are kept for a later
+    match until Continue (`take`), which hands over the matching ones and cancels the rest.
     """
 
     def __init__(self, ctx: SessionContext) -> None:
@@ -95,6 +129,9 @@ class Speculator:
         self.settings = ctx.settings.speculation
         self._watches: dict[str, _Watch] = {}
         self._closing = False
+        # A speculative job that ends frees its GPU's place in the ramp: its session's watch looks again.
+        self._ends = ctx.bus.subscribe(maxsize=10_000, accept=_speculative_end)
+        self._hearing: asyncio.Task[None] | None = None
         ctx.watchers.append(self.poke)
         ctx.adopter = self.take
 
@@ -113,11 +150,24 @@ class Speculator:
         w.poked.set()
         if w.task is None or w.task.done():
             w.task = asyncio.create_task(self._watch(session_id, w), name=f"speculate-{session_id[:8]}")
+        if self._hearing is None:
+            self._hearing = asyncio.create_task(self._hear_ends(), name="speculation-ends")
+
+    async def _hear_ends(self) -> None:
+        async for ev in self._ends:
+            assert isinstance(ev, JobFinished | JobFailed)
+            w = self._watches.get(ev.session_id or "")
+            if w is not None and not w.closed:
+                w.ended.add(ev.job_id)
+                w.poked.set()
 
     async def stop(self) -> None:
         """Stop every watch (speculative jobs stay as they are; the next start cancels them)."""
         self._closing = True
+        self._ends.close()
         tasks = [w.task for w in self._watches.values() if w.task is not None]
+        if self._hearing is not None:
+            tasks.append(self._hearing)
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -180,13 +230,16 @@ class Speculator:
                     w.prediction = prediction
                     w.since = loop.time()
                     await self._drop_unmatched(w, prediction)
-                wait = w.since + self.settings.settle_s - loop.time()
                 missing = [k for k in prediction.keys if k not in w.jobs]
-                if wait <= 0 and missing:
-                    await self._submit(session_id, w, missing)
-                    continue
+                room = self.allowance(prediction, loop.time() - w.since)
+                if missing:
+                    in_flight = sum(1 for k in prediction.keys if k in w.jobs and w.jobs[k] not in w.ended)
+                    n = len(missing) if room.whole else room.gpus - in_flight
+                    if n > 0:
+                        await self._submit(session_id, w, missing[:n])
+                        continue
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait if missing else None):
+                    async with asyncio.timeout(room.grows_in if missing else None):
                         await w.poked.wait()
         except asyncio.CancelledError:
             raise
@@ -197,6 +250,20 @@ class Speculator:
         except Exception:
             log.exception("session=%s: speculation failed; Continue will run the stage as usual", session_id)
 
+    def thresholds(self, prediction: Prediction) -> list[float]:
+        """Per GPU able to run the prediction's jobs, the age from which it may: ramp x its job time, >= settle_s."""
+        settle, ramp = self.settings.settle_s, self.settings.ramp
+        if not prediction.keys:
+            return [settle]
+        probe = Job(id="probe", batch_id="probe", spec=prediction.keys[0])
+        nodes = [n for n in self.ctx.scheduler.registry if router.can_run(n.config, n.stats, probe)]
+        # No GPU can take it now (all down): one job waits in the queue for the first to come back.
+        return [max(settle, ramp * router.run_seconds(n.config, n.stats, probe)) for n in nodes] or [settle]
+
+    def allowance(self, prediction: Prediction, age: float) -> Allowance:
+        """How much of the prediction may be in flight now that it has held for `age` seconds."""
+        return allowance(self.thresholds(prediction), age)
+
     async def _drop_unmatched(self, w: _Watch, prediction: Prediction) -> None:
         """Cancel the queued speculative jobs the new prediction no longer has; running and done ones wait."""
         sched = self.ctx.scheduler
@@ -205,6 +272,7 @@ class Speculator:
             if key in wanted or job_id not in sched.queued:
                 continue
             del w.jobs[key]
+            w.ended.discard(job_id)
             await self._drop([job_id])
 
     async def _submit(self, session_id: str, w: _Watch, keys: Sequence[JobSpec]) -> None:
@@ -277,3 +345,7 @@ class Speculator:
         for spec in plan.specs:
             ctx.scheduler.check_capable(spec)
         return Prediction(st.id, tuple(spec_key(s) for s in plan.specs))
+
+
+def _speculative_end(ev: Event) -> bool:
+    return isinstance(ev, JobFinished | JobFailed) and is_speculative_batch(ev.batch_id)

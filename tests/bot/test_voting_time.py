@@ -67,8 +67,9 @@ class SpeculativeDone:
 
 def speculating_config(tmp_path):
     config = make_config(tmp_path, drafts=4)
-    # The prediction is taken as settled at once: the tests wait on events, not on a settle timer.
-    return config.with_settings(speculation=replace(SpeculationSettings(), enabled=True, settle_s=0.0))
+    # The prediction is taken as settled at once and gets the whole stage (no ramp): the tests wait on events, not
+    # on a settle timer.
+    return config.with_settings(speculation=replace(SpeculationSettings(), enabled=True, settle_s=0.0, ramp=0.0))
 
 
 async def test_settled_votes_have_the_refined_stage_ready_at_continue(fake_discord, tmp_path):

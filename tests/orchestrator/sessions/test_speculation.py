@@ -1,4 +1,4 @@
-"""Voting time: speculative next stages on the simulated farm (prediction, adoption in every state, preemption)."""
+"""Voting time: speculative next stages on the simulated farm (prediction, ramp, adoption in any state, preemption)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from dataclasses import replace
 import pytest
 
 from orchestrator.comfy.sim import SimFarm
-from orchestrator.config import SpeculationSettings
-from orchestrator.events import JobFinished, JobQueued, JobStarted, SpeculationChanged
+from orchestrator.config import SpeculationSettings, parse_settings
+from orchestrator.errors import ConfigError
+from orchestrator.events import JobFailed, JobFinished, JobQueued, JobStarted, SpeculationChanged
 from orchestrator.farm.speculative import is_speculative_batch
-from orchestrator.models import Family
+from orchestrator.models import Family, Tier
 from orchestrator.service import GenerateRequest
 from orchestrator.sessions.models import Flow, SessionRequest
+from orchestrator.sessions.speculation import Allowance, allowance
 from tests.orchestrator.farm import TIME_SCALE
 from tests.orchestrator.sessions.conftest import running, serve, small_config
 
@@ -22,8 +24,8 @@ pytestmark = pytest.mark.timeout(90)
 
 @pytest.fixture
 def config(tmp_path):
-    """Speculation on, with no settling wait: the prediction is submitted as soon as it is known."""
-    return small_config(tmp_path).with_settings(speculation=SpeculationSettings(settle_s=0.0))
+    """Speculation on, with no settling wait and no ramp: the whole prediction is submitted as soon as it is known."""
+    return small_config(tmp_path).with_settings(speculation=SpeculationSettings(settle_s=0.0, ramp=0.0))
 
 
 def spec_finished(r) -> list[JobFinished]:
@@ -108,8 +110,8 @@ async def test_changed_votes_cancel_unmatched_and_their_images_never_reach_a_sta
 
 
 def slow_refined(tmp_path, steps: int):
-    """The small funnel with a refined stage of `steps` steps, speculation on without settling."""
-    cfg = small_config(tmp_path).with_settings(speculation=SpeculationSettings(settle_s=0.0))
+    """The small funnel with a refined stage of `steps` steps, speculation on without settling or ramp."""
+    cfg = small_config(tmp_path).with_settings(speculation=SpeculationSettings(settle_s=0.0, ramp=0.0))
     stages = cfg.settings.funnel.stages
     slow = (stages[0], replace(stages[1], steps=steps), *stages[2:])
     return cfg.with_settings(funnel=replace(cfg.settings.funnel, stages=slow))
@@ -248,3 +250,110 @@ async def test_speculation_off_globally_submits_nothing(tmp_path):
         await h.current_done(s.id)
         assert len([e for e in h.rec.of(JobQueued) if e.batch_id == refined.id]) == 3
         assert not spec_queued(h.rec) and h.orch.speculation_stats().submitted == 0
+
+
+# --------------------------------------------------------------------------- the ramp
+
+
+def test_allowance_grows_one_gpu_per_threshold_passed_and_is_whole_after_the_last():
+    thresholds = [2.0, 0.5, 1.0]
+    assert allowance(thresholds, 0.0) == Allowance(0, False, 0.5)
+    assert allowance(thresholds, 0.5) == Allowance(1, False, 0.5)
+    assert allowance(thresholds, 1.5) == Allowance(2, False, 0.5)
+    assert allowance(thresholds, 2.0) == Allowance(3, True, None)
+    assert allowance([], 5.0) == Allowance(0, False, None), "no GPU: nothing ever"
+
+
+def test_ramp_setting_parses_and_rejects_a_negative():
+    assert parse_settings({}, env={}).speculation.ramp == 1.0
+    assert parse_settings({"speculation": {"ramp": 0.5}}, env={}).speculation.ramp == 0.5
+    with pytest.raises(ConfigError) as e:
+        parse_settings({"speculation": {"ramp": -1}}, "settings.yaml", env={})
+    assert str(e.value).startswith("settings.yaml: speculation.ramp: expected a number >= 0")
+
+
+#: the ramp tests run the simulator at this scale: a refined job takes 0.6 s on the fast GPU, 1.6 s on the slow one
+RAMP_SCALE = 0.05
+
+
+def ramp_config(tmp_path):
+    """
+    Two GPUs for a 6-job refined stage: the premium one and the standard one made a draft-tier card (its SDXL
+    job takes 8/3 as long, by the router's estimate and in the simulator); the quality card runs drafts only.
+    Default ramp, no settle time: the fast GPU may take a job once the prediction has held for its job time,
+    the slow one (and the whole stage) once it has held for the slow one's.
+    """
+    cfg = small_config(tmp_path).with_settings(speculation=SpeculationSettings(settle_s=0.0))
+    nodes = []
+    for n in cfg.nodes:
+        if n.id == "gpu-quality":
+            n = replace(n, capabilities=("sd15",))
+        elif n.id == "gpu-standard":
+            assert n.sim is not None
+            sim = replace(n.sim, seconds_per_step={**n.sim.seconds_per_step, Family.SDXL: 0.80})
+            n = replace(n, tier=Tier.DRAFT, sim=sim)
+        nodes.append(n)
+    stages = cfg.settings.funnel.stages
+    refined = replace(stages[1], count=6, steps=40)
+    funnel = replace(cfg.settings.funnel, stages=(stages[0], refined, *stages[2:]))
+    return cfg.with_nodes(tuple(nodes)).with_settings(funnel=funnel)
+
+
+def submissions(r) -> list[list[str]]:
+    """The speculative submissions in order, each the job ids of one batch."""
+    out: dict[str, list[str]] = {}
+    for e in spec_queued(r):
+        out.setdefault(e.batch_id, []).append(e.job_id)
+    return list(out.values())
+
+
+def most_in_flight(r, jobs: set[str]) -> int:
+    """The most of `jobs` queued or running at once, from the events in the order they were published."""
+    in_flight: set[str] = set()
+    most = 0
+    for e in r.events:
+        if isinstance(e, JobQueued) and e.job_id in jobs:
+            in_flight.add(e.job_id)
+            most = max(most, len(in_flight))
+        elif isinstance(e, JobFinished | JobFailed):
+            in_flight.discard(e.job_id)
+    return most
+
+
+async def test_young_prediction_gets_the_fast_gpu_only_and_the_whole_stage_once_it_has_held(tmp_path):
+    async with serve(ramp_config(tmp_path), time_scale=RAMP_SCALE) as bound, running(bound) as h:
+        s, _ = await drafts_with_vote(h)
+        # No Continue: the prediction holding is enough for the whole stage to go in.
+        await h.rec.wait_for(lambda r: len(spec_queued(r)) == 6)
+        batches = submissions(h.rec)
+        assert len(batches[0]) == 1, "young: one job, for the GPU whose job time it outlived first"
+        assert len(batches) >= 2 and len(batches[-1]) >= 2, "the rest went in at once when it had held long enough"
+        young = {j for b in batches[:-1] for j in b}
+        assert most_in_flight(h.rec, young) == 1, "while young, one job in flight at a time"
+        ran_on = {e.node_id for e in h.rec.of(JobStarted) if e.job_id in young}
+        assert ran_on == {"gpu-premium"}, "the young prediction's jobs ran on the fast GPU"
+        refined = await h.svc.advance(s.id, "alice")
+        done = await h.current_done(s.id)
+        assert {im.image.id for im in done.images} == {e.job_id for e in spec_queued(h.rec)}
+        assert not [e for e in h.rec.of(JobQueued) if e.batch_id == refined.id], "all of it adopted"
+
+
+async def test_a_changed_prediction_starts_the_ramp_again(tmp_path):
+    async with serve(ramp_config(tmp_path), time_scale=RAMP_SCALE) as bound, running(bound) as h:
+        s, drafts = await drafts_with_vote(h)
+        await h.rec.wait_for(lambda r: len(spec_finished(r)) == 6)
+        assert len(submissions(h.rec)[-1]) >= 2, "the first prediction held long enough for the whole stage"
+        earlier = len(submissions(h.rec))
+        # A second pick: half the stage now comes from image 2 (three new jobs; image 1's first three still match).
+        await h.svc.vote(s.id, drafts.image(2).image.id, "bob", 1)
+        await h.rec.wait_for(lambda r: len(spec_queued(r)) == 9)
+        after = submissions(h.rec)[earlier:]
+        assert len(after[0]) == 1, "young again: one job, however long the prediction before had held"
+        assert most_in_flight(h.rec, {j for b in after[:-1] for j in b}) == 1
+        refined = await h.svc.advance(s.id, "alice")
+        done = await h.current_done(s.id)
+        parents = sorted(im.image.parent_id for im in done.images)
+        assert parents == sorted([drafts.image(1).image.id] * 3 + [drafts.image(2).image.id] * 3)
+        assert not [e for e in h.rec.of(JobQueued) if e.batch_id == refined.id], "all of it adopted"
+        stats = h.orch.speculation_stats()
+        assert stats.adopted == 6 and stats.cancelled == 3, "image 1's last three were dropped at Continue"
