@@ -126,7 +126,9 @@ async def test_doctor_names_the_backend_and_schema_and_reads_refs_without_the_pa
 
 def test_the_cli_says_which_database_it_cannot_open_without_the_password(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("VIBES_DATABASE_URL", f"postgresql://vibes:hunter2@127.0.0.1:{_closed_port()}/vibes")
-    rc = main(["generate", "a cat", "--count", "1", "--sim", "--out", str(tmp_path), "--config", str(ROOT / "config")])
+    # No --out (a run with its own directory keeps its own SQLite database); the config's relative data dir lands here.
+    monkeypatch.chdir(tmp_path)
+    rc = main(["generate", "a cat", "--count", "1", "--sim", "--config", str(ROOT / "config")])
     err = capsys.readouterr().err
     assert rc == 2 and "vibes: cannot open the database at postgresql://vibes:***@127.0.0.1" in err
     assert "hunter2" not in err

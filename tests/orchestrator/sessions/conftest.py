@@ -37,9 +37,9 @@ _DATABASE = ""
 
 
 def pytest_generate_tests(metafunc):
-    # The tests that run the engine (`running`, or the CLI's `main` for the demo) touch the database: they run on
-    # both backends, restarts included. The pure ones (syntax, planning, voting) run once.
-    if {"running", "main"} & set(vars(metafunc.module)):
+    # The tests that run the engine (`running`) touch the database: they run on both backends, restarts included.
+    # The pure ones (syntax, planning, voting) and the demo (`--out` keeps its own SQLite database) run once.
+    if "running" in vars(metafunc.module):
         metafunc.parametrize("_backend", BACKENDS, indirect=True)
 
 

@@ -14,11 +14,14 @@ from tests.orchestrator.farm import ROOT
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_demo_json_lists_four_stages_with_lineage_and_contact_sheets(tmp_path, capsys):
+def test_demo_json_lists_four_stages_with_lineage_and_contact_sheets(tmp_path, capsys, monkeypatch):
+    # A shared database configured (even an unreachable one) is not the demo's: --out keeps its own SQLite file.
+    monkeypatch.setenv("VIBES_DATABASE_URL", "postgresql://vibes:secret@127.0.0.1:9/vibes")
     out = tmp_path / "demo"
     rc = main(["demo", "--json", "--out", str(out), "--time-scale", "0.01", "--config", str(ROOT / "config")])
     result = json.loads(capsys.readouterr().out)
     assert rc == 0
+    assert (out / "vibes.db").is_file()
     assert set(result) == {"session", "wall_seconds", "stages", "final", "speculation"}
     assert set(result["speculation"]) >= {"useful_gpu_s", "wasted_gpu_s", "submitted", "adopted"}
     assert all(s["seconds"] >= 0 for s in result["stages"])
