@@ -228,6 +228,8 @@ class Scheduler:
         session_id, stage_id = stage or ((specs[0].session_id, specs[0].stage_id) if specs else (None, None))
         b = self.batches.setdefault(batch_id, Batch(set(), session_id=session_id, stage_id=stage_id))
         b.job_ids |= set(reserve)
+        if not is_speculative_batch(batch_id):
+            self.lane.forget_warm_ups()
         if not jobs:
             return batch_id, jobs
         ids = {j.id for j in jobs}
@@ -356,6 +358,8 @@ class Scheduler:
                 self._launch(node, choice.job)
             if self.settings.backups and not self._closing:
                 recheck = _earliest(recheck, self.racing.maybe_backup(node))
+            if not self._closing and not self.running[node_id]:
+                self.lane.idle(node)
 
     def _next_job(self, node: Node) -> router.Choice:
         """

@@ -219,6 +219,39 @@ async def test_warm_up_loads_the_next_checkpoint_while_people_vote(tmp_path):
         await sim.stop()
 
 
+async def test_a_card_busy_when_the_votes_open_is_warmed_up_once_it_is_idle(tmp_path):
+    # The warm-up is asked for once per stage; a card still finishing something then must not be passed over.
+    config = small_config(tmp_path).with_settings(speculation=SpeculationSettings(enabled=False, warmup=True))
+    sdxl = config.settings.checkpoint_for(Family.SDXL)
+    sim = SimFarm(config, time_scale=TIME_SCALE, ephemeral_ports=True)
+    bound = await sim.start()
+    try:
+        async with running(bound) as h:
+            lane = h.orch._sched.lane
+            # An SD 1.5 image too large for the draft card keeps one of the SDXL cards busy on another checkpoint;
+            # its card is wedged mid-run (the prompt waits at its next step) until we let it go.
+            other = GenerateRequest("a fox", family=Family.SD15, width=1024, height=1024, steps=150)
+            batch = await h.svc.submit(h.svc.build_specs(other))
+            await h.rec.wait_for(lambda r: r.of(JobStarted))
+            busy = h.rec.of(JobStarted)[0].node_id
+            sim.simulators[busy].faults.wedge = True
+            lane.warm_up(h.svc.build_specs(GenerateRequest("a lighthouse", family=Family.SDXL, count=3)))
+            assert not lane.warmer.busy(busy), "busy: passed over for now"
+            sim.simulators[busy].unwedge()
+            await h.svc.wait_batch(batch)
+
+            def holds() -> bool:
+                return h.orch._sched.registry.get(busy).stats.loaded_checkpoint == sdxl
+
+            async with asyncio.timeout(30):
+                while not holds():
+                    lane.warmer.changed.clear()
+                    if not holds():
+                        await lane.warmer.changed.wait()
+    finally:
+        await sim.stop()
+
+
 async def test_no_speculation_when_off_for_the_server_or_the_session_rules_move_it_on(farm):
     async with running(farm) as h:
         spec = h.orch._engine.speculation
