@@ -18,7 +18,7 @@ test: $(STAMP)
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
 	$(BIN)/python -m mypy orchestrator bot
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(or $(JOBS),2)
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check --fix .
