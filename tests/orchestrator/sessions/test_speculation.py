@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import pytest
@@ -186,70 +187,69 @@ async def test_real_work_preempts_running_speculative_work(tmp_path):
         assert h.orch.speculation_stats().wasted_gpu_s > 0
 
 
-async def test_warm_up_loads_the_next_checkpoint_while_people_vote(tmp_path):
-    # Speculation off, warm-up on: the refined stage after Continue finds its checkpoint loaded already.
+@asynccontextmanager
+async def warm_up_only(tmp_path):
+    """Speculation off, warm-up on: the harness on its own simulated farm, the simulators, the SDXL checkpoint."""
     config = small_config(tmp_path).with_settings(speculation=SpeculationSettings(enabled=False, warmup=True))
-    sdxl = config.settings.checkpoint_for(Family.SDXL)
     sim = SimFarm(config, time_scale=TIME_SCALE, ephemeral_ports=True)
     bound = await sim.start()
     try:
         async with running(bound) as h:
-            s = await h.svc.create_session(SessionRequest(Flow.DRAFT_GRID, "alice", "a lighthouse --seed 5"))
-            drafts = await h.current_done(s.id)
-            sdxl_nodes = {n.id for n in h.orch.farm_status() if "sdxl" in n.capabilities}
-
-            def warmed() -> bool:
-                return sum(1 for n in h.orch.farm_status() if n.loaded_checkpoint == sdxl) == len(sdxl_nodes)
-
-            warmer = h.orch._sched.lane.warmer
-            async with asyncio.timeout(30):
-                while not warmed():
-                    warmer.changed.clear()
-                    if not warmed():
-                        await warmer.changed.wait()
-            assert h.orch.speculation_stats().warmups == len(sdxl_nodes)
-            loads = {nid: sim.simulators[nid].stats.checkpoint_loads for nid in sdxl_nodes}
-            assert not spec_queued(h.rec), "speculation is off: nothing speculative ran"
-            await h.svc.vote(s.id, drafts.image(1).image.id, "alice", 1)
-            await h.svc.advance(s.id, "alice")
-            await h.current_done(s.id)
-            after = {nid: sim.simulators[nid].stats.checkpoint_loads for nid in sdxl_nodes}
-            assert after == loads, "the refined stage paid no checkpoint load"
+            yield h, sim, config.settings.checkpoint_for(Family.SDXL)
     finally:
         await sim.stop()
+
+
+async def test_warm_up_loads_the_next_checkpoint_while_people_vote(tmp_path):
+    # Speculation off, warm-up on: the refined stage after Continue finds its checkpoint loaded already.
+    async with warm_up_only(tmp_path) as (h, sim, sdxl):
+        s = await h.svc.create_session(SessionRequest(Flow.DRAFT_GRID, "alice", "a lighthouse --seed 5"))
+        drafts = await h.current_done(s.id)
+        sdxl_nodes = {n.id for n in h.orch.farm_status() if "sdxl" in n.capabilities}
+
+        def warmed() -> bool:
+            return sum(1 for n in h.orch.farm_status() if n.loaded_checkpoint == sdxl) == len(sdxl_nodes)
+
+        warmer = h.orch._sched.lane.warmer
+        async with asyncio.timeout(30):
+            while not warmed():
+                warmer.changed.clear()
+                if not warmed():
+                    await warmer.changed.wait()
+        assert h.orch.speculation_stats().warmups == len(sdxl_nodes)
+        loads = {nid: sim.simulators[nid].stats.checkpoint_loads for nid in sdxl_nodes}
+        assert not spec_queued(h.rec), "speculation is off: nothing speculative ran"
+        await h.svc.vote(s.id, drafts.image(1).image.id, "alice", 1)
+        await h.svc.advance(s.id, "alice")
+        await h.current_done(s.id)
+        after = {nid: sim.simulators[nid].stats.checkpoint_loads for nid in sdxl_nodes}
+        assert after == loads, "the refined stage paid no checkpoint load"
 
 
 async def test_a_card_busy_when_the_votes_open_is_warmed_up_once_it_is_idle(tmp_path):
     # The warm-up is asked for once per stage; a card still finishing something then must not be passed over.
-    config = small_config(tmp_path).with_settings(speculation=SpeculationSettings(enabled=False, warmup=True))
-    sdxl = config.settings.checkpoint_for(Family.SDXL)
-    sim = SimFarm(config, time_scale=TIME_SCALE, ephemeral_ports=True)
-    bound = await sim.start()
-    try:
-        async with running(bound) as h:
-            lane = h.orch._sched.lane
-            # An SD 1.5 image too large for the draft card keeps one of the SDXL cards busy on another checkpoint;
-            # its card is wedged mid-run (the prompt waits at its next step) until we let it go.
-            other = GenerateRequest("a fox", family=Family.SD15, width=1024, height=1024, steps=150)
-            batch = await h.svc.submit(h.svc.build_specs(other))
-            await h.rec.wait_for(lambda r: r.of(JobStarted))
-            busy = h.rec.of(JobStarted)[0].node_id
-            sim.simulators[busy].faults.wedge = True
-            lane.warm_up(h.svc.build_specs(GenerateRequest("a lighthouse", family=Family.SDXL, count=3)))
-            assert not lane.warmer.busy(busy), "busy: passed over for now"
-            sim.simulators[busy].unwedge()
-            await h.svc.wait_batch(batch)
+    async with warm_up_only(tmp_path) as (h, sim, sdxl):
+        lane = h.orch._sched.lane
+        # An SD 1.5 image too large for the draft card keeps one of the SDXL cards busy on another checkpoint;
+        # its card is wedged mid-run (the prompt waits at its next step) until we let it go.
+        other = GenerateRequest("a fox", family=Family.SD15, width=1024, height=1024, steps=150)
+        batch = await h.svc.submit(h.svc.build_specs(other))
+        await h.rec.wait_for(lambda r: r.of(JobStarted))
+        busy = h.rec.of(JobStarted)[0].node_id
+        sim.simulators[busy].faults.wedge = True
+        lane.warm_up(h.svc.build_specs(GenerateRequest("a lighthouse", family=Family.SDXL, count=3)))
+        assert not lane.warmer.busy(busy), "busy: passed over for now"
+        sim.simulators[busy].unwedge()
+        await h.svc.wait_batch(batch)
 
-            def holds() -> bool:
-                return h.orch._sched.registry.get(busy).stats.loaded_checkpoint == sdxl
+        def holds() -> bool:
+            return h.orch._sched.registry.get(busy).stats.loaded_checkpoint == sdxl
 
-            async with asyncio.timeout(30):
-                while not holds():
-                    lane.warmer.changed.clear()
-                    if not holds():
-                        await lane.warmer.changed.wait()
-    finally:
-        await sim.stop()
+        async with asyncio.timeout(30):
+            while not holds():
+                lane.warmer.changed.clear()
+                if not holds():
+                    await lane.warmer.changed.wait()
 
 
 async def test_no_speculation_when_off_for_the_server_or_the_session_rules_move_it_on(farm):
