@@ -36,7 +36,14 @@ def _verdict(value: float | None, goal: float) -> str:
         return "not measured"
     if value <= goal:
         return "met"
-    return f"**missed** by {value - goal:.2f} ({value / goal:.1f}x the goal)"
+    return f"**missed** by {_by(value, goal)} ({value / goal:.{1 if value / goal >= 1.1 else 3}f}x the goal)"
+
+
+def _by(value: float, goal: float) -> str:
+    """How far over its goal a figure is, with the digits it takes not to read as 0.00 (a figure shown as 1.10x
+    can still be over a 1.10x goal)."""
+    miss = value - goal
+    return f"{miss:.2f}" if miss >= 0.005 else f"{miss:.4f}"
 
 
 def _stats(st: SpeculationStats) -> str:
@@ -417,7 +424,7 @@ def section(r: VotingResult, picture_name: str | None, more_name: str | None = N
         if other > OTHER_USER_GOAL:
             lines += [
                 "",
-                f"Why the goal is still missed (by {other - OTHER_USER_GOAL:.2f}; 1.83x before keep-alive, when "
+                f"Why the goal is still missed (by {_by(other, OTHER_USER_GOAL)}; 1.83x before keep-alive, when "
                 f"each SDXL card paid a full load back to SD 1.5): {costs[0].lower()}{costs[1:]} The swap alone is "
                 f"{swap * scale / o_off:.0%} of the off makespan against a 10% budget, so with the simulator's "
                 f"{swap:g} s for any checkpoint this scenario meets 1.10x only in good runs. That estimate is the "
