@@ -1,5 +1,5 @@
 """
-A ComfyUI-protocol server on loopback that renders placeholder PNGs at a node's configured speeds.
+A ComfyUI-protocol server on loopback that renders stand-in PNGs at a node's configured speeds.
 
 It is the demo farm, the test peer and the benchmark farm. It answers the same routes (also under /api), validates
 graphs with ComfyUI's error shapes, runs one prompt at a time in FIFO order, sends the same WebSocket messages in
@@ -7,7 +7,7 @@ the same order, caches an identical graph, and injects the faults of a node's `s
 
 By job: validation.py (graphs, as ComfyUI checks them), engine.py (the queue and execution), values.py (what flows
 between nodes), faults.py (the fault model), server.py (HTTP and WebSocket routes, a node's life cycle), farm.py
-(one simulator per sim node of a config), render.py (the placeholder images).
+(one simulator per sim node of a config), render.py (the stand-in images).
 """
 
 from orchestrator.comfy.sim.engine import SimPromptRecord, SimStats

@@ -508,7 +508,7 @@ class SimEngine(abc.ABC):
             return (await work,), None
         if class_type in ("SaveImage", "PreviewImage"):
             return (), {"images": await self._save(inputs, class_type == "PreviewImage")}
-        raise _NodeFailed(f"the simulator cannot run {class_type}", "NotImplementedError")
+        raise _NodeFailed(f"the simulator cannot run {class_type}", "RuntimeError")
 
     async def _sample(self, item: Queued, node_id: str, inputs: dict[str, Any], fault: str | None) -> Latent:
         model: Model = inputs["model"]

@@ -64,14 +64,14 @@ def _scene(prompt: str, seed: int, width: int, height: int) -> Image.Image:
 
 
 def render_txt2img(prompt: str, seed: int, width: int, height: int) -> Image.Image:
-    """A placeholder for a txt2img result: same inputs, same picture."""
+    """A stand-in for a txt2img result: same inputs, same picture."""
     img = _scene(prompt, seed, width, height).resize((width, height), Image.Resampling.BILINEAR)
     _draw_label(img, _label(prompt, seed))
     return img
 
 
 def render_img2img(source: Image.Image, prompt: str, seed: int, denoise: float, width: int, height: int) -> Image.Image:
-    """A placeholder for img2img: the source with a new scene blended in by `denoise` (0 keeps the source)."""
+    """A stand-in for img2img: the source with a new scene blended in by `denoise` (0 keeps the source)."""
     base = source.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
     fresh = _scene(prompt, seed, width, height).resize((width, height), Image.Resampling.BILINEAR)
     # Keep the source dominant even at denoise 1.0 so the lineage stays visible.
@@ -105,7 +105,7 @@ def preview(prompt: str, seed: int, step: int, total: int, side: int = 64) -> by
 
 
 def encode_png(image: Image.Image) -> bytes:
-    """PNG bytes (fast compression: these are placeholders)."""
+    """PNG bytes (fast compression: these are stand-ins)."""
     buf = io.BytesIO()
     image.save(buf, "PNG", compress_level=1)
     return buf.getvalue()

@@ -38,7 +38,7 @@ class Latent:
 
 
 def decode(latent: Latent) -> tuple[Image.Image, ...]:
-    """VAEDecode: render the placeholder images of a sampled latent."""
+    """VAEDecode: render the stand-in images of a sampled latent."""
     out = []
     for i in range(latent.batch):
         prompt, seed = latent.prompt or "", latent.seed + i
