@@ -109,9 +109,11 @@ async def test_a_512_mib_view_is_abandoned_under_the_cap_and_another_node_delive
         cap = client.max_transfer_bytes
         assert refused, "the premium node took work and its images were refused"
         assert all(f"{cap // 2**20} MiB limit" in e.reason for e in refused)
-        # Each refused download stopped at the first chunk past the cap (the body was 512 MiB).
-        assert client.bytes_received <= len(refused) * (cap + 1024 * 1024)
-        assert premium.stats.view_bytes_sent < len(refused) * 2 * cap
+        # Each download stopped at the first chunk past the cap (the body was 512 MiB): the refused ones, and any
+        # given up earlier because a backup copy elsewhere delivered first (seen under load).
+        assert premium.stats.views >= len(refused)
+        assert client.bytes_received <= premium.stats.views * (cap + 1024 * 1024)
+        assert premium.stats.view_bytes_sent < premium.stats.views * 2 * cap
     assert_exactly_once(rec, result, 6)
     assert "gpu-premium" not in rec.per_node()
     for e in refused:

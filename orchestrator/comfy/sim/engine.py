@@ -75,7 +75,8 @@ class SimStats:
     prompts: list[SimPromptRecord] = field(default_factory=list)
     #: malformed frames sent (inject_garbage and the malformed_ws fault), per socket
     garbage_sent: int = 0
-    #: body bytes of GET /view the server managed to write (a client that gives up stops it)
+    #: GET /view bodies started, and their bytes the server managed to write (a client that gives up stops it)
+    views: int = 0
     view_bytes_sent: int = 0
 
     def record(self, prompt_id: str) -> SimPromptRecord | None:

@@ -293,6 +293,7 @@ class ComfySimulator(SimEngine):
         if length is not None:
             resp.content_length = length
         await resp.prepare(request)
+        self.stats.views += 1
         try:
             async for chunk in chunks:
                 await resp.write(chunk)
