@@ -74,7 +74,7 @@ class Racing:
 
     def _stragglers(self, idle: Node) -> list[backups.Straggler]:
         now = time.monotonic()
-        loaded = idle.stats.loaded_checkpoint
+        loaded, kept = idle.stats.loaded_checkpoint, idle.stats.kept_checkpoint
         out = []
         for nid, runs in self.table.running.items():
             if nid == idle.id:
@@ -90,8 +90,8 @@ class Racing:
                     continue  # idle-only work is not worth a second GPU
                 if idle.id in job.failed_nodes or not router.can_run(idle.config, idle.stats, job):
                     continue
-                model = job.params.model_name
-                load = 0.0 if not model or model == loaded else self.registry.load_estimate(idle.id)
+                # The router's switch cost too: a checkpoint the idle node keeps in its cache is a swap, not a load.
+                load = self.registry.switch_estimate(idle.id, job.params.model_name, loaded, kept)
                 out.append(
                     backups.Straggler(
                         job=job,
