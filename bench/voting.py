@@ -25,8 +25,10 @@ from bench.voting_runs import (
     VotingResult,
     voting,
 )
+from orchestrator.comfy.sim.vram import MODEL_GB, Vram
 from orchestrator.config import SimNodeConfig
 from orchestrator.farm.speculative import SpeculationStats
+from orchestrator.models import Family
 
 __all__ = ["section", "voting"]
 
@@ -110,6 +112,14 @@ def _mr(values: Sequence[float | None], fmt: str = "{:.2f}") -> str:
         return "n/a"
     med = fmt.format(statistics.median(got))
     return med if len(got) == 1 else f"{med} ({fmt.format(min(got))}-{fmt.format(max(got))})"
+
+
+def holds_both(vram_gb: float) -> bool:
+    """True if a card this size keeps SD 1.5's weights while SDXL runs (the simulator's VRAM rule, sim/vram.py)."""
+    vram = Vram(vram_gb)
+    vram.use("sd15")
+    vram.use("sdxl")
+    return vram.holds("sd15")
 
 
 def _pct(values: Sequence[float]) -> str:
@@ -396,40 +406,48 @@ def section(r: VotingResult, picture_name: str | None, more_name: str | None = N
 
     start_off, start_on = mean([v[0] for v in f_off.values()]), mean([v[0] for v in f_on.values()])
     took_off, took_on = mean([f_off[n][1] for n in switched]), mean([f_on[n][1] for n in switched])
+    roomy = [nid for nid in switched if holds_both(r.vram_gb.get(nid, 0.0))]
+    moved = [nid for nid in switched if nid not in roomy]
+
+    def sized(nids: Sequence[str]) -> str:
+        return ", ".join(f"{nid} ({r.vram_gb.get(nid, 0.0):g} GB)" for nid in nids) or "none"
+
     lines += [
         "",
         "With speculation on, the warm-ups and the speculative runs on the SDXL cards carry a loader of the "
         "checkpoint each card last held for real work (SD 1.5, from the session's drafts) that nothing links to "
         "(`speculation.keep_alive`): ComfyUI never runs it, but its cache keeps the loader's output, the SD 1.5 "
-        "model, so the other user's first draft on such a card moves the kept weights back to VRAM (the "
-        f"simulator's `checkpoint_swap_seconds`, {swap:g} s at real speed, {swap * scale:.3f} s here: an estimate "
-        "of moving fp16 weights over PCIe, not a measurement) instead of reading the file (4-5 s at real speed, "
-        f"{4 * scale:.2f}-{5 * scale:.2f} s here), and the router prices the kept checkpoint at that swap, not "
-        f"at a load (the other user's runs per card, off: {per_card(r.other_off)}; on: {per_card(r.other_on)}). "
-        f"The other user's first draft started {start_off:.3f} s after their request "
-        f"off and {start_on:.3f} s on (mean over the cards); on the {len(switched)} cards that were speculating it "
-        f"ran {took_off:.3f} s off and {took_on:.3f} s on, the swap included.",
+        "model, so the other user's first draft on such a card never reads the file (4-5 s at real speed, "
+        f"{4 * scale:.2f}-{5 * scale:.2f} s here). ComfyUI frees VRAM only as far as the next model needs it "
+        f"(`model_management.free_memory`), so a card with room for SD 1.5 ({MODEL_GB[Family.SD15]:g} GB) beside "
+        f"SDXL ({MODEL_GB[Family.SDXL]:g} GB) never let SD 1.5's weights go and switches back for nothing; a "
+        "smaller one had pushed them out to CPU RAM and moves them back (the simulator's "
+        f"`checkpoint_swap_seconds`, {swap:g} s at real speed, {swap * scale:.3f} s here: an estimate of moving "
+        "fp16 weights over PCIe, not a measurement; orchestrator/comfy/sim/vram.py has the simulator's VRAM rule). "
+        f"Of the {len(switched)} cards that were speculating, {sized(roomy)} held both; {sized(moved)} moved "
+        "SD 1.5 back. The router learns each card's switch time from what it measures, and prices a kept "
+        f"checkpoint at that (the other user's runs per card, off: {per_card(r.other_off)}; on: "
+        f"{per_card(r.other_on)}). The other user's first draft started {start_off:.3f} s after their request "
+        f"off and {start_on:.3f} s on (mean over the cards); on the cards that were speculating it ran "
+        f"{took_off:.3f} s off and {took_on:.3f} s on, any swap included.",
     ]
     if other is not None and o_on is not None and o_off is not None:
         extra = (took_on - took_off) + (start_on - start_off)
         costs = (
             f"Of the {o_on - o_off:+.2f} s between the two makespans (on minus off), {extra:+.2f} s are the first "
-            "drafts' later start and longer first run on the cards that were speculating, the swap-in above all; it "
-            "lands on "
-            "every such card at once, so the whole batch finishes about that much later. The preemption itself "
-            "(each speculative run interrupted on its card and its job queued again while the drafts are posted) "
-            f"is the start delay. The rest ({o_on - o_off - extra:+.2f} s) is the other drafts' pace, which varies "
+            "drafts' later start and longer first run on the cards that were speculating: each speculative run is "
+            "interrupted on its card and its job queued again while the drafts are posted, and a card too small for "
+            "both models moves SD 1.5 back; it lands on every such card at once, so the whole batch finishes about "
+            f"that much later. The rest ({o_on - o_off - extra:+.2f} s) is the other drafts' pace, which varies "
             "from run to run on a shared machine."
         )
         if other > OTHER_USER_GOAL:
             lines += [
                 "",
-                f"Why the goal is still missed (by {_by(other, OTHER_USER_GOAL)}; 1.83x before keep-alive, when "
-                f"each SDXL card paid a full load back to SD 1.5): {costs[0].lower()}{costs[1:]} The swap alone is "
-                f"{swap * scale / o_off:.0%} of the off makespan against a 10% budget, so with the simulator's "
-                f"{swap:g} s for any checkpoint this scenario meets 1.10x only in good runs. That estimate is the "
-                "slow side for SD 1.5 (about 2 GB of fp16 weights, a third of SDXL's), and a card with room for "
-                "both models (12 GB and more) would move nothing at all; the simulator charges the swap regardless.",
+                f"Why the goal is missed (by {_by(other, OTHER_USER_GOAL)}; 1.83x before keep-alive, when each SDXL "
+                f"card paid a full load back to SD 1.5): {costs[0].lower()}{costs[1:]} A swap is "
+                f"{swap * scale / o_off:.0%} of the off makespan against a 10% budget: on a farm whose speculating "
+                "cards are too small to hold both models, this scenario meets 1.10x only in good runs.",
             ]
         else:
             lines += ["", f"The goal is met. {costs}"]

@@ -137,6 +137,8 @@ class VotingResult:
     refined_job_s: dict[str, float] = field(default_factory=dict)
     #: wall time of all the runs (s)
     took: float = 0.0
+    #: each card's configured VRAM (GB): whether a kept checkpoint stays on the card or is moved back
+    vram_gb: dict[str, float] = field(default_factory=dict)
 
 
 class Watcher:
@@ -358,7 +360,8 @@ async def voting(
     async with sim_farm(scale, work / "estimate-sim") as cfg:
         job_s = refined_job_seconds(cfg, scale)
         ramp = cfg.settings.speculation.ramp
+        vram = {n.id: n.vram_gb for n in cfg.nodes}
     return VotingResult(
         stable_off, stable_on, changed_on, other_off, other_on, list(seed_walls), VOTE_S * scale, SETTLE_S * scale,
-        picture, more_picture, stable_offs, stable_ons, changed, other_offs, other_ons, ramp, job_s, took,
+        picture, more_picture, stable_offs, stable_ons, changed, other_offs, other_ons, ramp, job_s, took, vram,
     )  # fmt: skip

@@ -30,6 +30,7 @@ from orchestrator.comfy.sim import render
 from orchestrator.comfy.sim.faults import OOM_MESSAGE, Garbage, SimFaultState, garbage_frame
 from orchestrator.comfy.sim.validation import cache_keys, execution_order, node_inputs
 from orchestrator.comfy.sim.values import Cond, Latent, Model, decode
+from orchestrator.comfy.sim.vram import Vram
 from orchestrator.config import NodeConfig
 from orchestrator.families import guess_family
 from orchestrator.models import Family
@@ -167,6 +168,7 @@ class SimEngine(abc.ABC):
         self._current_node: str | None = None
         self._history: dict[str, dict[str, Any]] = {}
         self._cache: dict[str, tuple[tuple[Any, ...], dict[str, Any] | None]] = {}
+        self.vram = Vram(node.vram_gb)
         self._number = 0
         self._sockets: dict[str, Socket] = {}
         self._wake = asyncio.Event()
@@ -194,6 +196,7 @@ class SimEngine(abc.ABC):
         self._current_node = None
         self._history.clear()
         self._cache.clear()
+        self.vram.clear()
         self.stats.loaded_checkpoint = None
         self.stats.cached_checkpoints = frozenset()
         if self._worker is not None and self._worker is not asyncio.current_task():
@@ -343,6 +346,11 @@ class SimEngine(abc.ABC):
         sigs = cache_keys(graph, execution_order(graph, list(graph)), hashes)
         keys = {sigs[nid] for nid in graph}
         self._cache = {k: v for k, v in self._cache.items() if k in keys}
+        # A model no cached loader output references any more is freed, its VRAM with it.
+        self.vram.keep_only(
+            {str(node_inputs(graph[n]).get("ckpt_name")) for n in graph
+             if graph[n]["class_type"] in CHECKPOINT_LOADERS and sigs[n] in self._cache}
+        )  # fmt: skip
         # Listed for every node of the prompt, as ComfyUI's `for node_id in prompt` does.
         cached = [nid for nid in graph if sigs[nid] in self._cache]
         item.record.cached_nodes = len(cached)
@@ -440,15 +448,16 @@ class SimEngine(abc.ABC):
 
         ComfyUI offloads a model it has to make room for to CPU RAM (model management's `free_memory`) while the
         cache still references it; using it again moves the weights back to VRAM, no disk read. On a card with
-        room for both nothing moves at all; the sim charges the move every time (checkpoint_swap_seconds).
+        room for both (vram.py) nothing moves: the weights never left. The move takes checkpoint_swap_seconds.
         """
-        item.record.checkpoint = model.checkpoint
-        if self.stats.loaded_checkpoint == model.checkpoint:
-            return
-        await self._sleep(self.sim.checkpoint_swap_seconds * self.time_scale)
-        self.stats.checkpoint_swaps += 1
-        item.record.checkpoint_swapped = True
-        self.stats.loaded_checkpoint = model.checkpoint
+        ckpt = model.checkpoint
+        item.record.checkpoint = ckpt
+        if self.stats.loaded_checkpoint != ckpt and not self.vram.holds(ckpt):
+            await self._sleep(self.sim.checkpoint_swap_seconds * self.time_scale)
+            self.stats.checkpoint_swaps += 1
+            item.record.checkpoint_swapped = True
+        self.vram.use(ckpt)
+        self.stats.loaded_checkpoint = ckpt
 
     async def _run_node(
         self, item: Queued, node_id: str, class_type: str, inputs: dict[str, Any], fault: str | None
@@ -462,6 +471,7 @@ class SimEngine(abc.ABC):
                 self.stats.checkpoint_loads += 1
                 item.record.checkpoint_loaded = True
                 self.stats.loaded_checkpoint = ckpt
+            self.vram.use(ckpt)
             model = Model(ckpt)
             return (model, model, ckpt), None
         if class_type == "LoraLoader":

@@ -24,6 +24,7 @@ from orchestrator.comfy.sim import render
 from orchestrator.comfy.sim.engine import Queued, SimEngine, SimPromptRecord, Socket, now_ms
 from orchestrator.comfy.sim.faults import Garbage, drip_body, garbage_frame, oversize_body
 from orchestrator.comfy.sim.validation import Invalid, Validator, err
+from orchestrator.comfy.sim.vram import CONTEXT_GB
 from orchestrator.config import NodeConfig
 
 log = logging.getLogger(__name__)
@@ -383,7 +384,7 @@ class ComfySimulator(SimEngine):
 
     async def _system_stats(self, request: web.Request) -> web.Response:
         total = int(self.node.vram_gb * 1024**3)
-        used = int(total * 0.45) if self.stats.loaded_checkpoint else int(total * 0.05)
+        used = min(total, int((CONTEXT_GB + self.vram.used_gb) * 1024**3))
         device: dict[str, Any] = {
             "name": f"cuda:0 {self.node.name} : cudaMallocAsync",
             "type": "cuda",
@@ -427,6 +428,7 @@ class ComfySimulator(SimEngine):
             self.stats.loaded_checkpoint = None
             self.stats.cached_checkpoints = frozenset()
             self._cache.clear()
+            self.vram.clear()
         return web.Response(status=200)
 
     async def _embeddings(self, request: web.Request) -> web.Response:

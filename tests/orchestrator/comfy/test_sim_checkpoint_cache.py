@@ -8,13 +8,17 @@ earlier output cached (ComfyUI's classic cache keys every node of a prompt and d
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from orchestrator.comfy.client import ComfyClient
 from orchestrator.comfy.protocol import Executing, ExecutionCached, ExecutionInterrupted, ExecutionSuccess
+from orchestrator.comfy.sim import ComfySimulator
+from orchestrator.comfy.sim.vram import Vram
 from orchestrator.errors import PromptRejected
-from tests.orchestrator.comfy import SD15, SDXL, collect, txt2img
+from tests.orchestrator.comfy import SCALE, SD15, SDXL, collect, node_config, txt2img
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -27,6 +31,13 @@ def keep(graph: dict[str, Any], ckpt: str, node_id: str = "keep") -> dict[str, A
 async def run(client, graph):
     accepted = await client.submit(graph)
     return await collect(client.watch(accepted.prompt_id))
+
+
+async def run_record(sim, client, graph):
+    """Run a graph; the simulator's record of it."""
+    accepted = await client.submit(graph)
+    await collect(client.watch(accepted.prompt_id))
+    return next(r for r in sim.stats.prompts if r.prompt_id == accepted.prompt_id)
 
 
 def costs(sim) -> tuple[int, int]:
@@ -110,3 +121,59 @@ async def test_dangling_nodes_are_checked_for_their_class_only(client, sim):
     unknown["keep"]["class_type"] = "CheckpointLoaderTurbo"
     with pytest.raises(PromptRejected, match="CheckpointLoaderTurbo does not exist"):
         await client.submit(unknown)
+
+
+@pytest.fixture
+async def roomy():
+    """A 16 GB card (the test node is 8 GB): SD 1.5 and SDXL fit on it together, FLUX does not fit beside them."""
+    s = ComfySimulator(replace(node_config(), vram_gb=16), time_scale=SCALE, port=0)
+    await s.start()
+    c = ComfyClient(s.base_url, name="gpu-roomy", ws_backoff=(0.01, 0.05))
+    await c.start()
+    assert await c.wait_connected(5)
+    yield s, c
+    await c.close()
+    await s.stop()
+
+
+async def test_a_kept_checkpoint_on_a_card_with_room_for_both_moves_nothing(roomy):
+    sim, client = roomy
+    await run(client, txt2img(ckpt=SD15))
+    await run(client, keep(txt2img(ckpt=SDXL, seed=2), SD15))
+    # ComfyUI frees VRAM only as far as the next model needs it: SD 1.5's weights never left the card.
+    rec = await run_record(sim, client, keep(txt2img(ckpt=SD15, seed=3), SDXL))
+    assert costs(sim) == (2, 0) and not rec.checkpoint_swapped and not rec.checkpoint_loaded
+    assert sim.vram.holds(SD15) and sim.vram.holds(SDXL)
+    stats = await client.system_stats()
+    assert stats.devices[0].vram_free < 16 * 1024**3 - int((2.1 + 6.9) * 1024**3), "/system_stats shows both held"
+
+    # A prompt without SDXL's loader drops its output from the cache: the model is freed, VRAM with it.
+    await run(client, txt2img(ckpt=SD15, seed=4))
+    assert not sim.vram.holds(SDXL)
+    await run(client, txt2img(ckpt=SDXL, seed=5))
+    assert costs(sim) == (3, 0), "nothing kept SDXL: read from disk again"
+
+
+async def test_a_model_too_big_to_share_the_card_pushes_the_others_out(roomy):
+    sim, client = roomy
+    await run(client, txt2img(ckpt=SD15))
+    await run(client, keep(txt2img(ckpt=SDXL, seed=2), SD15))
+    sim.vram.use("flux1-dev-fp8.safetensors")  # 17 GB: does not fit beside anything, here not even alone
+    assert not sim.vram.holds(SD15) and not sim.vram.holds(SDXL)
+    # SD 1.5's loader output is still cached (the last prompt named it), so its weights move back: a swap.
+    await run(client, txt2img(ckpt=SD15, seed=3))
+    assert costs(sim) == (2, 1)
+
+
+def test_vram_frees_the_checkpoint_used_longest_ago_first():
+    vram = Vram(12)  # room for SDXL plus one SD 1.5, not two
+    vram.use("a-v1-5.safetensors")
+    vram.use("b-v1-5.safetensors")
+    vram.use("a-v1-5.safetensors")  # a is now the more recently used
+    vram.use(SDXL)
+    assert vram.holds(SDXL) and vram.holds("a-v1-5.safetensors") and not vram.holds("b-v1-5.safetensors")
+    assert vram.used_gb == pytest.approx(6.9 + 2.1)
+    unset = Vram(0)  # a node whose vram_gb is not configured holds only what it used last
+    unset.use(SD15)
+    unset.use(SDXL)
+    assert unset.holds(SDXL) and not unset.holds(SD15)
