@@ -119,12 +119,19 @@ class Process:
         def ready() -> bool:
             return len(self.find(pattern)) >= count or self.proc.returncode is not None
 
-        async with self.changed:
-            await asyncio.wait_for(self.changed.wait_for(ready), timeout)
+        try:
+            async with self.changed:
+                await asyncio.wait_for(self.changed.wait_for(ready), timeout)
+        except TimeoutError:
+            pass
         found = self.find(pattern)
         if len(found) < count:
             tail = "\n".join(line for _, line in self.lines[-30:])
-            raise AssertionError(f"{self.name} exited ({self.proc.returncode}) before {pattern!r}:\n{tail}")
+            state = "still running" if self.proc.returncode is None else f"exited ({self.proc.returncode})"
+            raise AssertionError(
+                f"{self.name} {state}: {len(found)} of {count} lines {pattern!r} within {timeout:g} s; its last "
+                f"lines:\n{tail}"
+            )
         return found[count - 1][0]
 
     @property
