@@ -160,6 +160,11 @@ class GenerationParams:
         """The model file the node must hold for this job."""
         return (self.upscale_model or "") if self.mode is Mode.UPSCALE else self.checkpoint
 
+    @property
+    def loads_checkpoint(self) -> str | None:
+        """The checkpoint the job's prompt loads; None for an upscale (its small model file costs no switch)."""
+        return None if self.mode is Mode.UPSCALE else self.checkpoint
+
 
 @dataclass(frozen=True, slots=True)
 class JobSpec:

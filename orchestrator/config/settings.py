@@ -245,7 +245,7 @@ class SpeculationSettings:
     settle_s: float = 3.0
     #: load the next stage's checkpoints on idle nodes when a stage opens for votes
     warmup: bool = True
-    #: idle-lane prompts keep the checkpoint of a node's last real work in ComfyUI's cache (a reload is a swap-in)
+    #: idle-lane prompts and upscales keep the checkpoint of a node's last real work in ComfyUI's cache
     keep_alive: bool = True
     #: a GPU gets speculative work once the prediction has held for this many times the GPU's run time of one of
     #: the next stage's jobs (1: as likely as not to outlive the job; 0: every GPU at settle_s)

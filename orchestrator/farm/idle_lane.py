@@ -19,7 +19,7 @@ from orchestrator.farm.job_table import JobTable
 from orchestrator.farm.registry import Node, Registry
 from orchestrator.farm.speculative import SpeculationLedger, is_speculative_batch
 from orchestrator.farm.warmup import Warmer
-from orchestrator.models import Job, JobSpec, JobStatus
+from orchestrator.models import Job, JobSpec, JobStatus, Mode
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,13 @@ class IdleLane:
         self.keep_alive = True
 
     def keep_alive_for(self, node: Node, job: Job) -> str | None:
-        """The checkpoint a speculative job's prompt keeps alive on `node`; None for real work or when not needed."""
-        if job.id not in self.table.speculative:
+        """
+        The checkpoint a job's prompt keeps alive on `node`; None for real work or when not needed.
+
+        Speculative jobs keep the node's last real checkpoint, and so do upscales: an upscale's prompt loads no
+        checkpoint, so without a dangling loader the node would drop the one its real work uses.
+        """
+        if job.id not in self.table.speculative and job.params.mode is not Mode.UPSCALE:
             return None
         return self._keep(node, job.params.model_name)
 

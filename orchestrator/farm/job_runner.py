@@ -157,10 +157,12 @@ class JobRunner:
                     run.started = t_start
                     job = transition(job, JobStatus.RUNNING)
                     run.job = job
-                    # An upscale's model is no checkpoint: not one to keep alive.
+                    # An upscale's model is no checkpoint: its prompt has no checkpoint loader.
                     params = job.params
-                    real = job.id not in self.table.speculative and params.mode is not Mode.UPSCALE
-                    self.registry.record_checkpoint(node.id, params.model_name, keep_alive=run.keep_alive, real=real)
+                    upscale = params.mode is Mode.UPSCALE
+                    real = job.id not in self.table.speculative and not upscale
+                    model = None if upscale else params.model_name
+                    self.registry.record_checkpoint(node.id, model, keep_alive=run.keep_alive, real=real)
                     # Not persisted: recovery treats submitted and running alike (it asks the node), and the
                     # start time is written with the result. One commit less per image.
                     now_job = self.table.current(job)

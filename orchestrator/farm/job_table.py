@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from orchestrator.backoff import Backoff
 from orchestrator.db import DB_WRITE_ERRORS, Database
 from orchestrator.events import BatchDone, EventBus
-from orchestrator.models import Job, JobSpec, JobStatus
+from orchestrator.models import Job, JobSpec, JobStatus, Mode
 
 _T = TypeVar("_T")
 
@@ -107,8 +107,14 @@ class Run:
     delivered: bool = False
     #: a speculative run stopped because real work needs its node: its job goes back to the idle-only lane
     preempted: bool = False
-    #: the checkpoint its prompt keeps alive in the node's cache (a dangling loader; speculative runs only)
+    #: the checkpoint its prompt keeps alive in the node's cache (a dangling loader; speculative runs and upscales)
     keep_alive: str | None = None
+
+    @property
+    def checkpoint_after(self) -> str | None:
+        """The checkpoint its node holds once this run's prompt has started (an upscale loads none of its own)."""
+        p = self.job.params
+        return self.keep_alive if p.mode is Mode.UPSCALE else p.model_name
 
     def outlook(self, now: float, *, first: bool = True) -> Outlook:
         """

@@ -91,7 +91,7 @@ class Racing:
                 if idle.id in job.failed_nodes or not router.can_run(idle.config, idle.stats, job):
                     continue
                 # The router's switch cost too: a checkpoint the idle node keeps in its cache is a swap, not a load.
-                load = self.registry.switch_estimate(idle.id, job.params.model_name, loaded, kept)
+                load = self.registry.switch_estimate(idle.id, job.params.loads_checkpoint, loaded, kept)
                 out.append(
                     backups.Straggler(
                         job=job,

@@ -213,20 +213,24 @@ class Registry:
         self, node_id: str, checkpoint: str | None, *, keep_alive: str | None = None, real: bool = False
     ) -> None:
         """
-        A prompt started on the node: it holds this checkpoint now (None: it keeps the one it had).
+        A prompt started on the node: it holds this checkpoint now (None: a prompt without a checkpoint loader).
 
         keep_alive: the checkpoint of the prompt's dangling loader. ComfyUI's cache keeps a loader's output only
         while each prompt names that loader, so the node keeps it only if it held it already (loaded or kept), and
-        a prompt without one keeps nothing besides its own. real: the prompt is real work, not speculative.
+        a prompt without one keeps nothing besides its own: after a prompt with no loader at all (an upscale), the
+        node holds only what it kept alive, still on the card if it was loaded. real: real work, not speculative.
         """
         stats = self.nodes[node_id].stats
         held = {stats.loaded_checkpoint, stats.kept_checkpoint} - {None}
-        new = checkpoint or stats.loaded_checkpoint
-        stats.kept_checkpoint = keep_alive if keep_alive in held and keep_alive != new else None
-        if checkpoint:
-            stats.loaded_checkpoint = checkpoint
-            if real:
-                stats.last_real_checkpoint = checkpoint
+        kept = keep_alive if keep_alive in held else None
+        if checkpoint is None:
+            stays = kept if kept == stats.loaded_checkpoint else None
+            stats.loaded_checkpoint, stats.kept_checkpoint = stays, (None if stays else kept)
+            return
+        stats.kept_checkpoint = kept if kept != checkpoint else None
+        stats.loaded_checkpoint = checkpoint
+        if real:
+            stats.last_real_checkpoint = checkpoint
 
     def record_completed(self, node_id: str) -> None:
         """The node delivered one more image."""

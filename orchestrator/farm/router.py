@@ -206,7 +206,7 @@ def choose(asking: str, queued: Sequence[Job], nodes: Sequence[NodeView]) -> Cho
         best_key: tuple[float, int, int] | None = None
         finishes: list[tuple[NodeView, float]] = []
         for n in preferred:
-            model = job.params.model_name
+            model = job.params.loads_checkpoint
             load = load_cost(model, loaded[n.node_id], kept[n.node_id], n.load_seconds, n.swap_seconds)
             finish = free_at[n.node_id] + load + run_seconds(n.config, n.stats, job)
             finishes.append((n, finish))
@@ -223,7 +223,7 @@ def choose(asking: str, queued: Sequence[Job], nodes: Sequence[NodeView]) -> Cho
             if n is not best and closing > 0:
                 recheck = min(recheck, (finish - best_finish) / closing)
         free_at[best.node_id] = best_key[0]
-        loaded[best.node_id] = job.params.model_name or loaded[best.node_id]
+        loaded[best.node_id] = job.params.loads_checkpoint or loaded[best.node_id]
         kept[best.node_id] = None  # a real job's prompt names one loader: the cache keeps nothing else
     if not could:
         return Choice(None)

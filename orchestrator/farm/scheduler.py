@@ -309,6 +309,12 @@ class Scheduler:
 
     # ------------------------------------------------------------------ pull loops
 
+    def run_times(self, job: Job) -> list[float]:
+        """The router's estimate of `job`'s run time (no checkpoint load) on each node able to run it now."""
+        return [
+            router.run_seconds(n.config, n.stats, job) for n in self.registry if router.can_run(n.config, n.stats, job)
+        ]
+
     def _views(self, *, real_only: bool = False) -> list[router.NodeView]:
         """What the router knows of every node; real_only: as if speculative runs were not there (they yield)."""
         now = time.monotonic()
@@ -319,7 +325,7 @@ class Scheduler:
                 runs = [r for r in runs if r.job.id not in self.table.speculative]
             # The same estimate of each run's remaining time as the backup copies use (Run.outlook).
             busy = node_outlook(runs, now)
-            next_ckpt = runs[-1].job.params.model_name if runs else node.stats.loaded_checkpoint
+            next_ckpt = runs[-1].checkpoint_after if runs else node.stats.loaded_checkpoint
             kept = None if runs else node.stats.kept_checkpoint
             views.append(
                 router.NodeView(
@@ -385,9 +391,9 @@ class Scheduler:
         del self.queued[job.id]
         # A preempted speculative run is on its way off the node: what this job loads depends on the rest.
         prev = [r for r in self.running[node.id].values() if not r.preempted]
-        next_ckpt = prev[-1].job.params.model_name if prev else node.stats.loaded_checkpoint
+        next_ckpt = prev[-1].checkpoint_after if prev else node.stats.loaded_checkpoint
         kept = None if prev else node.stats.kept_checkpoint
-        load = self.registry.switch_estimate(node.id, job.params.model_name, next_ckpt, kept)
+        load = self.registry.switch_estimate(node.id, job.params.loads_checkpoint, next_ckpt, kept)
         run = Run(job=job, estimate=load + router.run_seconds(node.config, node.stats, job), posted=asyncio.Event())
         self._start_run(node, run)
 

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from orchestrator.db import Database
 from orchestrator.errors import ImGenError, SessionNotFound
 from orchestrator.events import Event, JobFailed, JobFinished, SpeculationChanged
-from orchestrator.farm import router
 from orchestrator.farm.speculative import SPECULATIVE_BATCH_PREFIX, is_speculative_batch
 from orchestrator.models import Job, JobSpec
 from orchestrator.sessions.context import SessionContext
@@ -256,9 +255,8 @@ class Speculator:
         if not prediction.keys:
             return [settle]
         probe = Job(id="probe", batch_id="probe", spec=prediction.keys[0])
-        nodes = [n for n in self.ctx.scheduler.registry if router.can_run(n.config, n.stats, probe)]
         # No GPU can take it now (all down): one job waits in the queue for the first to come back.
-        return [max(settle, ramp * router.run_seconds(n.config, n.stats, probe)) for n in nodes] or [settle]
+        return [max(settle, ramp * t) for t in self.ctx.scheduler.run_times(probe)] or [settle]
 
     def allowance(self, prediction: Prediction, age: float) -> Allowance:
         """How much of the prediction may be in flight now that it has held for `age` seconds."""

@@ -160,6 +160,51 @@ async def test_another_users_drafts_after_speculative_sdxl_pay_a_swap_or_nothing
         await sim.stop()
 
 
+@pytest.mark.parametrize("keep_alive", [True, False])
+async def test_an_upscale_keeps_the_cards_checkpoint_for_its_next_real_work(tmp_path, keep_alive):
+    # One card (the only one that upscales): an SDXL image, its upscale, then SDXL again.
+    config = speculation(small_config(tmp_path), keep_alive=keep_alive)
+    config = replace(config, nodes=tuple(n for n in config.nodes if n.id == "gpu-premium"))
+    sdxl = config.settings.checkpoint_for(Family.SDXL)
+    sim = SimFarm(config, time_scale=TIME_SCALE, ephemeral_ports=True)
+    bound = await sim.start()
+    try:
+        async with running(bound) as h:
+            node = sim.simulators["gpu-premium"]
+
+            async def one(spec: JobSpec) -> Any:
+                batch = await h.svc.submit([spec])
+                result = await h.svc.wait_batch(batch)
+                assert len(result.images) == 1 and not result.failed
+                row = await h.db.get_job(result.images[0].id)
+                return result.images[0], next(r for r in node.stats.prompts if r.prompt_id == row.prompt_id)
+
+            req = GenerateRequest("a lighthouse", family=Family.SDXL, task=TaskKind.PREMIUM, seed=1)
+            image, first = await one(h.svc.build_specs(req)[0])
+            assert first.checkpoint_loaded
+            up = GenerationParams(
+                prompt=image.prompt, family=Family.SDXL, checkpoint=sdxl, width=image.width, height=image.height,
+                steps=1, seed=image.seed, mode=Mode.UPSCALE, init_image=image.path,
+                upscale_model=config.settings.upscale_model,
+            )  # fmt: skip
+            _, upscaled = await one(JobSpec(up, TaskKind.UPSCALE))
+            graph = await sent_graph(bound, "gpu-premium", upscaled.prompt_id)
+            status = {n.id: n for n in h.svc.farm_status()}["gpu-premium"]
+            if keep_alive:
+                assert dangling_loaders(graph) == {sdxl}, "the upscale's prompt names the card's checkpoint"
+                assert status.loaded_checkpoint == sdxl, "still on the card: the router prices it at nothing"
+            else:
+                assert dangling_loaders(graph) == set()
+                assert status.loaded_checkpoint is None, "ComfyUI's cache dropped its loader: nothing is held"
+            _, again = await one(h.svc.build_specs(replace(req, seed=2))[0])
+            if keep_alive:
+                assert not again.checkpoint_loaded and not again.checkpoint_swapped
+            else:
+                assert again.checkpoint_loaded, "read from disk again after the upscale"
+    finally:
+        await sim.stop()
+
+
 # --- the pure parts -----------------------------------------------------------------------------------------------
 
 
@@ -214,6 +259,22 @@ def test_registry_keeps_only_what_the_node_held_and_real_work_drops_it():
     reg.record_checkpoint(nid, "xl", keep_alive="a")
     reg.record_checkpoint(nid, "a", real=True)
     assert (st.loaded_checkpoint, st.kept_checkpoint) == ("a", None), "a real prompt names one loader"
+
+
+def test_a_prompt_without_a_checkpoint_keeps_only_what_it_keeps_alive():
+    reg = registry()
+    nid = NODES[0].id
+    st: NodeStats = reg.get(nid).stats
+    reg.record_checkpoint(nid, "xl", real=True)
+    reg.record_checkpoint(nid, None, keep_alive="xl")  # an upscale keeping the final's checkpoint
+    assert (st.loaded_checkpoint, st.kept_checkpoint, st.last_real_checkpoint) == ("xl", None, "xl")
+    reg.record_checkpoint(nid, None)  # one keeping nothing: the cache drops the loader, the model is freed
+    assert (st.loaded_checkpoint, st.kept_checkpoint) == (None, None)
+    reg.record_checkpoint(nid, "a", real=True)
+    reg.record_checkpoint(nid, "xl", keep_alive="a")  # a speculative run keeping "a"
+    reg.record_checkpoint(nid, None, keep_alive="a")
+    assert (st.loaded_checkpoint, st.kept_checkpoint) == (None, "a"), "xl dropped; 'a' still kept"
+    assert reg.switch_estimate(nid, "a", st.loaded_checkpoint, st.kept_checkpoint) == reg.swap_estimate(nid)
 
 
 def test_swap_estimate_is_learned_then_shared_then_defaulted():

@@ -346,11 +346,16 @@ class SimEngine(abc.ABC):
         sigs = cache_keys(graph, execution_order(graph, list(graph)), hashes)
         keys = {sigs[nid] for nid in graph}
         self._cache = {k: v for k, v in self._cache.items() if k in keys}
-        # A model no cached loader output references any more is freed, its VRAM with it.
-        self.vram.keep_only(
-            {str(node_inputs(graph[n]).get("ckpt_name")) for n in graph
-             if graph[n]["class_type"] in CHECKPOINT_LOADERS and sigs[n] in self._cache}
-        )  # fmt: skip
+        # A model no cached loader output references any more is freed, its VRAM with it: a prompt without its
+        # checkpoint's loader (an upscale, with nothing kept alive) leaves the next one to read it from disk again.
+        referenced = {
+            str(node_inputs(graph[n]).get("ckpt_name"))
+            for n in graph
+            if graph[n]["class_type"] in CHECKPOINT_LOADERS and sigs[n] in self._cache
+        }
+        self.vram.keep_only(referenced)
+        if self.stats.loaded_checkpoint not in referenced:
+            self.stats.loaded_checkpoint = None
         # Listed for every node of the prompt, as ComfyUI's `for node_id in prompt` does.
         cached = [nid for nid in graph if sigs[nid] in self._cache]
         item.record.cached_nodes = len(cached)
