@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import pytest
 
-from orchestrator.events import JobFailed, JobFinished, JobRetried
+from orchestrator.events import JobFailed, JobFinished, JobRetried, NodeHealthChanged
 from orchestrator.models import JobStatus
 from orchestrator.service import GenerateRequest, Orchestrator
 from tests.orchestrator.farm import TIME_SCALE, Recorder, assert_exactly_once, db_of, run_batch, scheduler_of, store_of
@@ -44,13 +44,19 @@ async def test_node_dying_after_its_second_prompt_loses_nothing_and_never_hangs(
     sim, cfg = farm
     sim.simulators[victim].faults.die_after = 2
     async with Orchestrator(cfg) as orch:
-        rec, result = await run_batch(orch, 20)
+        health = Recorder(orch.bus)
+        # Enough drafts that even the slowest victim gets a second prompt, however the router rates it under load.
+        rec, result = await run_batch(orch, 40)
+        assert sim.simulators[victim].stats.prompts_started >= 2, "the victim never got the prompt it dies on"
+        # Its death is seen (the batch may end before the health loop's second failed check: waited for, not raced).
+        await health.wait_for(lambda r: any(not e.healthy and e.node_id == victim for e in r.of(NodeHealthChanged)))
+        await health.close()
         assert not orch.registry.get(victim).stats.healthy
         assert heals(orch) == 0
         # A copy that lost its race may still be being taken off its node; then nothing is left anywhere.
         await asyncio.wait_for(scheduler_of(orch).run_until_idle(), 10)
         assert not scheduler_of(orch).queued and not any(scheduler_of(orch).running.values())
-    assert_exactly_once(rec, result, 20)
+    assert_exactly_once(rec, result, 40)
     assert rec.per_node()[victim] <= 1, "the dead node finished at most its first prompt"
     assert rec.retried_from()[victim] >= 1
 
