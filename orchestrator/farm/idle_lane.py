@@ -72,7 +72,6 @@ class IdleLane:
             return False
         if row.status.terminal and row.status is not JobStatus.DONE and not known:
             return False
-        old = self.table.batches.get(row.batch_id)
         if known:
             ended = table.ending.get(job_id)
             if ended is not None and ended.status is not JobStatus.DONE:
@@ -87,17 +86,14 @@ class IdleLane:
                 if r.started is not None:
                     self.ledger.ran(job_id, now - r.started)
             self.ledger.adopt(job_id)
-            if old is not None:
-                old.job_ids.discard(job_id)
+            self._leave(row.batch_id, job_id)
             await table.retrying(f"adopt {job_id[:8]}", lambda: self.db.adopt_job(job_id, batch_id, spec))
             table.wake_all()
             return True
         # Done already: its image becomes the stage's and is announced as any of the stage's would be.
         table.adopted[job_id] = (batch_id, spec)
         self.ledger.adopt(job_id)
-        if old is not None:
-            old.job_ids.discard(job_id)
-            old.terminal.discard(job_id)
+        self._leave(row.batch_id, job_id)
         await table.retrying(f"adopt {job_id[:8]}", lambda: self.db.adopt_job(job_id, batch_id, spec))
         image = await self.db.image(job_id)
         done = table.current(row)
@@ -105,6 +101,17 @@ class IdleLane:
             self.bus.publish(JobFinished(job_id, batch_id, image, spec.session_id, spec.stage_id))
         table.mark_terminal(done)
         return True
+
+    def _leave(self, batch_id: str, job_id: str) -> None:
+        """An adopted job leaves its speculative batch; a batch whose every job was adopted is forgotten."""
+        old = self.table.batches.get(batch_id)
+        if old is None:
+            return
+        old.job_ids.discard(job_id)
+        old.terminal.discard(job_id)
+        # Its place in the speculative batch was its only one: nothing is ever added to that batch again.
+        if not old.job_ids:
+            del self.table.batches[batch_id]
 
     def release(self, batch_id: str, job_ids: Sequence[str]) -> None:
         """Free places reserved for adoptions that were refused (replacements are submitted first)."""

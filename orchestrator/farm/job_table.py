@@ -223,6 +223,28 @@ class JobTable:
             or any(job_id in r for r in self.running.values())
         )
 
+    def forget_finished(self) -> int:
+        """
+        Drop the batches announced as done none of whose jobs is still in flight; returns how many.
+
+        A bot runs for weeks: what has ended lives in the DB (wait_batch reads it there), so memory keeps nothing
+        per ended job. A batch stays while any of its jobs is known: a backup copy still running must still find
+        its job counted as ended (`is_terminal`) and deliver nothing.
+        """
+        gone = [
+            batch_id
+            for batch_id, b in self.batches.items()
+            if b.finished.is_set() and not any(self.is_known(j) for j in b.job_ids)
+        ]
+        for batch_id in gone:
+            b = self.batches.pop(batch_id)
+            for job_id in b.job_ids | b.terminal:
+                self.adopted.pop(job_id, None)
+                lock = self._job_locks.get(job_id)
+                if lock is not None and not lock.locked():
+                    del self._job_locks[job_id]
+        return len(gone)
+
     def load_batch(self, batch_id: str, jobs: Collection[Job]) -> Batch:
         """Know a batch from its rows (after a restart, or when the reconciler meets one): counts its ended jobs."""
         first = next(iter(jobs))

@@ -96,6 +96,7 @@ class Reconciler:
             if b.job_ids and b.terminal >= b.job_ids and not b.finished.is_set():
                 self._heal("unannounced batch", f"batch {batch_id[:8]} ended without being announced")
                 table.announce_if_complete(batch_id)
+        table.forget_finished()
         table.check_idle()
         table.wake_all()
         self.passes += 1

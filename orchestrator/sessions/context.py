@@ -8,6 +8,7 @@ locks and deadline timers, and the small row look-ups every part needs.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from orchestrator.config import Settings
@@ -44,7 +45,8 @@ class SessionContext:
         self.settings = settings
         self.pipeline = pipeline
         self.planner = Planner(db, settings)
-        self.locks: dict[str, asyncio.Lock] = {}
+        #: held only while someone uses them: a lock nobody holds or waits for is gone with its last reference
+        self.locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.timers: dict[str, asyncio.Task[None]] = {}
         #: told the id of a session whose state, stage or votes changed (the speculator listens)
         self.watchers: list[Callable[[str], None]] = []
@@ -62,7 +64,10 @@ class SessionContext:
 
     def lock(self, session_id: str) -> asyncio.Lock:
         """The lock that serialises every change to one session."""
-        return self.locks.setdefault(session_id, asyncio.Lock())
+        lock = self.locks.get(session_id)
+        if lock is None:
+            lock = self.locks[session_id] = asyncio.Lock()
+        return lock
 
     def cancel_timer(self, session_id: str) -> None:
         """Drop the session's deadline timer (only forgotten if it is the caller: it is advancing the session)."""
