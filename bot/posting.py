@@ -60,7 +60,7 @@ def gallery_ref(stage_id: str, page: int) -> str:
     return f"discord.gallery.{stage_id}.{page}"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class LiveSession:
     """What the bot knows about one session's thread in this process."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from typing import TYPE_CHECKING
 
 import discord
@@ -72,6 +73,9 @@ class Relay:
         self.editor = CoalescingEditor(interval_s=ds.progress_interval_s, max_age_s=ds.max_edit_age_s)
         self.poster = Poster(bot, self.editor)
         self._live: dict[str, LiveSession] = {}
+        #: ended sessions' state, kept only while something still holds it (a retry, a sync under way): a bot up
+        #: for weeks keeps nothing per session it has finished with
+        self._ended: weakref.WeakValueDictionary[str, LiveSession] = weakref.WeakValueDictionary()
         self._sub = bot.orch.bus.subscribe(maxsize=10_000, accept=_accept)
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -106,7 +110,7 @@ class Relay:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        retries = [live.retry for live in self._live.values() if live.retry is not None]
+        retries = [live.retry for live in self._sessions() if live.retry is not None]
         for retry in retries:
             retry.cancel()
         for retry in retries:
@@ -138,7 +142,7 @@ class Relay:
 
     async def wait_retries(self) -> None:
         """Wait until no session has a refused post being tried again (tests and shutdown)."""
-        while pending := [live.retry for live in self._live.values() if live.retry and not live.retry.done()]:
+        while pending := [live.retry for live in self._sessions() if live.retry and not live.retry.done()]:
             await asyncio.wait(pending)
 
     async def settled(self) -> None:
@@ -187,8 +191,14 @@ class Relay:
     def _get(self, session_id: str) -> LiveSession:
         live = self._live.get(session_id)
         if live is None:
-            live = self._live[session_id] = LiveSession(session_id)
+            # One state per session at any time: an ended one that hears of itself again (an upscale of one of its
+            # images) takes its old state back while anything still holds it.
+            live = self._ended.pop(session_id, None) or LiveSession(session_id)
+            self._live[session_id] = live
         return live
+
+    def _sessions(self) -> list[LiveSession]:
+        return [*self._live.values(), *self._ended.values()]
 
     # ------------------------------------------------------------------ events
 
@@ -246,6 +256,9 @@ class Relay:
                     if thread is not None:
                         await self.poster.post_ended(live, thread, reason)
                     live.trackers.clear()
+                if self._live.get(live.session_id) is live:
+                    del self._live[live.session_id]
+                    self._ended[live.session_id] = live
             case JobQueued() | JobStarted() | JobProgress() | JobPreview() | JobRetried() | JobFinished() | JobFailed():
                 job_stage = event.stage_id
                 if job_stage is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import replace
 
 from orchestrator.config import SimFaults
@@ -155,6 +156,10 @@ async def test_regenerate_then_end(fake_discord, tmp_path):
         await (await fake.click(alice, second, custom_id(second, "End"))).response()
         await fake.wait_for(lambda: any(m.content.startswith("Session ended") for m in bot_messages(fake, thread.id)))
         assert await bot.orch.active_sessions() == []
+        # A bot up for weeks keeps nothing per session it has finished with.
+        await bot._relay.settled()
+        gc.collect()
+        assert bot._relay._sessions() == []
 
 
 async def test_failover_shows_in_the_progress_message(fake_discord, tmp_path):
