@@ -44,6 +44,10 @@ class SpeculationStats:
         return self.wasted_gpu_s / self.useful_gpu_s if self.useful_gpu_s > 0 else None
 
 
+#: how many dropped speculative job ids the ledger remembers (see SpeculationLedger._dropped)
+DROPPED_KEPT = 4096
+
+
 class SpeculationLedger:
     """Counts speculative GPU-seconds and jobs as the scheduler and the session engine report them."""
 
@@ -56,8 +60,10 @@ class SpeculationLedger:
         self.preempted = 0
         #: GPU-seconds spent so far on each unadopted speculative job (decided at adoption or at its end)
         self._pending: dict[str, float] = {}
-        #: jobs dropped already: a run of theirs that still ends (its image was being stored) is wasted at once
-        self._dropped: set[str] = set()
+        #: jobs dropped already: a run of theirs that still ends (its image was being stored) is wasted at once.
+        #: The most recent DROPPED_KEPT only (oldest out first): such a run ends within seconds of its drop, and a
+        #: bot that runs for weeks must not keep every id it ever dropped.
+        self._dropped: dict[str, None] = {}
 
     def ran(self, job_id: str, seconds: float) -> None:
         """A speculative run of `job_id` used a GPU for `seconds` (its outcome is decided later)."""
@@ -73,7 +79,9 @@ class SpeculationLedger:
 
     def discard(self, job_id: str) -> None:
         """The job was cancelled or left over: what it ran was wasted."""
-        self._dropped.add(job_id)
+        self._dropped[job_id] = None
+        if len(self._dropped) > DROPPED_KEPT:
+            del self._dropped[next(iter(self._dropped))]
         self.wasted_gpu_s += self._pending.pop(job_id, 0.0)
 
     def snapshot(self, warmups: int = 0) -> SpeculationStats:
