@@ -151,11 +151,13 @@ async def test_another_users_drafts_after_speculative_sdxl_pay_a_swap_or_nothing
                     assert not rec.checkpoint_loaded and rec.checkpoint_swapped is not roomy, nid
                 else:
                     assert rec.checkpoint_loaded and not rec.checkpoint_swapped, nid
-            # Each card the other user's drafts took from speculation stopped its speculative run once (a third card
-            # may have started one, still loading its checkpoint, after the first two were seen: it counts as well).
+            # Each card the other user's drafts took from speculation stopped its speculative run once: every card
+            # seen sampling one did, and no card more than once. A third card may have started one too, either still
+            # loading its checkpoint when the drafts came (then preempted as well) or once the drafts were all
+            # placed (then nothing real waited for it): between the two bounds.
             started = {e.node_id for e in h.rec.of(JobStarted) if is_speculative_batch(e.batch_id)}
             took = {nid for nid in started if any(r.prompt_id in bobs for r in sim.simulators[nid].stats.prompts)}
-            assert h.orch.speculation_stats().preempted == len(took)
+            assert len(first) <= h.orch.speculation_stats().preempted <= len(took)
     finally:
         await sim.stop()
 
