@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import posixpath
+import socket
+import struct
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -63,6 +65,9 @@ class ComfySimulator(SimEngine):
         self.port = node.port if port is None else port
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
+        #: a killed node's port, bound but not listening (see _hold_address)
+        self._held: socket.socket | None = None
+        self._stopped = False
         #: set when an upload other than a held one is stored (the hold_upload_of fault)
         self._other_upload = asyncio.Event()
 
@@ -91,6 +96,7 @@ class ComfySimulator(SimEngine):
         log.info("simulated node %s serving at %s", self.node.id, self.base_url)
 
     async def _listen(self) -> None:
+        self._release_address()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._make_protocol, self.host, self.port, reuse_address=True)
         self.port = int(self._server.sockets[0].getsockname()[1])
@@ -109,9 +115,39 @@ class ComfySimulator(SimEngine):
         for proto in connections:
             transport = proto.transport
             if transport is not None:
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    # Reset, not closed: no FIN-WAIT or TIME-WAIT socket keeps the dead node's port (_hold_address).
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 transport.abort()
         self._forget()
+        # Once the aborted connections are closed (their sockets share the port until their callbacks run).
+        asyncio.get_running_loop().call_soon(self._hold_address)
         log.info("simulated node %s killed", self.node.id)
+
+    def _hold_address(self) -> None:
+        """
+        Keep the dead node's port bound, not listening: connections are refused, as at a machine that lost power.
+
+        Released, the port could be handed to another simulator (tests run side by side), and the dead node would
+        seem to answer again with someone else's queue.
+        """
+        if self._held is not None or self._server is not None or self._stopped or not self.port:
+            return
+        held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            # No SO_REUSEADDR: nobody else can bind the port while it is held.
+            held.bind((self.host, self.port))
+        except OSError:
+            held.close()  # already taken again: nothing to hold
+            return
+        self._held = held
+
+    def _release_address(self) -> None:
+        if self._held is not None:
+            self._held.close()
+            self._held = None
 
     async def revive(self) -> None:
         """Serve again on the same port after kill()."""
@@ -121,11 +157,13 @@ class ComfySimulator(SimEngine):
 
     async def stop(self) -> None:
         """Stop serving and release everything."""
+        self._stopped = True
         worker = self._worker
         self.kill()
         if worker is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
+        self._release_address()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from dataclasses import replace
 
 import httpx
@@ -411,6 +412,10 @@ async def test_die_fault_stops_answering_and_revive_serves_again(sim, http):
     with pytest.raises(httpx.TransportError):
         async with httpx.AsyncClient(base_url=sim.base_url) as fresh:
             await fresh.get("/system_stats")
+    # Dead, its address stays its own: no other server (another test's simulator) can take the port meanwhile.
+    with socket.socket() as other, pytest.raises(OSError):
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's servers bind
+        other.bind(("127.0.0.1", sim.port))
     await sim.revive()
     async with httpx.AsyncClient(base_url=sim.base_url) as fresh:
         assert (await fresh.get("/system_stats")).status_code == 200
