@@ -128,24 +128,40 @@ class ComfySimulator(SimEngine):
 
     def _hold_address(self) -> None:
         """
-        Keep the dead node's port bound, not listening: connections are refused, as at a machine that lost power.
+        Keep the dead node's port: a listener that resets every connection, so nothing answers there.
 
         Released, the port could be handed to another simulator (tests run side by side), and the dead node would
-        seem to answer again with someone else's queue.
+        seem to answer again with someone else's queue. Bound without listening, it could still be taken by a
+        server binding with SO_REUSEADDR (as asyncio's do); a listening socket cannot be.
         """
         if self._held is not None or self._server is not None or self._stopped or not self.port:
             return
         held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            # No SO_REUSEADDR: nobody else can bind the port while it is held.
+            held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             held.bind((self.host, self.port))
-        except OSError:
-            held.close()  # already taken again: nothing to hold
+            held.listen(16)
+            held.setblocking(False)
+        except OSError as e:
+            held.close()
+            log.warning("simulated node %s: cannot hold its port %d while dead: %s", self.node.id, self.port, e)
             return
         self._held = held
+        asyncio.get_running_loop().add_reader(held.fileno(), self._reset_one)
+
+    def _reset_one(self) -> None:
+        if self._held is None:
+            return
+        try:
+            conn, _ = self._held.accept()
+        except OSError:
+            return
+        with conn:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     def _release_address(self) -> None:
         if self._held is not None:
+            asyncio.get_running_loop().remove_reader(self._held.fileno())
             self._held.close()
             self._held = None
 
