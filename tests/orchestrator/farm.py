@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from orchestrator.comfy.sim import SimFarm
 from orchestrator.config import Config, HealthSettings, SchedulerSettings, StorageSettings, load_config
 from orchestrator.db import Database
 from orchestrator.events import Event, EventBus, JobFinished, JobRetried, JobStarted, Subscription
@@ -18,6 +21,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: simulated seconds are multiplied by this in tests: a 10-step sd15 draft takes ~5-15 ms
 TIME_SCALE = 0.01
+
+
+@asynccontextmanager
+async def sim_farm(config: Config, time_scale: float = TIME_SCALE) -> AsyncIterator[tuple[SimFarm, Config]]:
+    """Serve the config's simulated nodes on ephemeral loopback ports: the farm, and the config bound to them."""
+    sim = SimFarm(config, time_scale=time_scale, ephemeral_ports=True)
+    bound = await sim.start()
+    try:
+        yield sim, bound
+    finally:
+        await sim.stop()
 
 
 def farm_config(tmp_path: Path, **scheduler: object) -> Config:

@@ -12,13 +12,12 @@ import math
 
 import pytest
 
-from orchestrator.comfy.sim import SimFarm
 from orchestrator.events import JobFinished, JobProgress, JobRetried, JobStarted
 from orchestrator.farm import backups
 from orchestrator.farm.job_table import OVERRUN_SHARE, Run, node_outlook
 from orchestrator.models import Family, GenerationParams, Job, JobSpec, TaskKind
 from orchestrator.service import GenerateRequest, Orchestrator
-from tests.orchestrator.farm import TIME_SCALE, Recorder, farm_config
+from tests.orchestrator.farm import TIME_SCALE, Recorder, farm_config, sim_farm
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -81,10 +80,8 @@ async def test_idle_node_takes_the_work_queued_behind_a_node_stuck_in_an_overdue
     cfg = farm_config(tmp_path, stall_timeout_s=600.0, deadline_floor_s=600.0, reconcile_interval_s=0.2)
     cfg = cfg.with_nodes(tuple(n for n in cfg.nodes if n.id in (FAST, SLOW)))
     # 10x the usual time scale, as in the spread test: the nodes' 3:1 speed ratio must outweigh the loop's own work.
-    sim = SimFarm(cfg, time_scale=TIME_SCALE * 10, ephemeral_ports=True)
-    bound = await sim.start()
-    fast = sim.simulators[FAST]
-    try:
+    async with sim_farm(cfg, TIME_SCALE * 10) as (sim, bound):
+        fast = sim.simulators[FAST]
         async with Orchestrator(bound) as orch:
             # A fault-free batch first: both nodes measured and holding the checkpoint, so that the router's
             # estimates are the nodes' real speeds (a first batch's checkpoint loads would hide the gap).
@@ -99,8 +96,6 @@ async def test_idle_node_takes_the_work_queued_behind_a_node_stuck_in_an_overdue
             await rec.wait_for(lambda r: len({e.job_id for e in r.of(JobFinished)}) == COUNT, timeout=30.0)
             result = await orch.wait_batch(batch)
             await rec.close()
-    finally:
-        await sim.stop()
 
     assert len(result.images) == COUNT and not result.failed
     assert set(rec.finished_per_job().values()) == {1}, "an image was delivered more than once"
@@ -118,10 +113,8 @@ async def test_a_pause_in_one_run_is_not_learned_as_the_nodes_speed(tmp_path):
     # speed (35x too slow), and the router then left it idle while work waited. The learned speed is the usual step.
     cfg = farm_config(tmp_path)
     cfg = cfg.with_nodes(tuple(n for n in cfg.nodes if n.id in (FAST, SLOW)))
-    sim = SimFarm(cfg, time_scale=TIME_SCALE, ephemeral_ports=True)
-    bound = await sim.start()
-    slow = sim.simulators[SLOW]
-    try:
+    async with sim_farm(cfg, TIME_SCALE) as (sim, bound):
+        slow = sim.simulators[SLOW]
         async with Orchestrator(bound) as orch:
             rec = Recorder(orch.bus)
             # SDXL work the draft card cannot run keeps the fast card busy; the SD 1.5 image goes to the draft card.
@@ -137,8 +130,6 @@ async def test_a_pause_in_one_run_is_not_learned_as_the_nodes_speed(tmp_path):
             await orch.wait_batch(sdxl)
             await rec.close()
             learned = orch.registry.get(SLOW).stats.seconds_per_step["sd15"]
-    finally:
-        await sim.stop()
     node_sim = cfg.node(SLOW).sim
     assert node_sim is not None
     configured = node_sim.seconds_per_step[Family.SD15] * TIME_SCALE

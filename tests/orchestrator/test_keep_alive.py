@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator.comfy.sim import SimFarm
 from orchestrator.config import Config, HealthSettings, SpeculationSettings, parse_nodes, parse_settings
 from orchestrator.errors import ConfigError
 from orchestrator.events import EventBus, JobFinished, JobProgress, JobQueued, JobStarted
@@ -27,7 +26,7 @@ from orchestrator.models import Family, GenerationParams, JobSpec, Mode, NodeSta
 from orchestrator.service import GenerateRequest
 from orchestrator.sessions.models import Flow, SessionRequest
 from orchestrator.workflows import is_link
-from tests.orchestrator.farm import TIME_SCALE
+from tests.orchestrator.farm import TIME_SCALE, sim_farm
 from tests.orchestrator.sessions.conftest import running, serve, small_config
 from tests.orchestrator.test_router import NODES, job, views
 
@@ -68,98 +67,88 @@ def speculation(config: Config, *, keep_alive: bool = True, refined_steps: int |
 async def test_idle_lane_prompts_keep_the_drafts_checkpoint_and_jobs_are_adopted_unchanged(tmp_path):
     config = speculation(small_config(tmp_path))
     sd15, sdxl = config.settings.checkpoint_for(Family.SD15), config.settings.checkpoint_for(Family.SDXL)
-    sim = SimFarm(config, time_scale=TIME_SCALE, ephemeral_ports=True)
-    bound = await sim.start()
-    try:
-        async with running(bound) as h:
-            s = await h.svc.create_session(SessionRequest(Flow.DRAFT_GRID, "alice", "a lighthouse --seed 7"))
-            drafts = await h.current_done(s.id)
-            await h.svc.vote(s.id, drafts.image(1).image.id, "alice", 1)
-            predicted = await h.orch._engine.speculation.predict(s.id)
-            assert predicted is not None
+    async with sim_farm(config, TIME_SCALE) as (sim, bound), running(bound) as h:
+        s = await h.svc.create_session(SessionRequest(Flow.DRAFT_GRID, "alice", "a lighthouse --seed 7"))
+        drafts = await h.current_done(s.id)
+        await h.svc.vote(s.id, drafts.image(1).image.id, "alice", 1)
+        predicted = await h.orch._engine.speculation.predict(s.id)
+        assert predicted is not None
 
-            def spec_done(r) -> set[str]:
-                return {e.job_id for e in r.of(JobFinished) if is_speculative_batch(e.batch_id)}
+        def spec_done(r) -> set[str]:
+            return {e.job_id for e in r.of(JobFinished) if is_speculative_batch(e.batch_id)}
 
-            await h.rec.wait_for(lambda r: len(spec_done(r)) == 3)
-            kept_on: set[str] = set()
-            for job_id in spec_done(h.rec):
-                row = await h.db.get_job(job_id)
-                assert row is not None and row.node_id is not None and row.prompt_id is not None
-                graph = await sent_graph(bound, row.node_id, row.prompt_id)
-                assert row.params.checkpoint == sdxl
-                assert dangling_loaders(graph) == {sd15}, "the drafts' checkpoint rides along, linked to nothing"
-                assert sim.simulators[row.node_id].stats.cached_checkpoints == {sd15, sdxl}
-                kept_on.add(row.node_id)
-            # Every speculative job ran where drafts (real work, SD 1.5) ran before.
-            status = {n.id: n for n in h.orch.farm_status()}
-            for nid in kept_on:
-                assert status[nid].loaded_checkpoint == sdxl and status[nid].kept_checkpoint == sd15
-            # The warm-ups carried it too.
-            for nid in kept_on:
-                records = sim.simulators[nid].stats.prompts
-                warm = [
-                    g
-                    for g in [await sent_graph(bound, nid, r.prompt_id) for r in records]
-                    if any(n["class_type"] == "PreviewImage" for n in g.values())
-                ]
-                assert warm and all(dangling_loaders(g) == {sd15} for g in warm)
+        await h.rec.wait_for(lambda r: len(spec_done(r)) == 3)
+        kept_on: set[str] = set()
+        for job_id in spec_done(h.rec):
+            row = await h.db.get_job(job_id)
+            assert row is not None and row.node_id is not None and row.prompt_id is not None
+            graph = await sent_graph(bound, row.node_id, row.prompt_id)
+            assert row.params.checkpoint == sdxl
+            assert dangling_loaders(graph) == {sd15}, "the drafts' checkpoint rides along, linked to nothing"
+            assert sim.simulators[row.node_id].stats.cached_checkpoints == {sd15, sdxl}
+            kept_on.add(row.node_id)
+        # Every speculative job ran where drafts (real work, SD 1.5) ran before.
+        status = {n.id: n for n in h.orch.farm_status()}
+        for nid in kept_on:
+            assert status[nid].loaded_checkpoint == sdxl and status[nid].kept_checkpoint == sd15
+        # The warm-ups carried it too.
+        for nid in kept_on:
+            records = sim.simulators[nid].stats.prompts
+            warm = [
+                g
+                for g in [await sent_graph(bound, nid, r.prompt_id) for r in records]
+                if any(n["class_type"] == "PreviewImage" for n in g.values())
+            ]
+            assert warm and all(dangling_loaders(g) == {sd15} for g in warm)
 
-            # The specs are untouched, so Continue adopts every job and submits nothing.
-            refined = await h.svc.advance(s.id, "alice")
-            done = await h.current_done(s.id)
-            assert {im.image.id for im in done.images} == spec_done(h.rec)
-            assert not [e for e in h.rec.of(JobQueued) if e.batch_id == refined.id]
-            assert {(await h.db.get_job(j)).spec.params for j in spec_done(h.rec)} == {k.params for k in predicted.keys}
-    finally:
-        await sim.stop()
+        # The specs are untouched, so Continue adopts every job and submits nothing.
+        refined = await h.svc.advance(s.id, "alice")
+        done = await h.current_done(s.id)
+        assert {im.image.id for im in done.images} == spec_done(h.rec)
+        assert not [e for e in h.rec.of(JobQueued) if e.batch_id == refined.id]
+        assert {(await h.db.get_job(j)).spec.params for j in spec_done(h.rec)} == {k.params for k in predicted.keys}
 
 
 @pytest.mark.parametrize("keep_alive", [True, False])
 async def test_another_users_drafts_after_speculative_sdxl_pay_a_swap_or_nothing_never_a_load(tmp_path, keep_alive):
     config = speculation(small_config(tmp_path), keep_alive=keep_alive, refined_steps=200)
-    sim = SimFarm(config, time_scale=0.05, ephemeral_ports=True)
-    bound = await sim.start()
-    try:
-        async with running(bound) as h:
-            s = await h.svc.create_session(SessionRequest(Flow.DRAFT_GRID, "alice", "a lighthouse --seed 3"))
-            drafts = await h.current_done(s.id)
-            await h.svc.vote(s.id, drafts.image(1).image.id, "alice", 1)
+    async with sim_farm(config, 0.05) as (sim, bound), running(bound) as h:
+        s = await h.svc.create_session(SessionRequest(Flow.DRAFT_GRID, "alice", "a lighthouse --seed 3"))
+        drafts = await h.current_done(s.id)
+        await h.svc.vote(s.id, drafts.image(1).image.id, "alice", 1)
 
-            def sampling(r) -> set[str]:
-                """Nodes where a speculative job's sampler runs (its checkpoint is loaded)."""
-                return {e.node_id for e in r.of(JobProgress) if is_speculative_batch(e.batch_id)}
+        def sampling(r) -> set[str]:
+            """Nodes where a speculative job's sampler runs (its checkpoint is loaded)."""
+            return {e.node_id for e in r.of(JobProgress) if is_speculative_batch(e.batch_id)}
 
-            await h.rec.wait_for(lambda r: len(sampling(r)) >= 2)
-            holding_sdxl = sampling(h.rec)
-            bob = GenerateRequest("a red fox in the snow", family=Family.SD15, count=8, user_id="bob")
-            other = await h.svc.submit(h.svc.build_specs(bob))
-            result = await h.svc.wait_batch(other)
-            assert len(result.images) == 8 and not result.failed
-            bobs = {j.prompt_id for j in await h.db.batch_jobs(other)}
-            first = {}
-            for nid in holding_sdxl:
-                records = [r for r in sim.simulators[nid].stats.prompts if r.prompt_id in bobs]
-                if records:
-                    first[nid] = records[0]
-            assert first, "the other user's drafts went to the cards that were speculating"
-            for nid, rec in first.items():
-                if keep_alive:
-                    # Kept: never read from disk. A card with room for SDXL and SD 1.5 (12 and 16 GB here) never
-                    # let SD 1.5's weights go; the 8 GB one moves them back.
-                    roomy = sim.simulators[nid].node.vram_gb >= 12
-                    assert not rec.checkpoint_loaded and rec.checkpoint_swapped is not roomy, nid
-                else:
-                    assert rec.checkpoint_loaded and not rec.checkpoint_swapped, nid
-            # Each card the other user's drafts took from speculation stopped its speculative run once: every card
-            # seen sampling one did, and no card more than once. A third card may have started one too, either still
-            # loading its checkpoint when the drafts came (then preempted as well) or once the drafts were all
-            # placed (then nothing real waited for it): between the two bounds.
-            started = {e.node_id for e in h.rec.of(JobStarted) if is_speculative_batch(e.batch_id)}
-            took = {nid for nid in started if any(r.prompt_id in bobs for r in sim.simulators[nid].stats.prompts)}
-            assert len(first) <= h.orch.speculation_stats().preempted <= len(took)
-    finally:
-        await sim.stop()
+        await h.rec.wait_for(lambda r: len(sampling(r)) >= 2)
+        holding_sdxl = sampling(h.rec)
+        bob = GenerateRequest("a red fox in the snow", family=Family.SD15, count=8, user_id="bob")
+        other = await h.svc.submit(h.svc.build_specs(bob))
+        result = await h.svc.wait_batch(other)
+        assert len(result.images) == 8 and not result.failed
+        bobs = {j.prompt_id for j in await h.db.batch_jobs(other)}
+        first = {}
+        for nid in holding_sdxl:
+            records = [r for r in sim.simulators[nid].stats.prompts if r.prompt_id in bobs]
+            if records:
+                first[nid] = records[0]
+        assert first, "the other user's drafts went to the cards that were speculating"
+        for nid, rec in first.items():
+            if keep_alive:
+                # Kept: never read from disk. A card with room for SDXL and SD 1.5 (12 and 16 GB here) never
+                # let SD 1.5's weights go; the 8 GB one moves them back.
+                roomy = sim.simulators[nid].node.vram_gb >= 12
+                assert not rec.checkpoint_loaded and rec.checkpoint_swapped is not roomy, nid
+            else:
+                assert rec.checkpoint_loaded and not rec.checkpoint_swapped, nid
+        # Each card the other user's drafts took from speculation stopped its speculative run once: every card
+        # seen sampling one did, and no card more than once. A third card may have started one too, either still
+        # loading its checkpoint when the drafts came (then preempted as well) or once the drafts were all
+        # placed (then nothing real waited for it): between the two bounds.
+        started = {e.node_id for e in h.rec.of(JobStarted) if is_speculative_batch(e.batch_id)}
+        took = {nid for nid in started if any(r.prompt_id in bobs for r in sim.simulators[nid].stats.prompts)}
+        assert len(first) <= h.orch.speculation_stats().preempted <= len(took)
 
 
 @pytest.mark.parametrize("keep_alive", [True, False])
@@ -168,43 +157,38 @@ async def test_an_upscale_keeps_the_cards_checkpoint_for_its_next_real_work(tmp_
     config = speculation(small_config(tmp_path), keep_alive=keep_alive)
     config = replace(config, nodes=tuple(n for n in config.nodes if n.id == "gpu-premium"))
     sdxl = config.settings.checkpoint_for(Family.SDXL)
-    sim = SimFarm(config, time_scale=TIME_SCALE, ephemeral_ports=True)
-    bound = await sim.start()
-    try:
-        async with running(bound) as h:
-            node = sim.simulators["gpu-premium"]
+    async with sim_farm(config, TIME_SCALE) as (sim, bound), running(bound) as h:
+        node = sim.simulators["gpu-premium"]
 
-            async def one(spec: JobSpec) -> Any:
-                batch = await h.svc.submit([spec])
-                result = await h.svc.wait_batch(batch)
-                assert len(result.images) == 1 and not result.failed
-                row = await h.db.get_job(result.images[0].id)
-                return result.images[0], next(r for r in node.stats.prompts if r.prompt_id == row.prompt_id)
+        async def one(spec: JobSpec) -> Any:
+            batch = await h.svc.submit([spec])
+            result = await h.svc.wait_batch(batch)
+            assert len(result.images) == 1 and not result.failed
+            row = await h.db.get_job(result.images[0].id)
+            return result.images[0], next(r for r in node.stats.prompts if r.prompt_id == row.prompt_id)
 
-            req = GenerateRequest("a lighthouse", family=Family.SDXL, task=TaskKind.PREMIUM, seed=1)
-            image, first = await one(h.svc.build_specs(req)[0])
-            assert first.checkpoint_loaded
-            up = GenerationParams(
-                prompt=image.prompt, family=Family.SDXL, checkpoint=sdxl, width=image.width, height=image.height,
-                steps=1, seed=image.seed, mode=Mode.UPSCALE, init_image=image.path,
-                upscale_model=config.settings.upscale_model,
-            )  # fmt: skip
-            _, upscaled = await one(JobSpec(up, TaskKind.UPSCALE))
-            graph = await sent_graph(bound, "gpu-premium", upscaled.prompt_id)
-            status = {n.id: n for n in h.svc.farm_status()}["gpu-premium"]
-            if keep_alive:
-                assert dangling_loaders(graph) == {sdxl}, "the upscale's prompt names the card's checkpoint"
-                assert status.loaded_checkpoint == sdxl, "still on the card: the router prices it at nothing"
-            else:
-                assert dangling_loaders(graph) == set()
-                assert status.loaded_checkpoint is None, "ComfyUI's cache dropped its loader: nothing is held"
-            _, again = await one(h.svc.build_specs(replace(req, seed=2))[0])
-            if keep_alive:
-                assert not again.checkpoint_loaded and not again.checkpoint_swapped
-            else:
-                assert again.checkpoint_loaded, "read from disk again after the upscale"
-    finally:
-        await sim.stop()
+        req = GenerateRequest("a lighthouse", family=Family.SDXL, task=TaskKind.PREMIUM, seed=1)
+        image, first = await one(h.svc.build_specs(req)[0])
+        assert first.checkpoint_loaded
+        up = GenerationParams(
+            prompt=image.prompt, family=Family.SDXL, checkpoint=sdxl, width=image.width, height=image.height,
+            steps=1, seed=image.seed, mode=Mode.UPSCALE, init_image=image.path,
+            upscale_model=config.settings.upscale_model,
+        )  # fmt: skip
+        _, upscaled = await one(JobSpec(up, TaskKind.UPSCALE))
+        graph = await sent_graph(bound, "gpu-premium", upscaled.prompt_id)
+        status = {n.id: n for n in h.svc.farm_status()}["gpu-premium"]
+        if keep_alive:
+            assert dangling_loaders(graph) == {sdxl}, "the upscale's prompt names the card's checkpoint"
+            assert status.loaded_checkpoint == sdxl, "still on the card: the router prices it at nothing"
+        else:
+            assert dangling_loaders(graph) == set()
+            assert status.loaded_checkpoint is None, "ComfyUI's cache dropped its loader: nothing is held"
+        _, again = await one(h.svc.build_specs(replace(req, seed=2))[0])
+        if keep_alive:
+            assert not again.checkpoint_loaded and not again.checkpoint_swapped
+        else:
+            assert again.checkpoint_loaded, "read from disk again after the upscale"
 
 
 # --- the pure parts -----------------------------------------------------------------------------------------------

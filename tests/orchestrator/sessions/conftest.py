@@ -7,14 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from orchestrator.comfy.sim import SimFarm
 from orchestrator.config import Config, FunnelSettings, LimitSettings, LlmSettings, StageRecipe
 from orchestrator.db import Database
 from orchestrator.events import StageDone, StageStarted
 from orchestrator.models import Family, TaskKind
 from orchestrator.service import Orchestrator
 from tests.conftest import BACKENDS
-from tests.orchestrator.farm import TIME_SCALE, Recorder, farm_config
+from tests.orchestrator.farm import TIME_SCALE, Recorder, farm_config, sim_farm
 
 SMALL_STAGES = (
     StageRecipe("drafts", 6, Family.SD15, 512, 512, 4, TaskKind.DRAFT),
@@ -65,12 +64,8 @@ def config(tmp_path) -> Config:
 @asynccontextmanager
 async def serve(config: Config, time_scale: float = TIME_SCALE):
     """Serve the config's simulated nodes; yields the config bound to their ports."""
-    sim = SimFarm(config, time_scale=time_scale, ephemeral_ports=True)
-    bound = await sim.start()
-    try:
+    async with sim_farm(config, time_scale) as (_, bound):
         yield bound
-    finally:
-        await sim.stop()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from dataclasses import replace
 
 import pytest
 
-from orchestrator.comfy.sim import SimFarm
 from orchestrator.config import SpeculationSettings, parse_settings
 from orchestrator.errors import ConfigError
 from orchestrator.events import JobFailed, JobFinished, JobQueued, JobStarted, SpeculationChanged
@@ -17,7 +16,7 @@ from orchestrator.models import Family, Tier
 from orchestrator.service import GenerateRequest
 from orchestrator.sessions.models import Flow, SessionRequest
 from orchestrator.sessions.speculation import Allowance, allowance
-from tests.orchestrator.farm import TIME_SCALE
+from tests.orchestrator.farm import TIME_SCALE, sim_farm
 from tests.orchestrator.sessions.conftest import running, serve, small_config
 
 pytestmark = pytest.mark.timeout(90)
@@ -191,13 +190,8 @@ async def test_real_work_preempts_running_speculative_work(tmp_path):
 async def warm_up_only(tmp_path):
     """Speculation off, warm-up on: the harness on its own simulated farm, the simulators, the SDXL checkpoint."""
     config = small_config(tmp_path).with_settings(speculation=SpeculationSettings(enabled=False, warmup=True))
-    sim = SimFarm(config, time_scale=TIME_SCALE, ephemeral_ports=True)
-    bound = await sim.start()
-    try:
-        async with running(bound) as h:
-            yield h, sim, config.settings.checkpoint_for(Family.SDXL)
-    finally:
-        await sim.stop()
+    async with sim_farm(config, TIME_SCALE) as (sim, bound), running(bound) as h:
+        yield h, sim, config.settings.checkpoint_for(Family.SDXL)
 
 
 async def test_warm_up_loads_the_next_checkpoint_while_people_vote(tmp_path):
