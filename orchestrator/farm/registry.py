@@ -187,7 +187,7 @@ class Registry:
         stats = self.nodes[node_id].stats
         key = family.speed_family.value
         old = stats.seconds_per_step.get(key)
-        value = seconds_per_step_native if old is None else old + EMA_ALPHA * (seconds_per_step_native - old)
+        value = _fold(old, seconds_per_step_native)
         stats.seconds_per_step[key] = value
         self._calibrate()
 
@@ -240,44 +240,39 @@ class Registry:
         """Fold a measured upscale time into the node's stats."""
         stats = self.nodes[node_id].stats
         old = stats.seconds_per_step.get("upscale")
-        stats.seconds_per_step["upscale"] = seconds if old is None else old + EMA_ALPHA * (seconds - old)
+        stats.seconds_per_step["upscale"] = _fold(old, seconds)
 
     def record_load(self, node_id: str, seconds: float) -> None:
         """Fold a measured checkpoint load time into the node's estimate."""
         node = self.nodes[node_id]
-        node.load_seconds = (
-            seconds if node.load_seconds is None else node.load_seconds + EMA_ALPHA * (seconds - node.load_seconds)
-        )
+        node.load_seconds = _fold(node.load_seconds, seconds)
 
     def record_swap(self, node_id: str, seconds: float) -> None:
         """Fold a measured swap-in (a kept checkpoint moved back to VRAM) into the node's estimate."""
         node = self.nodes[node_id]
-        old = node.swap_seconds
-        node.swap_seconds = seconds if old is None else old + EMA_ALPHA * (seconds - old)
+        node.swap_seconds = _fold(node.swap_seconds, seconds)
 
     def swap_estimate(self, node_id: str) -> float:
         """Seconds a kept checkpoint takes to be usable again: measured, else the farm's median, else a default."""
-        own = self.nodes[node_id].swap_seconds
-        if own is not None:
-            return own
-        measured = sorted(n.swap_seconds for n in self.nodes.values() if n.swap_seconds is not None)
-        if measured:
-            return measured[len(measured) // 2]
-        return DEFAULT_SWAP_SECONDS * self.nodes[node_id].stats.prior_scale
+        return self._learned(node_id, lambda n: n.swap_seconds, DEFAULT_SWAP_SECONDS)
 
     def switch_estimate(self, node_id: str, model: str | None, loaded: str | None, kept: str | None) -> float:
         """Seconds before a job of checkpoint `model` samples on a node holding `loaded` and keeping `kept`."""
         return load_cost(model, loaded, kept, self.load_estimate(node_id), self.swap_estimate(node_id))
 
     def load_estimate(self, node_id: str) -> float:
-        """Seconds a checkpoint swap takes on a node: measured, else the farm's median, else a default."""
-        own = self.nodes[node_id].load_seconds
+        """Seconds a checkpoint load from disk takes on a node: measured, else the farm's median, else a default."""
+        return self._learned(node_id, lambda n: n.load_seconds, DEFAULT_LOAD_SECONDS)
+
+    def _learned(self, node_id: str, of: Callable[[Node], float | None], default: float) -> float:
+        """A node's measured time, else the median of the nodes that measured one, else `default` at its prior."""
+        own = of(self.nodes[node_id])
         if own is not None:
             return own
-        measured = sorted(n.load_seconds for n in self.nodes.values() if n.load_seconds is not None)
+        measured = sorted(v for v in map(of, self.nodes.values()) if v is not None)
         if measured:
             return measured[len(measured) // 2]
-        return DEFAULT_LOAD_SECONDS * self.nodes[node_id].stats.prior_scale
+        return default * self.nodes[node_id].stats.prior_scale
 
     def models(self, node_id: str) -> NodeModels:
         """The models a node reported at its last (re)appearance."""
@@ -286,3 +281,8 @@ class Registry:
     def healthy_nodes(self) -> list[Node]:
         """The nodes answering their health checks now."""
         return [n for n in self.nodes.values() if n.stats.healthy]
+
+
+def _fold(old: float | None, measured: float) -> float:
+    """A measurement folded into a moving average (the first one is taken as it is)."""
+    return measured if old is None else old + EMA_ALPHA * (measured - old)

@@ -6,15 +6,15 @@ node (`prompt_no_outputs`) and runs only what an output node depends on, so the 
 64x64 latent into a PreviewImage (a temp file, nothing saved). A warm-up runs in idle time only: real work that
 needs the node stops it (interrupt, or taken off the node's queue).
 
-Keep-alive: an idle-lane prompt (a warm-up, a speculative job's) also carries a loader of the checkpoint the node
-last held for real work that nothing links to. ComfyUI never runs it (it validates and executes only what an
-output depends on; a dangling node is checked for its class alone, execution.py validate_prompt), but its classic
-cache keys every node of the prompt (execution.py: `cache.set_prompt(dynamic_prompt, prompt.keys(), ...)`) and
-`clean_unused` drops only keys the prompt lacks (comfy_execution/caching.py `BasicCache._clean_cache` keeps
-`cache_key_set.get_used_keys()`). CheckpointLoaderSimple's key is its class and ckpt_name alone (no UNIQUE_ID, not
-NOT_IDEMPOTENT), so the loader output of the real work's prompt, the model objects, stays cached: when that work
-comes back ComfyUI finds it and only moves the weights back to VRAM instead of reading the file. Under
-`--cache-none` nothing is kept and the dangling loader costs nothing either.
+Keep-alive: an idle-lane prompt (a warm-up, a speculative job's) and an upscale's also carry a loader of the
+checkpoint the node last held for real work that nothing links to. ComfyUI never runs it (it validates and executes
+only what an output depends on; a dangling node is checked for its class alone, execution.py validate_prompt), but
+its classic cache keys every node of the prompt (execution.py: `cache.set_prompt(dynamic_prompt, prompt.keys(),
+...)`) and `clean_unused` drops only keys the prompt lacks (comfy_execution/caching.py `BasicCache._clean_cache`
+keeps `cache_key_set.get_used_keys()`). CheckpointLoaderSimple's key is its class and ckpt_name alone (no
+UNIQUE_ID, not NOT_IDEMPOTENT), so the loader output of the real work's prompt, the model objects, stays cached:
+when that work comes back ComfyUI finds it and only moves the weights back to VRAM instead of reading the file.
+Under `--cache-none` nothing is kept and the dangling loader costs nothing either.
 """
 
 from __future__ import annotations
@@ -58,7 +58,6 @@ def with_keep_alive(graph: Mapping[str, Any], checkpoint: str) -> dict[str, Any]
 class _Warming:
     checkpoint: str
     task: asyncio.Task[None]
-    keep_alive: str | None = None
 
 
 class Warmer:
@@ -82,7 +81,7 @@ class Warmer:
         if node.id in self._warming:
             return
         task = asyncio.create_task(self._run(node, checkpoint, keep_alive), name=f"warmup-{node.id}")
-        self._warming[node.id] = _Warming(checkpoint, task, keep_alive)
+        self._warming[node.id] = _Warming(checkpoint, task)
         task.add_done_callback(functools.partial(self._ended, node.id))
 
     def stop(self, node_id: str) -> None:

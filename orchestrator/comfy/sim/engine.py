@@ -195,10 +195,7 @@ class SimEngine(abc.ABC):
         self._running = None
         self._current_node = None
         self._history.clear()
-        self._cache.clear()
-        self.vram.clear()
-        self.stats.loaded_checkpoint = None
-        self.stats.cached_checkpoints = frozenset()
+        self.unload()
         if self._worker is not None and self._worker is not asyncio.current_task():
             self._worker.cancel()
         self._worker = None
@@ -348,11 +345,7 @@ class SimEngine(abc.ABC):
         self._cache = {k: v for k, v in self._cache.items() if k in keys}
         # A model no cached loader output references any more is freed, its VRAM with it: a prompt without its
         # checkpoint's loader (an upscale, with nothing kept alive) leaves the next one to read it from disk again.
-        referenced = {
-            str(node_inputs(graph[n]).get("ckpt_name"))
-            for n in graph
-            if graph[n]["class_type"] in CHECKPOINT_LOADERS and sigs[n] in self._cache
-        }
+        referenced = self._cached_checkpoints(graph, sigs)
         self.vram.keep_only(referenced)
         if self.stats.loaded_checkpoint not in referenced:
             self.stats.loaded_checkpoint = None
@@ -420,11 +413,7 @@ class SimEngine(abc.ABC):
             }
             messages.append(["execution_error", data])
             await self._send(sid, "execution_error", data)
-        self.stats.cached_checkpoints = frozenset(
-            str(node_inputs(graph[nid]).get("ckpt_name"))
-            for nid in graph
-            if graph[nid]["class_type"] in CHECKPOINT_LOADERS and sigs[nid] in self._cache
-        )
+        self.stats.cached_checkpoints = self._cached_checkpoints(graph, sigs)
         item.record.status = status
         self._history[pid] = {
             "prompt": item.as_row(),
@@ -439,6 +428,21 @@ class SimEngine(abc.ABC):
         self._current_node = None
         # ComfyUI's prompt worker always ends with `executing` node None, after success, error or interrupt.
         await self._send(sid, "executing", {"node": None, "display_node": None, "prompt_id": pid})
+
+    def _cached_checkpoints(self, graph: dict[str, Any], sigs: dict[str, str]) -> frozenset[str]:
+        """The checkpoints of the graph's loaders whose output the cache holds."""
+        return frozenset(
+            str(node_inputs(graph[nid]).get("ckpt_name"))
+            for nid in graph
+            if graph[nid]["class_type"] in CHECKPOINT_LOADERS and sigs[nid] in self._cache
+        )
+
+    def unload(self) -> None:
+        """Every model and cached output gone (POST /free, or the node's power lost): the next prompt loads anew."""
+        self._cache.clear()
+        self.vram.clear()
+        self.stats.loaded_checkpoint = None
+        self.stats.cached_checkpoints = frozenset()
 
     def _seconds_per_step(self, family: Family) -> float:
         speeds = self.sim.seconds_per_step

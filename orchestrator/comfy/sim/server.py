@@ -479,10 +479,7 @@ class ComfySimulator(SimEngine):
         body = await self._json_body(request)
         if isinstance(body, dict) and (body.get("unload_models") or body.get("free_memory")):
             # Unloading happens between prompts in ComfyUI; the next prompt reloads its checkpoint.
-            self.stats.loaded_checkpoint = None
-            self.stats.cached_checkpoints = frozenset()
-            self._cache.clear()
-            self.vram.clear()
+            self.unload()
         return web.Response(status=200)
 
     async def _embeddings(self, request: web.Request) -> web.Response:

@@ -16,6 +16,8 @@ encoders and VAE; FLUX as its fp8 single-file checkpoint).
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from orchestrator.families import guess_family
 from orchestrator.models import Family
 
@@ -53,7 +55,7 @@ class Vram:
             del self._held[next(iter(self._held))]
         self._held[checkpoint] = size
 
-    def keep_only(self, checkpoints: set[str]) -> None:
+    def keep_only(self, checkpoints: Collection[str]) -> None:
         """Models whose loader output the cache dropped are freed: nothing references them any more."""
         self._held = {k: v for k, v in self._held.items() if k in checkpoints}
 
