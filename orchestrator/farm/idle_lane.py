@@ -36,7 +36,7 @@ class IdleLane:
         self.ledger = SpeculationLedger()
         #: checkpoint loads on idle nodes ahead of the next stage
         self.warmer = Warmer(registry, table.wake_all)
-        #: the last warm-up's specs while a node it wanted was busy (tried again as nodes go idle)
+        #: the standing warm-up's specs, until real work is submitted (nodes are warmed as they go idle)
         self._pending: tuple[JobSpec, ...] = ()
         #: idle-lane prompts keep the checkpoint of the node's last real work cached (speculation.keep_alive)
         self.keep_alive = True
@@ -127,11 +127,15 @@ class IdleLane:
         Load the checkpoint these (next stage's) jobs need on the idle nodes the router would give them to.
 
         Idle time only: a node with work, or with real work it could take waiting, is left alone, and real work
-        arriving stops a warm-up. A node left alone only because it was still busy is warmed once it is idle
-        (`idle`), until real work is submitted. Returns how many warm-ups started.
+        arriving stops a warm-up. Until real work is submitted the warm-up stands (`idle`): a node passed over
+        because it was still busy, or that ran something else since (a straggler's backup copy of the last
+        stage), is warmed once it is idle. Returns how many warm-ups started.
         """
+        self.warmer.gave_up.clear()
+        return self._warm(specs)
+
+    def _warm(self, specs: Sequence[JobSpec]) -> int:
         started = 0
-        waiting = False
         by_model: dict[str, list[Job]] = {}
         for s in specs:
             if s.params.model_name:
@@ -145,21 +149,21 @@ class IdleLane:
             for node in nodes[: len(probes)]:
                 if node.stats.loaded_checkpoint == model or self.warmer.busy(node.id):
                     continue
+                if (node.id, model) in self.warmer.gave_up:
+                    continue
                 if any(router.can_run(node.config, node.stats, j) for j in real):
                     continue
                 if self.table.running[node.id]:
-                    # Still busy (a straggler's copy, an image being stored): its turn comes when it is idle.
-                    waiting = True
-                    continue
+                    continue  # still busy (a straggler's copy, an image being stored): its turn comes when idle
                 self.warmer.start(node, model, self._keep(node, model))
                 started += 1
-        self._pending = tuple(specs) if waiting else ()
+        self._pending = tuple(specs) if by_model else ()
         return started
 
     def idle(self, node: Node) -> None:
-        """The node has nothing to run: warm it up if a warm-up passed it over while it was busy."""
+        """The node has nothing to run: warm it up if the standing warm-up wants its checkpoint there."""
         if self._pending and not self.table.running[node.id] and not self.warmer.busy(node.id):
-            self.warm_up(self._pending)
+            self._warm(self._pending)
 
     def forget_warm_ups(self) -> None:
         """Real work was submitted: what the farm does next is its to decide, not a pending warm-up's."""

@@ -71,6 +71,9 @@ class Warmer:
         self.done = 0
         #: set whenever a warm-up ends (for whoever waits on the checkpoints nodes hold)
         self.changed = asyncio.Event()
+        #: (node, checkpoint) warm-ups that ended without loading it (refused, failed): not tried again by the same
+        #: standing warm-up, or an idle node would be asked again each time it wakes
+        self.gave_up: set[tuple[str, str]] = set()
 
     def busy(self, node_id: str) -> bool:
         """True while a warm-up runs on the node."""
@@ -121,6 +124,7 @@ class Warmer:
                             log.info("♨ node=%s holds %s (warmed up while people vote)", node.id, checkpoint)
                             return
                         if isinstance(ev, (ExecutionError, ExecutionInterrupted)):
+                            self.gave_up.add((node.id, checkpoint))
                             return
             finally:
                 watch.close()
@@ -129,6 +133,7 @@ class Warmer:
                 await asyncio.shield(self._remove(node, prompt_id))
             raise
         except (ComfyError, OSError, TimeoutError) as e:
+            self.gave_up.add((node.id, checkpoint))
             log.info("node=%s: warm-up of %s given up (%s)", node.id, checkpoint, e)
 
     async def _remove(self, node: Node, prompt_id: str) -> None:

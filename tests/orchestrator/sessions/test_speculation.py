@@ -12,7 +12,7 @@ from orchestrator.config import SpeculationSettings, parse_settings
 from orchestrator.errors import ConfigError
 from orchestrator.events import JobFailed, JobFinished, JobQueued, JobStarted, SpeculationChanged
 from orchestrator.farm.speculative import is_speculative_batch
-from orchestrator.models import Family, Tier
+from orchestrator.models import Family, GenerationParams, JobSpec, TaskKind, Tier
 from orchestrator.service import GenerateRequest
 from orchestrator.sessions.models import Flow, SessionRequest
 from orchestrator.sessions.speculation import Allowance, allowance
@@ -218,6 +218,28 @@ async def test_warm_up_loads_the_next_checkpoint_while_people_vote(tmp_path):
         await h.current_done(s.id)
         after = {nid: sim.simulators[nid].stats.checkpoint_loads for nid in sdxl_nodes}
         assert after == loads, "the refined stage paid no checkpoint load"
+
+
+async def test_a_warm_up_a_node_refuses_is_not_asked_again_until_the_next_stage(tmp_path):
+    # The warm-up stands until real work is submitted and an idle node is warmed as it wakes; one the node refused
+    # (here: the SDXL checkpoint, deleted from the nodes after they listed it) must not be sent again at each wake.
+    async with warm_up_only(tmp_path) as (h, sim, sdxl):
+        lane = h.orch._sched.lane
+        for node in sim.simulators.values():
+            node.checkpoints = tuple(c for c in node.checkpoints if c != sdxl)
+        spec = JobSpec(params=GenerationParams(prompt="x", family=Family.SDXL, checkpoint=sdxl), task=TaskKind.STANDARD)
+        assert lane.warm_up([spec]) > 0
+        nodes = list(h.orch._sched.registry)
+        async with asyncio.timeout(30):
+            while any(lane.warmer.busy(n.id) for n in nodes):
+                lane.warmer.changed.clear()
+                await lane.warmer.changed.wait()
+        refused = {nid for nid, ckpt in lane.warmer.gave_up if ckpt == sdxl}
+        assert refused, "every node refused the checkpoint"
+        for n in nodes:
+            lane.idle(n)
+        assert not any(lane.warmer.busy(n.id) for n in nodes), "a refused warm-up is not sent again"
+        assert lane.warm_up([spec]) == len(refused), "the next stage's warm-up tries again"
 
 
 async def test_a_card_busy_when_the_votes_open_is_warmed_up_once_it_is_idle(tmp_path):
