@@ -54,7 +54,6 @@ async def test_node_dying_after_its_second_prompt_loses_nothing_and_never_hangs(
         # Its death is seen (the batch may end before the health loop's second failed check: waited for, not raced).
         await health.wait_for(lambda r: any(not e.healthy and e.node_id == victim for e in r.of(NodeHealthChanged)))
         await health.close()
-        assert not orch.registry.get(victim).stats.healthy
         assert heals(orch) == 0
         # A copy that lost its race may still be being taken off its node; then nothing is left anywhere.
         await asyncio.wait_for(scheduler_of(orch).run_until_idle(), 10)
